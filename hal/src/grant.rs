@@ -157,7 +157,12 @@ pub trait GrantTable {
     /// read-only and `access` is [`Access::ReadWrite`];
     /// [`GrantError::NoSpace`] if no more pages can be mapped.
     #[doc(alias = "GNTTABOP_map_grant_ref")]
-    fn map(&self, domid: DomId, gref: GrantRef, access: Access) -> Result<Self::Mapping, GrantError>;
+    fn map(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        access: Access,
+    ) -> Result<Self::Mapping, GrantError>;
 
     /// Unmap a page mapped with [`map`](Self::map). On error the mapping is
     /// handed back untouched.
@@ -175,7 +180,11 @@ pub trait GrantTable {
     /// a read-only grant), [`GrantError::BadCopyArg`], [`GrantError::BadPage`].
     /// The method's own result fails only if the hypercall did.
     #[doc(alias = "GNTTABOP_copy")]
-    fn copy(&self, ops: &[GrantCopy], status: &mut [Result<(), GrantError>]) -> Result<(), GrantError>;
+    fn copy(
+        &self,
+        ops: &[GrantCopy],
+        status: &mut [Result<(), GrantError>],
+    ) -> Result<(), GrantError>;
 
     /// Number of grants made with [`grant_access`](Self::grant_access) and not
     /// yet ended. Tests use it to check that nothing leaks.

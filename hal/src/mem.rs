@@ -245,7 +245,7 @@ macro_rules! forward_shared_memory {
 pub fn check_access(region_len: usize, offset: usize, len: usize, align: usize) {
     let end = offset.checked_add(len);
     assert!(
-        matches!(end, Some(e) if e <= region_len) && offset % align == 0,
+        matches!(end, Some(e) if e <= region_len) && offset.is_multiple_of(align),
         "shared memory access out of bounds or misaligned: offset {offset:#x}, len {len}, align {align}, region {region_len:#x}"
     );
 }
@@ -277,7 +277,11 @@ impl WordMemory {
     /// A new zero-filled block of `len` bytes (rounded up to whole words).
     pub fn new(len: usize) -> Self {
         let words: Arc<[AtomicU64]> = (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
-        WordMemory { words, offset: 0, len }
+        WordMemory {
+            words,
+            offset: 0,
+            len,
+        }
     }
 
     /// A view of `len` bytes of this view starting at `offset`, sharing memory.
@@ -508,7 +512,10 @@ impl<M: SharedMemory> MultiPage<M> {
         check_access(self.len(), offset, len, 1);
         let page = offset / self.page_len;
         let within = offset % self.page_len;
-        assert!(within + len <= self.page_len, "atomic access straddles a page");
+        assert!(
+            within + len <= self.page_len,
+            "atomic access straddles a page"
+        );
         (&self.pages[page], within)
     }
 }
@@ -658,7 +665,10 @@ mod tests {
         m.read(3, &mut out);
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
         assert_eq!(m.load_u8(3, Ordering::Relaxed), 1);
-        assert_eq!(m.load_u32(4, Ordering::Relaxed), u32::from_le_bytes([2, 3, 4, 5]));
+        assert_eq!(
+            m.load_u32(4, Ordering::Relaxed),
+            u32::from_le_bytes([2, 3, 4, 5])
+        );
         m.store_u16(8, 0xbeef, Ordering::Relaxed);
         let mut b = [0u8; 2];
         m.read(8, &mut b);
@@ -666,8 +676,14 @@ mod tests {
         // Neighbouring bytes untouched.
         assert_eq!(m.load_u8(7, Ordering::Relaxed), 5);
         assert_eq!(m.load_u8(10, Ordering::Relaxed), 8);
-        assert_eq!(m.compare_exchange_u16(8, 1, 2, Ordering::SeqCst), Err(0xbeef));
-        assert_eq!(m.compare_exchange_u16(8, 0xbeef, 2, Ordering::SeqCst), Ok(0xbeef));
+        assert_eq!(
+            m.compare_exchange_u16(8, 1, 2, Ordering::SeqCst),
+            Err(0xbeef)
+        );
+        assert_eq!(
+            m.compare_exchange_u16(8, 0xbeef, 2, Ordering::SeqCst),
+            Ok(0xbeef)
+        );
         assert_eq!(m.load_u16(8, Ordering::Relaxed), 2);
     }
 
@@ -693,8 +709,14 @@ mod tests {
         let b = WordMemory::new(16);
         let mp = MultiPage::new(alloc::vec![a.clone(), b.clone()], 16).unwrap();
         mp.write(12, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(a.load_u32(12, Ordering::Relaxed), u32::from_le_bytes([1, 2, 3, 4]));
-        assert_eq!(b.load_u32(0, Ordering::Relaxed), u32::from_le_bytes([5, 6, 7, 8]));
+        assert_eq!(
+            a.load_u32(12, Ordering::Relaxed),
+            u32::from_le_bytes([1, 2, 3, 4])
+        );
+        assert_eq!(
+            b.load_u32(0, Ordering::Relaxed),
+            u32::from_le_bytes([5, 6, 7, 8])
+        );
         let mut out = [0u8; 8];
         mp.read(12, &mut out);
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8]);

@@ -118,7 +118,11 @@ pub const fn ring_size(bytes: usize, slot: usize) -> u32 {
     if n == 0 {
         return 0;
     }
-    let n = if n > u32::MAX as usize { u32::MAX } else { n as u32 };
+    let n = if n > u32::MAX as usize {
+        u32::MAX
+    } else {
+        n as u32
+    };
     1u32 << (31 - n.leading_zeros())
 }
 
@@ -150,7 +154,13 @@ fn read_entry<M: SharedMemory, T: RingEntry>(mem: &M, idx: RingIdx, size: u32, s
     v
 }
 
-fn write_entry<M: SharedMemory, T: RingEntry>(mem: &M, idx: RingIdx, size: u32, slot: usize, v: &T) {
+fn write_entry<M: SharedMemory, T: RingEntry>(
+    mem: &M,
+    idx: RingIdx,
+    size: u32,
+    slot: usize,
+    v: &T,
+) {
     mem.write(slot_offset(idx, size, slot), v.as_bytes());
 }
 
@@ -193,15 +203,27 @@ impl<M: SharedMemory, Req: RingEntry, Rsp: RingEntry> FrontRing<M, Req, Rsp> {
     /// Errors: [`RingError::TooSmall`].
     #[doc(alias = "FRONT_RING_INIT")]
     pub fn init(mem: M) -> Result<Self, RingError> {
+        let ring = Self::attach_at(mem, RingIdx(0))?;
+        init_shared(&ring.mem);
+        Ok(ring)
+    }
+
+    /// A front end over a shared ring that is already set up, with its
+    /// private request producer and response consumer at `idx`
+    /// (`FRONT_RING_ATTACH`). The shared page is not touched; its indices
+    /// should be consistent with `idx`.
+    ///
+    /// Errors: [`RingError::TooSmall`].
+    #[doc(alias = "FRONT_RING_ATTACH")]
+    pub fn attach_at(mem: M, idx: RingIdx) -> Result<Self, RingError> {
         let size = ring_size(mem.len(), slot_size::<Req, Rsp>());
         if size == 0 {
             return Err(RingError::TooSmall);
         }
-        init_shared(&mem);
         Ok(FrontRing {
             mem,
-            req_prod_pvt: RingIdx(0),
-            rsp_cons: RingIdx(0),
+            req_prod_pvt: idx,
+            rsp_cons: idx,
             size,
             _types: PhantomData,
         })
@@ -353,14 +375,24 @@ impl<M: SharedMemory, Req: RingEntry, Rsp: RingEntry> BackRing<M, Req, Rsp> {
     /// Errors: [`RingError::TooSmall`].
     #[doc(alias = "BACK_RING_INIT")]
     pub fn attach(mem: M) -> Result<Self, RingError> {
+        Self::attach_at(mem, RingIdx(0))
+    }
+
+    /// A back end over a live ring, with its private response producer and
+    /// request consumer at `idx` (`BACK_RING_ATTACH`), e.g. the `rsp_prod`
+    /// a restarted back end finds on the shared page.
+    ///
+    /// Errors: [`RingError::TooSmall`].
+    #[doc(alias = "BACK_RING_ATTACH")]
+    pub fn attach_at(mem: M, idx: RingIdx) -> Result<Self, RingError> {
         let size = ring_size(mem.len(), slot_size::<Req, Rsp>());
         if size == 0 {
             return Err(RingError::TooSmall);
         }
         Ok(BackRing {
             mem,
-            rsp_prod_pvt: RingIdx(0),
-            req_cons: RingIdx(0),
+            rsp_prod_pvt: idx,
+            req_cons: idx,
             size,
             _types: PhantomData,
         })
@@ -496,7 +528,12 @@ mod tests {
         _pad: u32,
     }
 
-    fn pair(bytes: usize) -> (FrontRing<WordMemory, Req, Rsp>, BackRing<WordMemory, Req, Rsp>) {
+    fn pair(
+        bytes: usize,
+    ) -> (
+        FrontRing<WordMemory, Req, Rsp>,
+        BackRing<WordMemory, Req, Rsp>,
+    ) {
         let mem = WordMemory::new(bytes);
         let front = FrontRing::init(mem.clone()).unwrap();
         let back = BackRing::attach(mem).unwrap();
@@ -523,18 +560,46 @@ mod tests {
         assert_eq!(f.size(), 128);
         // Back end is idle and asked to be woken at index 1.
         assert!(!b.final_check_for_requests().unwrap());
-        f.stage_request(&Req { id: 7, payload: [1, 2] }).unwrap();
-        assert!(f.push_requests_and_check_notify(), "idle backend must be notified");
+        f.stage_request(&Req {
+            id: 7,
+            payload: [1, 2],
+        })
+        .unwrap();
+        assert!(
+            f.push_requests_and_check_notify(),
+            "idle backend must be notified"
+        );
         // A second push without the backend re-arming needs no notification.
-        f.stage_request(&Req { id: 8, payload: [3, 4] }).unwrap();
+        f.stage_request(&Req {
+            id: 8,
+            payload: [3, 4],
+        })
+        .unwrap();
         assert!(!f.push_requests_and_check_notify());
         assert_eq!(b.take_request().unwrap().unwrap().id, 7);
         assert_eq!(b.take_request().unwrap().unwrap().id, 8);
         assert_eq!(b.take_request().unwrap(), None);
         assert!(!f.final_check_for_responses().unwrap());
-        b.stage_response(&Rsp { id: 7, status: 0, _pad: 0 }).unwrap();
-        b.stage_response(&Rsp { id: 8, status: -5, _pad: 0 }).unwrap();
-        assert!(b.stage_response(&Rsp { id: 9, status: 0, _pad: 0 }).is_err());
+        b.stage_response(&Rsp {
+            id: 7,
+            status: 0,
+            _pad: 0,
+        })
+        .unwrap();
+        b.stage_response(&Rsp {
+            id: 8,
+            status: -5,
+            _pad: 0,
+        })
+        .unwrap();
+        assert!(
+            b.stage_response(&Rsp {
+                id: 9,
+                status: 0,
+                _pad: 0
+            })
+            .is_err()
+        );
         assert!(b.push_responses_and_check_notify());
         assert_eq!(f.take_response().unwrap().unwrap().status, 0);
         assert_eq!(f.take_response().unwrap().unwrap().status, -5);
@@ -545,14 +610,21 @@ mod tests {
     #[test]
     fn front_rejects_responses_it_never_asked_for() {
         let (mut f, _b) = pair(4096);
-        f.stage_request(&Req { id: 1, payload: [0; 2] }).unwrap();
+        f.stage_request(&Req {
+            id: 1,
+            payload: [0; 2],
+        })
+        .unwrap();
         f.push_requests_and_check_notify();
         // Hostile backend claims 2 responses for 1 request.
         f.memory().store_u32(RSP_PROD, 2, Ordering::Release);
         assert!(matches!(f.take_response(), Err(RingError::Overrun { .. })));
         // And a producer index that went backwards.
         f.memory().store_u32(RSP_PROD, u32::MAX, Ordering::Release);
-        assert!(matches!(f.final_check_for_responses(), Err(RingError::Overrun { .. })));
+        assert!(matches!(
+            f.final_check_for_responses(),
+            Err(RingError::Overrun { .. })
+        ));
     }
 
     #[test]
@@ -588,13 +660,22 @@ mod tests {
         mem.store_u32(RSP_EVENT, start.wrapping_add(1), Ordering::Relaxed);
         for round in 0..4u64 {
             for i in 0..5u64 {
-                f.stage_request(&Req { id: round * 10 + i, payload: [0; 2] }).unwrap();
+                f.stage_request(&Req {
+                    id: round * 10 + i,
+                    payload: [0; 2],
+                })
+                .unwrap();
             }
             f.push_requests_and_check_notify();
             for i in 0..5u64 {
                 let r = b.take_request().unwrap().unwrap();
                 assert_eq!(r.id, round * 10 + i);
-                b.stage_response(&Rsp { id: r.id, status: 0, _pad: 0 }).unwrap();
+                b.stage_response(&Rsp {
+                    id: r.id,
+                    status: 0,
+                    _pad: 0,
+                })
+                .unwrap();
             }
             b.push_responses_and_check_notify();
             for i in 0..5u64 {

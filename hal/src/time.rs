@@ -63,7 +63,12 @@ impl Sub<Instant> for Instant {
 
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:09}s", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+        write!(
+            f,
+            "{}.{:09}s",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
     }
 }
 
@@ -234,7 +239,13 @@ mod tests {
     #[test]
     fn instant_arithmetic_saturates() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
-        assert_eq!(Instant::from_nanos(5) - Instant::from_nanos(9), Duration::ZERO);
-        assert_eq!(format!("{:?}", Instant::from_nanos(1_500_000_000)), "1.500000000s");
+        assert_eq!(
+            Instant::from_nanos(5) - Instant::from_nanos(9),
+            Duration::ZERO
+        );
+        assert_eq!(
+            format!("{:?}", Instant::from_nanos(1_500_000_000)),
+            "1.500000000s"
+        );
     }
 }

@@ -110,7 +110,9 @@ impl<H: Hypervisor> Console for PvConsole<H> {
         self.ring.write(OUT, &buf[first..n]);
         self.ring
             .store_u32(OUT_PROD, prod.wrapping_add(n as u32), Ordering::Release);
-        self.events.notify(self.port).map_err(|_| ConsoleError::Disconnected)?;
+        self.events
+            .notify(self.port)
+            .map_err(|_| ConsoleError::Disconnected)?;
         Ok(n)
     }
 
@@ -130,7 +132,9 @@ impl<H: Hypervisor> Console for PvConsole<H> {
         self.ring.read(IN, &mut buf[first..n]);
         self.ring
             .store_u32(IN_CONS, cons.wrapping_add(n as u32), Ordering::Release);
-        self.events.notify(self.port).map_err(|_| ConsoleError::Disconnected)?;
+        self.events
+            .notify(self.port)
+            .map_err(|_| ConsoleError::Disconnected)?;
         Ok(n)
     }
 

@@ -126,8 +126,17 @@ impl<H: Hypervisor> Events<H> {
         }
         ports[i] = PortState::default();
         drop(ports);
-        hypercall::evtchn_port_op(&self.inner.h, abi::evtchnop::UNMASK, port).map_err(event_error)?;
+        hypercall::evtchn_port_op(&self.inner.h, abi::evtchnop::UNMASK, port)
+            .map_err(event_error)?;
         Ok(port)
+    }
+
+    /// Take over `port`, already bound for us by the toolstack (the xenstore
+    /// and console channels of an HVM or Arm guest): track and unmask it.
+    ///
+    /// Errors: [`EventError::InvalidPort`].
+    pub fn adopt(&self, port: EventPort) -> Result<EventPort, EventError> {
+        self.track(port)
     }
 
     /// Handle deliveries: for every port pending and not masked, clear its
@@ -187,14 +196,20 @@ impl<H: Hypervisor> EventChannel for Events<H> {
         self.track(port)
     }
 
-    fn bind_interdomain(&self, remote: DomId, remote_port: EventPort) -> Result<EventPort, EventError> {
-        let port = hypercall::evtchn_bind_interdomain(&self.inner.h, remote, remote_port).map_err(|e| {
-            if e == Errno::EINVAL {
-                EventError::NotOffered
-            } else {
-                event_error(e)
-            }
-        })?;
+    fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: EventPort,
+    ) -> Result<EventPort, EventError> {
+        let port = hypercall::evtchn_bind_interdomain(&self.inner.h, remote, remote_port).map_err(
+            |e| {
+                if e == Errno::EINVAL {
+                    EventError::NotOffered
+                } else {
+                    event_error(e)
+                }
+            },
+        )?;
         self.track(port)
     }
 
@@ -221,7 +236,8 @@ impl<H: Hypervisor> EventChannel for Events<H> {
     }
 
     fn close(&self, port: EventPort) -> Result<(), EventError> {
-        hypercall::evtchn_port_op(&self.inner.h, abi::evtchnop::CLOSE, port).map_err(event_error)?;
+        hypercall::evtchn_port_op(&self.inner.h, abi::evtchnop::CLOSE, port)
+            .map_err(event_error)?;
         self.mask(port);
         if let Some(st) = self.inner.ports.borrow_mut().get_mut(port.0 as usize) {
             *st = PortState::default();

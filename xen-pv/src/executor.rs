@@ -85,10 +85,10 @@ where
 {
     events.dispatch();
     timer.service();
-    if exec.woken() {
-        if let Poll::Ready(v) = exec.poll(fut) {
-            return Poll::Ready(v);
-        }
+    if exec.woken()
+        && let Poll::Ready(v) = exec.poll(fut)
+    {
+        return Poll::Ready(v);
     }
     if !exec.woken() && !events.upcall_pending() {
         // Returns at once if an event became pending after the check above.

@@ -49,7 +49,12 @@ fn hyp_error(e: Errno) -> GrantError {
 /// guests (Arm, the simulator) reach their grant table. Returns the memory.
 pub fn map_frames_auto<H: Hypervisor>(h: &H, base: Gfn, count: usize) -> Result<H::Mem, Errno> {
     for i in 0..count {
-        hypercall::add_to_physmap(h, abi::mapspace::GRANT_TABLE, i as u64, Gfn(base.0 + i as u64))?;
+        hypercall::add_to_physmap(
+            h,
+            abi::mapspace::GRANT_TABLE,
+            i as u64,
+            Gfn(base.0 + i as u64),
+        )?;
     }
     h.map_frames(base, count)
 }
@@ -77,7 +82,10 @@ impl MapWindow {
     }
 
     fn take(&self) -> Option<Gfn> {
-        self.free.borrow_mut().pop().map(|i| Gfn(self.base.0 + u64::from(i)))
+        self.free
+            .borrow_mut()
+            .pop()
+            .map(|i| Gfn(self.base.0 + u64::from(i)))
     }
 
     fn give(&self, gfn: Gfn) {
@@ -144,7 +152,9 @@ impl<H: Hypervisor> Grants<H> {
     /// are left to the toolstack.
     pub fn new(h: H, table: H::Mem, window: MapWindow) -> Self {
         let nr_entries = (table.len() / size_of::<GrantEntryV1>()) as u32;
-        let free = (abi::GNTTAB_NR_RESERVED_ENTRIES..nr_entries).rev().collect();
+        let free = (abi::GNTTAB_NR_RESERVED_ENTRIES..nr_entries)
+            .rev()
+            .collect();
         Grants {
             inner: Rc::new(Inner {
                 h,
@@ -185,12 +195,21 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
 
     fn grant_access(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, GrantError> {
         let frame = u32::try_from(gfn.0).map_err(|_| GrantError::BadPage)?;
-        let gref = self.inner.free.borrow_mut().pop().ok_or(GrantError::NoFreeRefs)?;
+        let gref = self
+            .inner
+            .free
+            .borrow_mut()
+            .pop()
+            .ok_or(GrantError::NoFreeRefs)?;
         let off = gref as usize * size_of::<GrantEntryV1>();
         let t = &self.inner.table;
         t.store_u16(off + DOMID, domid.0, Ordering::Relaxed);
         t.store_u32(off + FRAME, frame, Ordering::Relaxed);
-        let ro = if access == Access::ReadOnly { gtf::READONLY } else { 0 };
+        let ro = if access == Access::ReadOnly {
+            gtf::READONLY
+        } else {
+            0
+        };
         // domid and frame must be visible before the entry becomes valid.
         t.store_u16(off + FLAGS, gtf::PERMIT_ACCESS | ro, Ordering::Release);
         self.inner.active.set(self.inner.active.get() + 1);
@@ -226,9 +245,18 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
         Ok(self.flags(gref)? & (gtf::READING | gtf::WRITING) != 0)
     }
 
-    fn map(&self, domid: DomId, gref: GrantRef, access: Access) -> Result<Self::Mapping, GrantError> {
+    fn map(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        access: Access,
+    ) -> Result<Self::Mapping, GrantError> {
         let gfn = self.inner.window.take().ok_or(GrantError::NoSpace)?;
-        let ro = if access == Access::ReadOnly { gntmap::READONLY } else { 0 };
+        let ro = if access == Access::ReadOnly {
+            gntmap::READONLY
+        } else {
+            0
+        };
         let mut op = [abi::GnttabMapGrantRef {
             host_addr: gfn.addr(),
             flags: gntmap::HOST_MAP | ro,
@@ -236,7 +264,9 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
             dom: domid.0,
             ..Default::default()
         }];
-        if let Err(e) = hypercall::grant_table_op(&self.inner.h, abi::gnttabop::MAP_GRANT_REF, &mut op) {
+        if let Err(e) =
+            hypercall::grant_table_op(&self.inner.h, abi::gnttabop::MAP_GRANT_REF, &mut op)
+        {
             self.inner.window.give(gfn);
             return Err(hyp_error(e));
         }
@@ -253,7 +283,11 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
                         handle: op[0].handle,
                         ..Default::default()
                     }];
-                    let _ = hypercall::grant_table_op(&self.inner.h, abi::gnttabop::UNMAP_GRANT_REF, &mut un);
+                    let _ = hypercall::grant_table_op(
+                        &self.inner.h,
+                        abi::gnttabop::UNMAP_GRANT_REF,
+                        &mut un,
+                    );
                     self.inner.window.give(gfn);
                     return Err(hyp_error(e));
                 }
@@ -273,7 +307,9 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
             handle: mapping.handle,
             ..Default::default()
         }];
-        if let Err(e) = hypercall::grant_table_op(&self.inner.h, abi::gnttabop::UNMAP_GRANT_REF, &mut op) {
+        if let Err(e) =
+            hypercall::grant_table_op(&self.inner.h, abi::gnttabop::UNMAP_GRANT_REF, &mut op)
+        {
             return Err((mapping, hyp_error(e)));
         }
         if op[0].status != gntst::OKAY {
@@ -284,7 +320,11 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
         Ok(())
     }
 
-    fn copy(&self, ops: &[GrantCopy], status: &mut [Result<(), GrantError>]) -> Result<(), GrantError> {
+    fn copy(
+        &self,
+        ops: &[GrantCopy],
+        status: &mut [Result<(), GrantError>],
+    ) -> Result<(), GrantError> {
         if ops.len() != status.len() {
             return Err(GrantError::General);
         }
@@ -300,7 +340,8 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
                 r.status = 0;
             }
             let raw = &mut raw[..chunk.len()];
-            hypercall::grant_table_op(&self.inner.h, abi::gnttabop::COPY, raw).map_err(hyp_error)?;
+            hypercall::grant_table_op(&self.inner.h, abi::gnttabop::COPY, raw)
+                .map_err(hyp_error)?;
             for (s, r) in st.iter_mut().zip(raw.iter()) {
                 *s = if r.status == gntst::OKAY {
                     Ok(())
@@ -323,7 +364,11 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
 
 fn copy_ptr(p: CopyPtr, flags: &mut u16, gref_flag: u16) -> abi::GnttabCopyPtr {
     match p {
-        CopyPtr::Foreign { domid, gref, offset } => {
+        CopyPtr::Foreign {
+            domid,
+            gref,
+            offset,
+        } => {
             *flags |= gref_flag;
             abi::GnttabCopyPtr {
                 u: u64::from(gref.0),

@@ -135,7 +135,13 @@ pub fn evtchn_alloc_unbound<H: Hypervisor>(h: &H, remote: DomId) -> Result<Event
         remote_dom: remote.0,
         port: 0,
     };
-    call_with(h, op::EVENT_CHANNEL_OP, [u64::from(abi::evtchnop::ALLOC_UNBOUND), 0, 0, 0, 0], 1, &mut a)?;
+    call_with(
+        h,
+        op::EVENT_CHANNEL_OP,
+        [u64::from(abi::evtchnop::ALLOC_UNBOUND), 0, 0, 0, 0],
+        1,
+        &mut a,
+    )?;
     Ok(EventPort(a.port))
 }
 
@@ -167,7 +173,13 @@ pub fn evtchn_bind_virq<H: Hypervisor>(h: &H, virq: u32) -> Result<EventPort, Er
         vcpu: 0,
         port: 0,
     };
-    call_with(h, op::EVENT_CHANNEL_OP, [u64::from(abi::evtchnop::BIND_VIRQ), 0, 0, 0, 0], 1, &mut a)?;
+    call_with(
+        h,
+        op::EVENT_CHANNEL_OP,
+        [u64::from(abi::evtchnop::BIND_VIRQ), 0, 0, 0, 0],
+        1,
+        &mut a,
+    )?;
     Ok(EventPort(a.port))
 }
 
@@ -184,27 +196,50 @@ pub fn evtchn_status<H: Hypervisor>(h: &H, port: EventPort) -> Result<abi::Evtch
         port: port.0,
         ..Default::default()
     };
-    call_with(h, op::EVENT_CHANNEL_OP, [u64::from(abi::evtchnop::STATUS), 0, 0, 0, 0], 1, &mut a)?;
+    call_with(
+        h,
+        op::EVENT_CHANNEL_OP,
+        [u64::from(abi::evtchnop::STATUS), 0, 0, 0, 0],
+        1,
+        &mut a,
+    )?;
     Ok(a)
 }
 
 /// `SCHEDOP_yield`.
 pub fn sched_yield<H: Hypervisor>(h: &H) -> Result<(), Errno> {
-    check(h.hypercall(op::SCHED_OP, [u64::from(abi::schedop::YIELD), 0, 0, 0, 0], None)).map(drop)
+    check(h.hypercall(
+        op::SCHED_OP,
+        [u64::from(abi::schedop::YIELD), 0, 0, 0, 0],
+        None,
+    ))
+    .map(drop)
 }
 
 /// `SCHEDOP_block`: sleep until an event is pending. Returns at once if one
 /// already is. (In the simulator it always returns at once; the domain is
 /// then not scheduled again until an event is pending.)
 pub fn sched_block<H: Hypervisor>(h: &H) -> Result<(), Errno> {
-    check(h.hypercall(op::SCHED_OP, [u64::from(abi::schedop::BLOCK), 0, 0, 0, 0], None)).map(drop)
+    check(h.hypercall(
+        op::SCHED_OP,
+        [u64::from(abi::schedop::BLOCK), 0, 0, 0, 0],
+        None,
+    ))
+    .map(drop)
 }
 
 /// `SCHEDOP_shutdown` with `reason` (`SHUTDOWN_*`). Does not return on
 /// success on real Xen.
 pub fn sched_shutdown<H: Hypervisor>(h: &H, reason: u32) -> Result<(), Errno> {
     let a = abi::SchedShutdown { reason };
-    call_in(h, op::SCHED_OP, [u64::from(abi::schedop::SHUTDOWN), 0, 0, 0, 0], 1, &a).map(drop)
+    call_in(
+        h,
+        op::SCHED_OP,
+        [u64::from(abi::schedop::SHUTDOWN), 0, 0, 0, 0],
+        1,
+        &a,
+    )
+    .map(drop)
 }
 
 /// `SCHEDOP_poll`: wait until one of `ports` is pending, or system time
@@ -226,7 +261,10 @@ pub fn sched_poll<H: Hypervisor>(h: &H, ports: &[EventPort], timeout_ns: u64) ->
     for (i, p) in ports.iter().enumerate() {
         buf[head + 4 * i..head + 4 * i + 4].copy_from_slice(&p.0.to_ne_bytes());
     }
-    let handles = [Handle { at: 0, target: head }];
+    let handles = [Handle {
+        at: 0,
+        target: head,
+    }];
     check(h.hypercall(
         op::SCHED_OP,
         [u64::from(abi::schedop::POLL), 0, 0, 0, 0],
@@ -266,7 +304,13 @@ pub fn hvm_get_param<H: Hypervisor>(h: &H, index: u32) -> Result<u64, Errno> {
         index,
         value: 0,
     };
-    call_with(h, op::HVM_OP, [u64::from(abi::HVMOP_GET_PARAM), 0, 0, 0, 0], 1, &mut a)?;
+    call_with(
+        h,
+        op::HVM_OP,
+        [u64::from(abi::HVMOP_GET_PARAM), 0, 0, 0, 0],
+        1,
+        &mut a,
+    )?;
     Ok(a.value)
 }
 
@@ -279,12 +323,23 @@ pub fn add_to_physmap<H: Hypervisor>(h: &H, space: u32, idx: u64, gpfn: Gfn) -> 
         idx,
         gpfn: gpfn.0,
     };
-    call_in(h, op::MEMORY_OP, [u64::from(abi::XENMEM_ADD_TO_PHYSMAP), 0, 0, 0, 0], 1, &a).map(drop)
+    call_in(
+        h,
+        op::MEMORY_OP,
+        [u64::from(abi::XENMEM_ADD_TO_PHYSMAP), 0, 0, 0, 0],
+        1,
+        &a,
+    )
+    .map(drop)
 }
 
 /// `XENVER_version`: `(major, minor)`.
 pub fn xen_version<H: Hypervisor>(h: &H) -> Result<(u16, u16), Errno> {
-    let v = check(h.hypercall(op::XEN_VERSION, [u64::from(abi::XENVER_VERSION), 0, 0, 0, 0], None))?;
+    let v = check(h.hypercall(
+        op::XEN_VERSION,
+        [u64::from(abi::XENVER_VERSION), 0, 0, 0, 0],
+        None,
+    ))?;
     Ok(((v >> 16) as u16, v as u16))
 }
 

@@ -21,6 +21,8 @@ pub mod event;
 pub mod executor;
 pub mod grant;
 pub mod hypercall;
+pub mod pages;
+pub mod platform;
 #[allow(unsafe_code)]
 pub mod shm;
 pub mod timer;

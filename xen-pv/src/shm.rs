@@ -105,7 +105,12 @@ impl SharedMemory for RawMemory {
         new: u16,
         order: Ordering,
     ) -> Result<u16, u16> {
-        atomic_at!(self, AtomicU16, offset, 2).compare_exchange(current, new, order, load_order(order))
+        atomic_at!(self, AtomicU16, offset, 2).compare_exchange(
+            current,
+            new,
+            order,
+            load_order(order),
+        )
     }
 
     fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
@@ -141,7 +146,7 @@ impl SharedMemory for RawMemory {
         let mut pos = 0;
         while pos < buf.len() {
             let at = offset + pos;
-            if at % 8 == 0 && buf.len() - pos >= 8 {
+            if at.is_multiple_of(8) && buf.len() - pos >= 8 {
                 let w = self.load_u64(at, Ordering::Relaxed);
                 buf[pos..pos + 8].copy_from_slice(&w.to_ne_bytes());
                 pos += 8;
@@ -157,7 +162,7 @@ impl SharedMemory for RawMemory {
         let mut pos = 0;
         while pos < buf.len() {
             let at = offset + pos;
-            if at % 8 == 0 && buf.len() - pos >= 8 {
+            if at.is_multiple_of(8) && buf.len() - pos >= 8 {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&buf[pos..pos + 8]);
                 self.store_u64(at, u64::from_ne_bytes(w), Ordering::Relaxed);

@@ -156,7 +156,8 @@ impl<C: Clock, A: AlarmHw> Clock for QueueTimer<C, A> {
 
 impl<C: Clock, A: AlarmHw> Timer for QueueTimer<C, A> {
     fn schedule_wake(&self, at: Instant, waker: &Waker) {
-        self.queue.schedule(at, waker, self.clock.now(), &self.alarm);
+        self.queue
+            .schedule(at, waker, self.clock.now(), &self.alarm);
     }
 }
 

@@ -78,7 +78,10 @@ impl fmt::Display for XenbusState {
 /// peer is gone or not yet there); an unparsable value is `EINVAL`.
 ///
 /// Errors: as [`XenStore::read`], except `ENOENT`.
-pub async fn read_state<H: Hypervisor>(xs: &XenStore<H>, dir: &str) -> Result<XenbusState, XsError> {
+pub async fn read_state<H: Hypervisor>(
+    xs: &XenStore<H>,
+    dir: &str,
+) -> Result<XenbusState, XsError> {
     let path = join(dir, "state");
     match xs.read_u64(TxId::NONE, &path).await {
         Ok(v) => u32::try_from(v)

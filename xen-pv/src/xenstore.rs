@@ -224,7 +224,10 @@ impl<H: Hypervisor> XenStore<H> {
     }
 
     fn notify(&self) -> Result<(), XsError> {
-        self.inner.events.notify(self.inner.port).map_err(XsError::Event)
+        self.inner
+            .events
+            .notify(self.inner.port)
+            .map_err(XsError::Event)
     }
 
     /// Read whatever xenstored produced; parse complete messages. Returns
@@ -248,7 +251,10 @@ impl<H: Hypervisor> XenStore<H> {
             let start = st.rx.len();
             st.rx.resize(start + avail as usize, 0);
             let first = (RING - (cons % RING)).min(avail) as usize;
-            ring.read(RSP + (cons % RING) as usize, &mut st.rx[start..start + first]);
+            ring.read(
+                RSP + (cons % RING) as usize,
+                &mut st.rx[start..start + first],
+            );
             ring.read(RSP, &mut st.rx[start + first..]);
         }
         ring.store_u32(RSP_CONS, prod, Ordering::Release);
@@ -268,7 +274,8 @@ impl<H: Hypervisor> XenStore<H> {
             if st.rx.len() < HEADER {
                 return Ok(());
             }
-            let hdr = XsdSockmsg::read_from_bytes(&st.rx[..HEADER]).map_err(|_| XsError::Protocol("header"))?;
+            let hdr = XsdSockmsg::read_from_bytes(&st.rx[..HEADER])
+                .map_err(|_| XsError::Protocol("header"))?;
             let len = hdr.len as usize;
             if len > XENSTORE_PAYLOAD_MAX {
                 drop(st);
@@ -336,7 +343,12 @@ impl<H: Hypervisor> XenStore<H> {
     ///
     /// Errors: [`XsError::TooLong`]; [`XsError::Errno`] from an `XS_ERROR`
     /// reply; [`XsError::Protocol`]; [`XsError::Event`].
-    pub async fn request(&self, type_: u32, tx: TxId, payload: &[&[u8]]) -> Result<Vec<u8>, XsError> {
+    pub async fn request(
+        &self,
+        type_: u32,
+        tx: TxId,
+        payload: &[&[u8]],
+    ) -> Result<Vec<u8>, XsError> {
         let len: usize = payload.iter().map(|p| p.len()).sum();
         if len > XENSTORE_PAYLOAD_MAX {
             return Err(XsError::TooLong);
@@ -389,10 +401,10 @@ impl<H: Hypervisor> XenStore<H> {
                     Err(e) => return Poll::Ready(Err(e)),
                 };
                 guard.sent += n;
-                if n > 0 {
-                    if let Err(e) = self.notify() {
-                        return Poll::Ready(Err(e));
-                    }
+                if n > 0
+                    && let Err(e) = self.notify()
+                {
+                    return Poll::Ready(Err(e));
                 }
                 if guard.sent == msg.len() {
                     return Poll::Ready(Ok(()));
@@ -443,7 +455,9 @@ impl<H: Hypervisor> XenStore<H> {
         if type_ == xs::ERROR {
             let name = payload.split(|&b| b == 0).next().unwrap_or(&[]);
             let name = core::str::from_utf8(name).map_err(|_| XsError::Protocol("error reply"))?;
-            return Err(XsError::Errno(Errno::from_name(name).unwrap_or(Errno::EINVAL)));
+            return Err(XsError::Errno(
+                Errno::from_name(name).unwrap_or(Errno::EINVAL),
+            ));
         }
         Ok(payload)
     }
@@ -477,14 +491,18 @@ impl<H: Hypervisor> XenStore<H> {
     /// Errors: as [`request`](Self::request); `EACCES` without write
     /// permission.
     pub async fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<(), XsError> {
-        self.request(xs::WRITE, tx, &[path.as_bytes(), b"\0", value]).await.map(drop)
+        self.request(xs::WRITE, tx, &[path.as_bytes(), b"\0", value])
+            .await
+            .map(drop)
     }
 
     /// Create `path` with an empty value if it does not exist.
     ///
     /// Errors: as [`write`](Self::write).
     pub async fn mkdir(&self, tx: TxId, path: &str) -> Result<(), XsError> {
-        self.request(xs::MKDIR, tx, &[path.as_bytes(), b"\0"]).await.map(drop)
+        self.request(xs::MKDIR, tx, &[path.as_bytes(), b"\0"])
+            .await
+            .map(drop)
     }
 
     /// Remove `path` and everything under it.
@@ -492,14 +510,18 @@ impl<H: Hypervisor> XenStore<H> {
     /// Errors: as [`write`](Self::write); `ENOENT` if neither it nor its
     /// parent exists.
     pub async fn rm(&self, tx: TxId, path: &str) -> Result<(), XsError> {
-        self.request(xs::RM, tx, &[path.as_bytes(), b"\0"]).await.map(drop)
+        self.request(xs::RM, tx, &[path.as_bytes(), b"\0"])
+            .await
+            .map(drop)
     }
 
     /// The names of the children of `path`.
     ///
     /// Errors: as [`read`](Self::read).
     pub async fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
-        let v = self.request(xs::DIRECTORY, tx, &[path.as_bytes(), b"\0"]).await?;
+        let v = self
+            .request(xs::DIRECTORY, tx, &[path.as_bytes(), b"\0"])
+            .await?;
         split_strings(&v)
     }
 
@@ -507,7 +529,9 @@ impl<H: Hypervisor> XenStore<H> {
     ///
     /// Errors: as [`read`](Self::read); [`XsError::Protocol`] if malformed.
     pub async fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>, XsError> {
-        let v = self.request(xs::GET_PERMS, tx, &[path.as_bytes(), b"\0"]).await?;
+        let v = self
+            .request(xs::GET_PERMS, tx, &[path.as_bytes(), b"\0"])
+            .await?;
         split_strings(&v)?
             .iter()
             .map(|s| Perm::parse(s).ok_or(XsError::Protocol("bad permission")))
@@ -517,7 +541,8 @@ impl<H: Hypervisor> XenStore<H> {
     /// Set the permissions of `path`: `perms[0]` is the owner and the default
     /// access.
     ///
-    /// Errors: as [`write`](Self::write); `EPERM` unless we own the node.
+    /// Errors: as [`write`](Self::write); `EACCES` unless we own the node;
+    /// `EPERM` if an unprivileged owner tries to give the node away.
     pub async fn set_perms(&self, tx: TxId, path: &str, perms: &[Perm]) -> Result<(), XsError> {
         let mut buf = Vec::new();
         buf.extend_from_slice(path.as_bytes());
@@ -538,25 +563,35 @@ impl<H: Hypervisor> XenStore<H> {
     /// Errors: as [`request`](Self::request); `EEXIST` if the same path and
     /// token are already watched.
     pub async fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        self.request(xs::WATCH, TxId::NONE, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"])
-            .await
-            .map(drop)
+        self.request(
+            xs::WATCH,
+            TxId::NONE,
+            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
+        )
+        .await
+        .map(drop)
     }
 
     /// Remove a watch.
     ///
     /// Errors: as [`request`](Self::request); `ENOENT` if not watched.
     pub async fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        self.request(xs::UNWATCH, TxId::NONE, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"])
-            .await
-            .map(drop)
+        self.request(
+            xs::UNWATCH,
+            TxId::NONE,
+            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
+        )
+        .await
+        .map(drop)
     }
 
     /// Start a transaction.
     ///
     /// Errors: as [`request`](Self::request).
     pub async fn transaction_start(&self) -> Result<TxId, XsError> {
-        let v = self.request(xs::TRANSACTION_START, TxId::NONE, &[b"\0"]).await?;
+        let v = self
+            .request(xs::TRANSACTION_START, TxId::NONE, &[b"\0"])
+            .await?;
         let s = split_strings(&v)?;
         s.first()
             .and_then(|s| s.parse().ok())
@@ -570,7 +605,9 @@ impl<H: Hypervisor> XenStore<H> {
     /// was committed meanwhile (nothing was applied: retry the transaction).
     pub async fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
         let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
-        self.request(xs::TRANSACTION_END, tx, &[arg]).await.map(drop)
+        self.request(xs::TRANSACTION_END, tx, &[arg])
+            .await
+            .map(drop)
     }
 
     /// Our domain's home path, e.g. `/local/domain/5`.
@@ -580,7 +617,9 @@ impl<H: Hypervisor> XenStore<H> {
         use core::fmt::Write;
         let mut s = String::new();
         let _ = write!(s, "{}", domid.0);
-        let v = self.request(xs::GET_DOMAIN_PATH, TxId::NONE, &[s.as_bytes(), b"\0"]).await?;
+        let v = self
+            .request(xs::GET_DOMAIN_PATH, TxId::NONE, &[s.as_bytes(), b"\0"])
+            .await?;
         split_strings(&v)?
             .into_iter()
             .next()

@@ -10,7 +10,9 @@ pub const LEGACY_MAX_VCPUS: usize = 1;
 /// Per-vCPU event and time state (`vcpu_info`), 48 bytes on Arm: the
 /// architecture part is empty.
 #[doc(alias = "vcpu_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct VcpuInfo {
     /// Set by Xen when an event is pending for this vCPU.

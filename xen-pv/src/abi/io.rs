@@ -38,7 +38,9 @@ pub mod xs {
 
 /// Header of every xenstore message (`xsd_sockmsg`), followed by `len` bytes.
 #[doc(alias = "xsd_sockmsg")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct XsdSockmsg {
     /// `XS_*`.
@@ -176,7 +178,9 @@ pub const XEN_NETIF_MAX_TX_SIZE: usize = 0xFFFF;
 
 /// A transmit request (`netif_tx_request`), 12 bytes.
 #[doc(alias = "netif_tx_request")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct NetifTxRequest {
     /// Grant of the page holding the data.
@@ -192,9 +196,13 @@ pub struct NetifTxRequest {
 }
 
 /// An extra-info slot (`netif_extra_info`), 8 bytes; the union `u` as bytes.
+///
+/// Aligned to 2 like the C type, whose union has `uint16_t` members.
 #[doc(alias = "netif_extra_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C, align(2))]
 pub struct NetifExtraInfo {
     /// `XEN_NETIF_EXTRA_TYPE_*`.
     pub type_: u8,
@@ -206,7 +214,9 @@ pub struct NetifExtraInfo {
 
 /// A transmit response (`netif_tx_response`), 4 bytes.
 #[doc(alias = "netif_tx_response")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct NetifTxResponse {
     /// The request's id.
@@ -217,7 +227,9 @@ pub struct NetifTxResponse {
 
 /// A receive request (`netif_rx_request`): a page offered for one slot.
 #[doc(alias = "netif_rx_request")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct NetifRxRequest {
     /// Echoed in the response.
@@ -230,7 +242,9 @@ pub struct NetifRxRequest {
 
 /// A receive response (`netif_rx_response`).
 #[doc(alias = "netif_rx_response")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct NetifRxResponse {
     /// The request's id.
@@ -285,7 +299,9 @@ pub mod vdisk {
 /// One segment: sectors `first_sect..=last_sect` of a granted page
 /// (`blkif_request_segment`). Sectors here are always 512 bytes.
 #[doc(alias = "blkif_request_segment")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestSegment {
     /// Grant of the data page.
@@ -300,7 +316,9 @@ pub struct BlkifRequestSegment {
 
 /// A read/write/flush/barrier request (`blkif_request`), 112 bytes.
 #[doc(alias = "blkif_request")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequest {
     /// `BLKIF_OP_*`.
@@ -322,7 +340,9 @@ pub struct BlkifRequest {
 /// A discard request (`blkif_request_discard`), sharing a slot with
 /// [`BlkifRequest`].
 #[doc(alias = "blkif_request_discard")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestDiscard {
     /// `BLKIF_OP_DISCARD`.
@@ -344,7 +364,9 @@ pub struct BlkifRequestDiscard {
 /// An indirect request (`blkif_request_indirect`): segments live in granted
 /// pages of [`BlkifRequestSegment`]s.
 #[doc(alias = "blkif_request_indirect")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestIndirect {
     /// `BLKIF_OP_INDIRECT`.
@@ -371,7 +393,9 @@ pub struct BlkifRequestIndirect {
 
 /// A block response (`blkif_response`), 16 bytes.
 #[doc(alias = "blkif_response")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifResponse {
     /// The request's id.

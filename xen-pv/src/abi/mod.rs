@@ -166,7 +166,9 @@ pub type GrantHandleRaw = u32;
 
 /// Per-vCPU system time, for the pvclock formula (`vcpu_time_info`).
 #[doc(alias = "vcpu_time_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct VcpuTimeInfo {
     /// Odd while Xen updates the fields; read until even and unchanged.
@@ -209,7 +211,9 @@ pub const EVTCHN_2L_NR_CHANNELS: u32 = 8 * 8 * 64;
 
 /// `EVTCHNOP_alloc_unbound`: allocate a port for `remote_dom` to bind.
 #[doc(alias = "evtchn_alloc_unbound")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EvtchnAllocUnbound {
     /// IN: the allocating domain (`DOMID_SELF`).
@@ -222,7 +226,9 @@ pub struct EvtchnAllocUnbound {
 
 /// `EVTCHNOP_bind_interdomain`.
 #[doc(alias = "evtchn_bind_interdomain")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EvtchnBindInterdomain {
     /// IN: the remote domain.
@@ -237,7 +243,9 @@ pub struct EvtchnBindInterdomain {
 
 /// `EVTCHNOP_bind_virq`.
 #[doc(alias = "evtchn_bind_virq")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EvtchnBindVirq {
     /// IN: the VIRQ.
@@ -253,7 +261,9 @@ pub struct EvtchnBindVirq {
 #[doc(alias = "evtchn_close")]
 #[doc(alias = "evtchn_send")]
 #[doc(alias = "evtchn_unmask")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EvtchnPort {
     /// IN: the port.
@@ -273,7 +283,9 @@ pub mod evtchnstat {
 
 /// `EVTCHNOP_status`.
 #[doc(alias = "evtchn_status")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EvtchnStatus {
     /// IN: the domain (`DOMID_SELF`).
@@ -367,7 +379,9 @@ pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
 /// A version-1 grant entry (`grant_entry_v1`), 8 bytes.
 #[doc(alias = "grant_entry_v1")]
 #[doc(alias = "grant_entry_t")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GrantEntryV1 {
     /// `GTF_*`; written last by the granter, read and updated by Xen.
@@ -380,7 +394,9 @@ pub struct GrantEntryV1 {
 
 /// `GNTTABOP_map_grant_ref`.
 #[doc(alias = "gnttab_map_grant_ref")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabMapGrantRef {
     /// IN: where to map (a guest-physical address on auto-translated guests).
@@ -401,7 +417,9 @@ pub struct GnttabMapGrantRef {
 
 /// `GNTTABOP_unmap_grant_ref`.
 #[doc(alias = "gnttab_unmap_grant_ref")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabUnmapGrantRef {
     /// IN: the address it was mapped at.
@@ -418,7 +436,9 @@ pub struct GnttabUnmapGrantRef {
 
 /// `GNTTABOP_setup_table`.
 #[doc(alias = "gnttab_setup_table")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabSetupTable {
     /// IN: the domain (`DOMID_SELF`).
@@ -438,7 +458,9 @@ pub struct GnttabSetupTable {
 
 /// `GNTTABOP_query_size`.
 #[doc(alias = "gnttab_query_size")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabQuerySize {
     /// IN: the domain (`DOMID_SELF`).
@@ -457,7 +479,9 @@ pub struct GnttabQuerySize {
 
 /// One end of a `gnttab_copy` (`struct gnttab_copy_ptr`).
 #[doc(alias = "gnttab_copy_ptr")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabCopyPtr {
     /// The union `u`: a grant reference (low 32 bits) if the matching
@@ -473,7 +497,9 @@ pub struct GnttabCopyPtr {
 
 /// `GNTTABOP_copy`.
 #[doc(alias = "gnttab_copy")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabCopy {
     /// IN: the source.
@@ -510,7 +536,9 @@ pub mod mapspace {
 
 /// `XENMEM_add_to_physmap`: make a Xen-owned page appear at `gpfn`.
 #[doc(alias = "xen_add_to_physmap")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct XenAddToPhysmap {
     /// The domain (`DOMID_SELF`).
@@ -544,7 +572,9 @@ pub mod hvm_param {
 
 /// `HVMOP_get_param` / `HVMOP_set_param`.
 #[doc(alias = "xen_hvm_param")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct XenHvmParam {
     /// IN: the domain (`DOMID_SELF`).
@@ -583,7 +613,9 @@ pub mod shutdown {
 
 /// `SCHEDOP_shutdown`.
 #[doc(alias = "sched_shutdown")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SchedShutdown {
     /// `SHUTDOWN_*`.
@@ -592,7 +624,9 @@ pub struct SchedShutdown {
 
 /// `SCHEDOP_poll`: block until one of the ports is pending or the timeout.
 #[doc(alias = "sched_poll")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SchedPoll {
     /// Guest handle of an array of `nr_ports` ports.
@@ -607,7 +641,9 @@ pub struct SchedPoll {
 
 /// `SCHEDOP_remote_shutdown`.
 #[doc(alias = "sched_remote_shutdown")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SchedRemoteShutdown {
     /// The domain to shut down.
@@ -638,7 +674,9 @@ pub const VCPUOP_REGISTER_VCPU_INFO: u32 = 10;
 
 /// `VCPUOP_register_vcpu_info` argument.
 #[doc(alias = "vcpu_register_vcpu_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct VcpuRegisterVcpuInfo {
     /// Frame to place `vcpu_info` in.

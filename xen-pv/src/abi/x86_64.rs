@@ -9,7 +9,9 @@ pub const LEGACY_MAX_VCPUS: usize = 32;
 
 /// x86_64 part of `vcpu_info` (`arch_vcpu_info`).
 #[doc(alias = "arch_vcpu_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ArchVcpuInfo {
     /// Faulting address of the last page fault (PV).
@@ -20,7 +22,9 @@ pub struct ArchVcpuInfo {
 
 /// Per-vCPU event and time state (`vcpu_info`), 64 bytes on x86_64.
 #[doc(alias = "vcpu_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct VcpuInfo {
     /// Set by Xen when an event is pending for this vCPU.
@@ -39,7 +43,9 @@ pub struct VcpuInfo {
 
 /// x86_64 part of `shared_info` (`arch_shared_info`).
 #[doc(alias = "arch_shared_info")]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ArchSharedInfo {
     /// Valid entries in the p2m.
@@ -80,7 +86,9 @@ pub struct SharedInfo {
 }
 
 /// Console part of `start_info` (the union `console`, domU view).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct StartInfoConsole {
     /// domU: machine frame of the console page. dom0: `info_off` in the low

@@ -1,0 +1,528 @@
+//! The hypervisor's state: domains, virtual time, timers, the run queues, and
+//! the trace that makes runs comparable.
+
+use crate::memory::DomainMemory;
+use hal::mem::{PAGE_SIZE, SharedMemory, WordMemory};
+use hal::{DomId, Instant};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use xen_pv::event::layout;
+
+/// Number of 2-level event-channel ports per domain.
+pub(crate) const NR_PORTS: u32 = xen_pv::abi::EVTCHN_2L_NR_CHANNELS;
+/// Number of VIRQs (`NR_VIRQS`).
+pub(crate) const NR_VIRQS: usize = 24;
+/// Number of HVM parameters (`HVM_NR_PARAMS`).
+pub(crate) const HVM_NR_PARAMS: usize = 39;
+
+/// Who is at the other end of a Xen-internal channel.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Service {
+    /// xenstored.
+    Xenstore,
+    /// The console daemon (xenconsoled).
+    Console,
+}
+
+/// One event-channel port's state (Xen's `ECS_*`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Chan {
+    Free,
+    Reserved,
+    Unbound {
+        remote: DomId,
+    },
+    Interdomain {
+        remote: DomId,
+        port: u32,
+    },
+    Virq(u32),
+    /// Connected to a service of the simulator standing in for dom0's daemon;
+    /// shows as interdomain with dom0.
+    Service(Service),
+}
+
+/// A foreign page this domain mapped (its maptrack entry).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MapEntry {
+    pub granter: DomId,
+    pub gref: u32,
+    pub gfn: u64,
+    pub readonly: bool,
+}
+
+/// Pins on one of this domain's grant entries (Xen's active entry).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pin {
+    pub domid: u16,
+    pub readers: u32,
+    pub writers: u32,
+}
+
+/// Mutable per-domain hypervisor state.
+pub(crate) struct DomState {
+    pub ports: Vec<Chan>,
+    pub virqs: [u32; NR_VIRQS],
+    pub nr_grant_frames: u32,
+    pub pins: std::collections::BTreeMap<u32, Pin>,
+    pub maptrack: Vec<Option<MapEntry>>,
+    pub timer_gen: u64,
+    pub timer: Option<u64>,
+    pub poll: Option<Vec<u32>>,
+    pub poll_gen: u64,
+    pub hvm_params: [u64; HVM_NR_PARAMS],
+    pub shutdown: Option<u32>,
+}
+
+/// Why a domain stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `SCHEDOP_shutdown` with this `SHUTDOWN_*` reason.
+    Shutdown(u32),
+    /// The guest's main task returned.
+    Returned,
+    /// The guest's code panicked; the message.
+    Panicked(String),
+    /// The guest could not boot.
+    BootFailed(String),
+}
+
+/// A simulated domain.
+pub(crate) struct Domain {
+    pub id: DomId,
+    pub name: String,
+    pub privileged: bool,
+    pub mem: DomainMemory,
+    pub shared_info: WordMemory,
+    pub grant_block: WordMemory,
+    pub max_grant_frames: u32,
+    pub st: Mutex<DomState>,
+    pub blocked: AtomicBool,
+    pub queued: AtomicBool,
+    pub dead: AtomicBool,
+    pub worker: usize,
+    pub console: Mutex<Vec<u8>>,
+    pub exit: Mutex<Option<Exit>>,
+}
+
+/// Bytes of console output kept per domain (oldest dropped beyond this).
+pub(crate) const CONSOLE_KEEP: usize = 1 << 20;
+
+impl Domain {
+    pub(crate) fn new(
+        id: DomId,
+        name: String,
+        privileged: bool,
+        ram_pages: usize,
+        max_grant_frames: u32,
+        worker: usize,
+    ) -> Self {
+        let mut ports = vec![Chan::Free; 1];
+        ports[0] = Chan::Reserved;
+        Domain {
+            id,
+            name,
+            privileged,
+            mem: DomainMemory::new(ram_pages),
+            shared_info: WordMemory::new(PAGE_SIZE),
+            grant_block: WordMemory::new(max_grant_frames as usize * PAGE_SIZE),
+            max_grant_frames,
+            st: Mutex::new(DomState {
+                ports,
+                virqs: [0; NR_VIRQS],
+                nr_grant_frames: 1,
+                pins: Default::default(),
+                maptrack: Vec::new(),
+                timer_gen: 0,
+                timer: None,
+                poll: None,
+                poll_gen: 0,
+                hvm_params: [0; HVM_NR_PARAMS],
+                shutdown: None,
+            }),
+            blocked: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            worker,
+            console: Mutex::new(Vec::new()),
+            exit: Mutex::new(None),
+        }
+    }
+
+    /// Whether Xen has flagged an upcall for vCPU 0.
+    pub(crate) fn upcall_pending(&self) -> bool {
+        self.shared_info
+            .load_u8(layout::UPCALL_PENDING, Ordering::SeqCst)
+            != 0
+    }
+
+    pub(crate) fn append_console(&self, bytes: &[u8]) {
+        let mut c = self.console.lock().unwrap();
+        c.extend_from_slice(bytes);
+        if c.len() > CONSOLE_KEEP {
+            let drop = c.len() - CONSOLE_KEEP;
+            c.drain(..drop);
+        }
+    }
+}
+
+/// Something the scheduler can run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Task {
+    Domain(DomId),
+    Service(Service),
+}
+
+/// What a timer does when it expires.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// `set_timer_op` deadline: raise VIRQ_TIMER (if still current).
+    Virq { dom: DomId, generation: u64 },
+    /// `SCHEDOP_poll` timeout: wake the domain (if still polling).
+    Poll { dom: DomId, generation: u64 },
+}
+
+/// Virtual or real time.
+pub(crate) enum TimeSource {
+    /// Deterministic mode: time moves only when the scheduler jumps it, plus
+    /// `read_cost` per guest clock read (so spinning on the clock ends).
+    Virtual { now: AtomicU64, read_cost: u64 },
+    /// Free-running mode: nanoseconds since the simulator started.
+    Real { start: std::time::Instant },
+}
+
+impl TimeSource {
+    /// Current time, as the scheduler sees it (no read cost).
+    pub(crate) fn peek(&self) -> u64 {
+        match self {
+            TimeSource::Virtual { now, .. } => now.load(Ordering::SeqCst),
+            TimeSource::Real { start } => start.elapsed().as_nanos() as u64,
+        }
+    }
+
+    /// Current time as a guest reads it.
+    pub(crate) fn read(&self) -> u64 {
+        match self {
+            TimeSource::Virtual { now, read_cost } => now.fetch_add(*read_cost, Ordering::SeqCst),
+            TimeSource::Real { start } => start.elapsed().as_nanos() as u64,
+        }
+    }
+
+    /// Let `ns` of virtual time pass (deterministic mode).
+    pub(crate) fn charge(&self, ns: u64) {
+        if let TimeSource::Virtual { now, .. } = self {
+            now.fetch_add(ns, Ordering::SeqCst);
+        }
+    }
+
+    /// Jump virtual time forward to `t` (never backwards).
+    pub(crate) fn advance_to(&self, t: u64) {
+        if let TimeSource::Virtual { now, .. } = self {
+            now.fetch_max(t, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One worker's queue in free-running mode.
+#[derive(Default)]
+pub(crate) struct WorkerQueue {
+    pub q: Mutex<VecDeque<Task>>,
+    pub cv: Condvar,
+}
+
+/// Run queues.
+pub(crate) enum Queues {
+    /// Deterministic mode: one set, picked from at random.
+    Det(Mutex<Vec<Task>>),
+    /// Free-running mode: one queue per worker thread.
+    Free(Vec<WorkerQueue>),
+}
+
+/// A small, fast, seedable PRNG (SplitMix64), so runs are reproducible
+/// without a dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// `true` with probability `p` (0.0..=1.0).
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// The trace: a running hash of everything observable that happened, and
+/// optionally the events themselves.
+#[derive(Default)]
+pub(crate) struct Trace {
+    pub hash: u64,
+    pub events: u64,
+    pub log: Option<Vec<String>>,
+}
+
+impl Trace {
+    pub(crate) fn record(&mut self, words: &[u64], text: impl FnOnce() -> String) {
+        // FNV-1a over the words: stable across runs and platforms.
+        let mut h = if self.events == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.hash
+        };
+        for w in words {
+            for b in w.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        self.hash = h;
+        self.events += 1;
+        if let Some(log) = &mut self.log {
+            log.push(text());
+        }
+    }
+}
+
+/// The hypervisor.
+pub(crate) struct Core {
+    pub domains: RwLock<Vec<Option<Arc<Domain>>>>,
+    pub time: TimeSource,
+    pub timers: Mutex<BinaryHeap<Reverse<(u64, u64, TimerKind)>>>,
+    pub timer_seq: AtomicU64,
+    pub timer_cv: Condvar,
+    pub queues: Queues,
+    pub trace: Mutex<Trace>,
+    pub xenstored: Mutex<xenpal_xenstored::Xenstored>,
+    pub svc_pending: Mutex<std::collections::BTreeSet<(Service, DomId)>>,
+    pub xsm_silo: bool,
+    pub seed: u64,
+    pub echo_console: bool,
+    /// Guests not yet exited.
+    pub live: std::sync::atomic::AtomicUsize,
+    pub exit_lock: Mutex<()>,
+    pub exit_cv: Condvar,
+}
+
+impl Core {
+    pub(crate) fn domain(&self, id: DomId) -> Option<Arc<Domain>> {
+        self.domains
+            .read()
+            .unwrap()
+            .get(id.0 as usize)
+            .and_then(|d| d.clone())
+    }
+
+    /// Resolve `DOMID_SELF` to `me`.
+    pub(crate) fn resolve(&self, me: &Arc<Domain>, id: DomId) -> Option<Arc<Domain>> {
+        if id == DomId::SELF || id == me.id {
+            Some(me.clone())
+        } else {
+            self.domain(id)
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_nanos(self.time.peek())
+    }
+
+    pub(crate) fn trace(&self, words: &[u64], text: impl FnOnce() -> String) {
+        self.trace.lock().unwrap().record(words, text);
+    }
+
+    /// Whether XSM's SILO policy forbids `a` and `b` to talk (neither is
+    /// privileged).
+    pub(crate) fn silo_denies(&self, a: &Domain, b: &Domain) -> bool {
+        self.xsm_silo && a.id != b.id && !a.privileged && !b.privileged
+    }
+
+    /// Put `task` on a run queue.
+    pub(crate) fn enqueue(&self, task: Task, worker: usize) {
+        match &self.queues {
+            Queues::Det(set) => set.lock().unwrap().push(task),
+            Queues::Free(workers) => {
+                let w = &workers[worker % workers.len()];
+                w.q.lock().unwrap().push_back(task);
+                w.cv.notify_one();
+            }
+        }
+    }
+
+    /// Queue `dom` unless it is queued already or dead.
+    pub(crate) fn make_runnable(&self, dom: &Domain) {
+        if dom.dead.load(Ordering::SeqCst) {
+            return;
+        }
+        if !dom.queued.swap(true, Ordering::SeqCst) {
+            self.enqueue(Task::Domain(dom.id), dom.worker);
+        }
+    }
+
+    /// Wake `dom` if it is blocked (Xen's `vcpu_kick` / unblock).
+    pub(crate) fn kick(&self, dom: &Domain) {
+        if dom.blocked.swap(false, Ordering::SeqCst) {
+            self.make_runnable(dom);
+        }
+    }
+
+    /// Xen's 2-level `set_pending`: mark `port` pending in `dom`'s
+    /// shared_info; if it is unmasked and this is a new edge, set the
+    /// selector bit and `evtchn_upcall_pending`, and kick the vCPU.
+    pub(crate) fn set_pending(&self, dom: &Domain, port: u32) {
+        let si = &dom.shared_info;
+        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+        if si.fetch_or_u64(layout::PENDING + 8 * word, bit, Ordering::SeqCst) & bit != 0 {
+            return;
+        }
+        if si.load_u64(layout::MASK + 8 * word, Ordering::SeqCst) & bit != 0 {
+            return;
+        }
+        self.mark_events_pending(dom, word);
+        self.poll_wake(dom, port);
+    }
+
+    fn mark_events_pending(&self, dom: &Domain, word: usize) {
+        let si = &dom.shared_info;
+        let sel = 1u64 << word;
+        if si.fetch_or_u64(layout::PENDING_SEL, sel, Ordering::SeqCst) & sel == 0 {
+            si.store_u8(layout::UPCALL_PENDING, 1, Ordering::SeqCst);
+            self.kick(dom);
+        }
+    }
+
+    /// A domain polling `port` wakes even if the port is masked.
+    fn poll_wake(&self, dom: &Domain, port: u32) {
+        let polling = {
+            let st = dom.st.lock().unwrap();
+            st.poll.as_ref().is_some_and(|p| p.contains(&port))
+        };
+        if polling {
+            self.kick(dom);
+        }
+    }
+
+    /// Xen's 2-level unmask: clear the mask bit; if the port is pending,
+    /// raise the upcall as for a new edge.
+    pub(crate) fn unmask(&self, dom: &Domain, port: u32) {
+        let si = &dom.shared_info;
+        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+        si.fetch_and_u64(layout::MASK + 8 * word, !bit, Ordering::SeqCst);
+        if si.load_u64(layout::PENDING + 8 * word, Ordering::SeqCst) & bit != 0 {
+            self.mark_events_pending(dom, word);
+        }
+    }
+
+    /// Clear `port`'s pending bit (on close, as Xen's `evtchn_free`).
+    pub(crate) fn clear_pending(&self, dom: &Domain, port: u32) {
+        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+        dom.shared_info
+            .fetch_and_u64(layout::PENDING + 8 * word, !bit, Ordering::SeqCst);
+    }
+
+    /// Raise `virq` on `dom` if bound.
+    pub(crate) fn send_virq(&self, dom: &Domain, virq: u32) {
+        let port = dom
+            .st
+            .lock()
+            .unwrap()
+            .virqs
+            .get(virq as usize)
+            .copied()
+            .unwrap_or(0);
+        if port != 0 {
+            self.set_pending(dom, port);
+        }
+    }
+
+    /// Add a timer.
+    pub(crate) fn add_timer(&self, deadline: u64, kind: TimerKind) {
+        let seq = self.timer_seq.fetch_add(1, Ordering::SeqCst);
+        self.timers
+            .lock()
+            .unwrap()
+            .push(Reverse((deadline, seq, kind)));
+        self.timer_cv.notify_all();
+    }
+
+    /// Fire every timer due at `now`. Returns how many fired.
+    pub(crate) fn fire_timers(&self, now: u64) -> usize {
+        let mut fired = 0;
+        loop {
+            let due = {
+                let mut heap = self.timers.lock().unwrap();
+                match heap.peek() {
+                    Some(Reverse((t, _, _))) if *t <= now => heap.pop().map(|Reverse(e)| e),
+                    _ => None,
+                }
+            };
+            let Some((_, _, kind)) = due else { break };
+            match kind {
+                TimerKind::Virq { dom, generation } => {
+                    if let Some(d) = self.domain(dom) {
+                        let current = {
+                            let mut st = d.st.lock().unwrap();
+                            if st.timer_gen == generation && st.timer.is_some() {
+                                st.timer = None;
+                                true
+                            } else {
+                                false
+                            }
+                        };
+                        if current {
+                            fired += 1;
+                            self.trace(&[2, u64::from(dom.0), now], || {
+                                format!("{now} timer d{}", dom.0)
+                            });
+                            self.send_virq(&d, hal::Virq::TIMER.0);
+                        }
+                    }
+                }
+                TimerKind::Poll { dom, generation } => {
+                    if let Some(d) = self.domain(dom) {
+                        let current = {
+                            let mut st = d.st.lock().unwrap();
+                            if st.poll_gen == generation && st.poll.is_some() {
+                                st.poll = None;
+                                true
+                            } else {
+                                false
+                            }
+                        };
+                        if current {
+                            fired += 1;
+                            self.kick(&d);
+                        }
+                    }
+                }
+            }
+        }
+        fired
+    }
+
+    /// The earliest pending timer deadline.
+    pub(crate) fn next_timer(&self) -> Option<u64> {
+        self.timers
+            .lock()
+            .unwrap()
+            .peek()
+            .map(|Reverse((t, _, _))| *t)
+    }
+}

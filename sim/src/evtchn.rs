@@ -1,0 +1,263 @@
+//! `event_channel_op`: Xen's event-channel operations, 2-level ABI.
+
+use crate::core::{Chan, Core, Domain, NR_PORTS, NR_VIRQS, Service};
+use crate::hypercall::{Args, HResult};
+use hal::DomId;
+use std::sync::Arc;
+use xen_pv::abi::{self, Errno, evtchnop, evtchnstat};
+
+/// Lowest free port of `dom`, growing the table; `ENOSPC` when full.
+fn get_free_port(ports: &mut Vec<Chan>) -> Result<u32, Errno> {
+    if let Some(p) = ports.iter().position(|c| *c == Chan::Free) {
+        return Ok(p as u32);
+    }
+    if ports.len() as u32 >= NR_PORTS {
+        return Err(Errno::ENOSPC);
+    }
+    ports.push(Chan::Free);
+    Ok(ports.len() as u32 - 1)
+}
+
+fn valid(ports: &[Chan], port: u32) -> bool {
+    (port as usize) < ports.len() && port != 0
+}
+
+/// Allocate a port of `dom` connected to a simulator service (the
+/// toolstack's xenstore and console channels).
+pub(crate) fn alloc_service_port(dom: &Domain, svc: Service) -> Result<u32, Errno> {
+    let mut st = dom.st.lock().unwrap();
+    let port = get_free_port(&mut st.ports)?;
+    st.ports[port as usize] = Chan::Service(svc);
+    Ok(port)
+}
+
+/// Allocate an unbound port of `dom` for `remote` (toolstack helper).
+pub(crate) fn alloc_unbound_for(dom: &Domain, remote: DomId) -> Result<u32, Errno> {
+    let mut st = dom.st.lock().unwrap();
+    let port = get_free_port(&mut st.ports)?;
+    st.ports[port as usize] = Chan::Unbound { remote };
+    Ok(port)
+}
+
+/// Close `port` of `dom`: the peer of an interdomain channel becomes
+/// unbound; the port's pending bit is cleared.
+pub(crate) fn close_port(core: &Core, dom: &Domain, port: u32) -> Result<(), Errno> {
+    let chan = {
+        let mut st = dom.st.lock().unwrap();
+        if !valid(&st.ports, port) {
+            return Err(Errno::EINVAL);
+        }
+        let chan = st.ports[port as usize];
+        match chan {
+            Chan::Free | Chan::Reserved => return Err(Errno::EINVAL),
+            Chan::Virq(v) => st.virqs[v as usize] = 0,
+            _ => {}
+        }
+        st.ports[port as usize] = Chan::Free;
+        chan
+    };
+    if let Chan::Interdomain {
+        remote,
+        port: rport,
+    } = chan
+        && let Some(rd) = core.domain(remote)
+    {
+        let mut rst = rd.st.lock().unwrap();
+        if rst.ports.get(rport as usize)
+            == Some(&Chan::Interdomain {
+                remote: dom.id,
+                port,
+            })
+        {
+            rst.ports[rport as usize] = Chan::Unbound { remote: dom.id };
+        }
+    }
+    core.clear_pending(dom, port);
+    Ok(())
+}
+
+/// Notify the other end of `port` of `dom` (EVTCHNOP_send).
+pub(crate) fn send(core: &Core, dom: &Arc<Domain>, port: u32) -> Result<(), Errno> {
+    let chan = {
+        let st = dom.st.lock().unwrap();
+        if !valid(&st.ports, port) {
+            return Err(Errno::EINVAL);
+        }
+        st.ports[port as usize]
+    };
+    match chan {
+        Chan::Interdomain {
+            remote,
+            port: rport,
+        } => {
+            if let Some(rd) = core.domain(remote) {
+                core.set_pending(&rd, rport);
+            }
+            Ok(())
+        }
+        Chan::Service(svc) => {
+            crate::services::notify(core, svc, dom.id);
+            Ok(())
+        }
+        // Xen drops notifications on an unbound port silently.
+        Chan::Unbound { .. } => Ok(()),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult {
+    match cmd {
+        evtchnop::ALLOC_UNBOUND => {
+            let mut x: abi::EvtchnAllocUnbound = a.read(1)?;
+            let target = core.resolve(dom, hal::DomId(x.dom)).ok_or(Errno::ESRCH)?;
+            if target.id != dom.id && !dom.privileged {
+                return Err(Errno::EPERM);
+            }
+            let remote = if x.remote_dom == DomId::SELF.0 {
+                dom.id
+            } else {
+                DomId(x.remote_dom)
+            };
+            if let Some(rd) = core.domain(remote)
+                && core.silo_denies(&target, &rd)
+            {
+                return Err(Errno::EPERM);
+            }
+            x.port = alloc_unbound_for(&target, remote)?;
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        evtchnop::BIND_INTERDOMAIN => {
+            let mut x: abi::EvtchnBindInterdomain = a.read(1)?;
+            let rd = core.resolve(dom, DomId(x.remote_dom)).ok_or(Errno::ESRCH)?;
+            let lport = if rd.id == dom.id {
+                let mut st = dom.st.lock().unwrap();
+                match st.ports.get(x.remote_port as usize) {
+                    Some(Chan::Unbound { remote }) if *remote == dom.id && x.remote_port != 0 => {}
+                    _ => return Err(Errno::EINVAL),
+                }
+                let lport = get_free_port(&mut st.ports)?;
+                st.ports[lport as usize] = Chan::Interdomain {
+                    remote: dom.id,
+                    port: x.remote_port,
+                };
+                st.ports[x.remote_port as usize] = Chan::Interdomain {
+                    remote: dom.id,
+                    port: lport,
+                };
+                lport
+            } else {
+                if core.silo_denies(dom, &rd) {
+                    return Err(Errno::EPERM);
+                }
+                // Lock the lower domain id first, as Xen does.
+                let (mut lst, mut rst);
+                if dom.id < rd.id {
+                    lst = dom.st.lock().unwrap();
+                    rst = rd.st.lock().unwrap();
+                } else {
+                    rst = rd.st.lock().unwrap();
+                    lst = dom.st.lock().unwrap();
+                }
+                match rst.ports.get(x.remote_port as usize) {
+                    Some(Chan::Unbound { remote }) if *remote == dom.id && x.remote_port != 0 => {}
+                    _ => return Err(Errno::EINVAL),
+                }
+                let lport = get_free_port(&mut lst.ports)?;
+                lst.ports[lport as usize] = Chan::Interdomain {
+                    remote: rd.id,
+                    port: x.remote_port,
+                };
+                rst.ports[x.remote_port as usize] = Chan::Interdomain {
+                    remote: dom.id,
+                    port: lport,
+                };
+                lport
+            };
+            // Notifications sent to the unbound remote port were lost: Xen
+            // conservatively marks the new local port pending.
+            core.set_pending(dom, lport);
+            x.local_port = lport;
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        evtchnop::BIND_VIRQ => {
+            let mut x: abi::EvtchnBindVirq = a.read(1)?;
+            if x.virq as usize >= NR_VIRQS {
+                return Err(Errno::EINVAL);
+            }
+            if x.vcpu != 0 {
+                return Err(Errno::ENOENT);
+            }
+            let mut st = dom.st.lock().unwrap();
+            if st.virqs[x.virq as usize] != 0 {
+                return Err(Errno::EEXIST);
+            }
+            let port = get_free_port(&mut st.ports)?;
+            st.ports[port as usize] = Chan::Virq(x.virq);
+            st.virqs[x.virq as usize] = port;
+            drop(st);
+            x.port = port;
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        evtchnop::CLOSE => {
+            let x: abi::EvtchnPort = a.read(1)?;
+            close_port(core, dom, x.port)?;
+            Ok(0)
+        }
+        evtchnop::SEND => {
+            let x: abi::EvtchnPort = a.read(1)?;
+            send(core, dom, x.port)?;
+            Ok(0)
+        }
+        evtchnop::UNMASK => {
+            let x: abi::EvtchnPort = a.read(1)?;
+            {
+                let st = dom.st.lock().unwrap();
+                if x.port >= NR_PORTS || (x.port as usize) >= st.ports.len() {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            core.unmask(dom, x.port);
+            Ok(0)
+        }
+        evtchnop::STATUS => {
+            let mut x: abi::EvtchnStatus = a.read(1)?;
+            let target = core.resolve(dom, DomId(x.dom)).ok_or(Errno::ESRCH)?;
+            if target.id != dom.id && !dom.privileged {
+                return Err(Errno::EPERM);
+            }
+            let st = target.st.lock().unwrap();
+            if x.port >= NR_PORTS {
+                return Err(Errno::EINVAL);
+            }
+            let chan = st.ports.get(x.port as usize).copied().unwrap_or(Chan::Free);
+            x.vcpu = 0;
+            x.u = [0, 0];
+            x.status = match chan {
+                Chan::Free | Chan::Reserved => evtchnstat::CLOSED,
+                Chan::Unbound { remote } => {
+                    x.u[0] = u32::from(remote.0);
+                    evtchnstat::UNBOUND
+                }
+                Chan::Interdomain { remote, port } => {
+                    x.u = [u32::from(remote.0), port];
+                    evtchnstat::INTERDOMAIN
+                }
+                Chan::Service(_) => {
+                    x.u = [0, 0];
+                    evtchnstat::INTERDOMAIN
+                }
+                Chan::Virq(v) => {
+                    x.u[0] = v;
+                    evtchnstat::VIRQ
+                }
+            };
+            drop(st);
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

@@ -1,0 +1,946 @@
+//! The simulator's public face: build domains, run them, look at what they
+//! did.
+
+use crate::core::{Core, Domain, Exit, Queues, Rng, Service, Task, TimeSource, Trace, WorkerQueue};
+use crate::guest::{SimClock, SimHypervisor, SimPlatform};
+use crate::{evtchn, gnttab, layout, services};
+use hal::mem::PAGE_SIZE;
+use hal::{DomId, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::task::Poll;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use xen_pv::abi::hvm_param;
+use xen_pv::abi::io::xs;
+use xen_pv::platform::{Runner, XenPlatform};
+use xen_pv::timer::XenAlarm;
+
+/// How the simulator runs domains.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One domain at a time on the calling thread, in an order drawn from the
+    /// seed; virtual time jumps to the next deadline when all are blocked.
+    /// Same seed, same trace.
+    Deterministic,
+    /// Domains on `threads` OS threads, truly in parallel, in real time.
+    FreeRunning {
+        /// Worker threads.
+        threads: usize,
+    },
+}
+
+/// Simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed for scheduling order (and anything else random).
+    pub seed: u64,
+    /// Deterministic or free-running.
+    pub mode: Mode,
+    /// Virtual nanoseconds each guest clock read costs (deterministic mode).
+    pub clock_read_cost_ns: u64,
+    /// Keep a readable log of every traced event (else only the hash).
+    pub trace_log: bool,
+    /// Print guests' console output on stdout as it arrives, prefixed with
+    /// the domain's name.
+    pub echo_console: bool,
+    /// Enforce XSM's SILO policy: domUs may talk only to privileged domains
+    /// (Xen's default on Debian's Arm build).
+    pub xsm_silo: bool,
+    /// Virtual nanoseconds each scheduling step costs (deterministic mode),
+    /// so guests that only yield still move time forward.
+    pub step_cost_ns: u64,
+    /// Scheduling steps after which a run stops (deterministic mode), so a
+    /// guest spinning on `yield_now` fails a test instead of hanging it.
+    pub max_steps: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            mode: Mode::Deterministic,
+            clock_read_cost_ns: 100,
+            trace_log: false,
+            echo_console: false,
+            xsm_silo: false,
+            step_cost_ns: 1_000,
+            max_steps: 10_000_000,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Deterministic mode with `seed`, unless the environment variable
+    /// `XENPAL_SEED` (decimal or `0x` hex) overrides it — how a failing
+    /// test's seed is replayed.
+    pub fn seeded(seed: u64) -> Self {
+        SimConfig {
+            seed: seed_from_env().unwrap_or(seed),
+            ..Default::default()
+        }
+    }
+}
+
+/// The seed in `XENPAL_SEED`, if set and valid.
+pub fn seed_from_env() -> Option<u64> {
+    let v = std::env::var("XENPAL_SEED").ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// A domain to build.
+#[derive(Clone, Debug)]
+pub struct DomainConfig {
+    /// Name (in xenstore and console output).
+    pub name: String,
+    /// RAM in 4 KiB pages (at least 8).
+    pub memory_pages: usize,
+    /// Grant frames (512 grant references each).
+    pub grant_frames: u32,
+    /// Connect the domain to xenstored.
+    pub xenstore: bool,
+    /// Give the domain a PV console (else it has only the emergency console).
+    pub pv_console: bool,
+    /// Privileged (like dom0): may act on other domains.
+    pub privileged: bool,
+}
+
+impl DomainConfig {
+    /// A small domain: 1 MiB of RAM, 4 grant frames, xenstore and PV console.
+    pub fn new(name: impl Into<String>) -> Self {
+        DomainConfig {
+            name: name.into(),
+            memory_pages: 256,
+            grant_frames: 4,
+            xenstore: true,
+            pv_console: true,
+            privileged: false,
+        }
+    }
+
+    /// Set the RAM size in pages.
+    pub fn memory_pages(mut self, pages: usize) -> Self {
+        self.memory_pages = pages;
+        self
+    }
+
+    /// Set the number of grant frames.
+    pub fn grant_frames(mut self, frames: u32) -> Self {
+        self.grant_frames = frames;
+        self
+    }
+
+    /// Without xenstore (like a dom0less guest with `no-xenstore`).
+    pub fn without_xenstore(mut self) -> Self {
+        self.xenstore = false;
+        self
+    }
+
+    /// Without a PV console.
+    pub fn without_pv_console(mut self) -> Self {
+        self.pv_console = false;
+        self
+    }
+
+    /// Privileged.
+    pub fn privileged(mut self) -> Self {
+        self.privileged = true;
+        self
+    }
+}
+
+/// Why a domain could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// All domain ids are in use.
+    NoDomainIds,
+    /// The configuration is invalid (the reason).
+    BadConfig(String),
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimError::NoDomainIds => f.write_str("no free domain id"),
+            SimError::BadConfig(why) => write!(f, "bad domain config: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+/// A domain's state as the simulator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainStatus {
+    /// Runnable or running.
+    Running,
+    /// Waiting for an event.
+    Blocked,
+    /// Gone, and why.
+    Exited(Exit),
+}
+
+/// What a run ended with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// Domains that exited during or before this run, and why.
+    pub exits: BTreeMap<DomId, Exit>,
+    /// Domains still alive, all blocked with no timer to wake them
+    /// (deterministic mode only): a deadlock, unless they wait for input.
+    pub stalled: Vec<DomId>,
+    /// Domains still alive when the run ended, for whatever reason.
+    pub alive: Vec<DomId>,
+    /// Whether the run stopped at [`SimConfig::max_steps`].
+    pub step_limit_hit: bool,
+    /// Time when the run ended.
+    pub now: Instant,
+    /// Scheduling steps taken so far.
+    pub steps: u64,
+}
+
+impl RunReport {
+    /// Whether every domain has exited, and cleanly (shutdown with poweroff,
+    /// or its main returned).
+    pub fn all_clean(&self) -> bool {
+        self.alive.is_empty()
+            && self
+                .exits
+                .values()
+                .all(|e| matches!(e, Exit::Returned | Exit::Shutdown(0)))
+    }
+}
+
+type MainFuture = Pin<Box<dyn Future<Output = ()>>>;
+type StartFn = Box<dyn FnOnce(SimPlatform) -> MainFuture + Send>;
+type SimRunner = Runner<SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
+
+/// A guest not yet started: what a worker thread needs to start it.
+struct NewGuest {
+    start: StartFn,
+    ram_pages: usize,
+    grant_frames: usize,
+}
+
+/// A guest's task: how to start it, then its runner and main future.
+struct GuestSlot {
+    start: Option<StartFn>,
+    runner: Option<SimRunner>,
+    fut: Option<MainFuture>,
+    ram_pages: usize,
+    grant_frames: usize,
+}
+
+impl From<NewGuest> for GuestSlot {
+    fn from(g: NewGuest) -> Self {
+        GuestSlot {
+            start: Some(g.start),
+            runner: None,
+            fut: None,
+            ram_pages: g.ram_pages,
+            grant_frames: g.grant_frames,
+        }
+    }
+}
+
+type Inbox = Arc<Vec<Mutex<Vec<(DomId, NewGuest)>>>>;
+
+/// Shared state of free-running workers.
+struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    inbox: Inbox,
+}
+
+/// Xen in user space. See the crate documentation.
+pub struct Sim {
+    core: Arc<Core>,
+    rng: Rng,
+    mode: Mode,
+    slots: BTreeMap<DomId, GuestSlot>,
+    steps: Arc<AtomicU64>,
+    next_domid: u16,
+    workers: Option<Workers>,
+    step_cost_ns: u64,
+    max_steps: u64,
+}
+
+// SAFETY-free note: guest futures are not `Send`; in deterministic mode they
+// live in `slots` on the thread that owns the `Sim`, in free-running mode on
+// worker threads (created there from `Send` start closures).
+
+impl Sim {
+    /// A simulator with dom0 (privileged, no guest task) and nothing else.
+    pub fn new(config: SimConfig) -> Self {
+        let queues = match config.mode {
+            Mode::Deterministic => Queues::Det(Mutex::new(Vec::new())),
+            Mode::FreeRunning { threads } => Queues::Free(
+                (0..threads.max(1))
+                    .map(|_| WorkerQueue::default())
+                    .collect(),
+            ),
+        };
+        let time = match config.mode {
+            Mode::Deterministic => TimeSource::Virtual {
+                now: AtomicU64::new(1_000_000),
+                read_cost: config.clock_read_cost_ns,
+            },
+            Mode::FreeRunning { .. } => TimeSource::Real {
+                start: std::time::Instant::now(),
+            },
+        };
+        let core = Arc::new(Core {
+            domains: RwLock::new(Vec::new()),
+            time,
+            timers: Mutex::new(Default::default()),
+            timer_seq: AtomicU64::new(0),
+            timer_cv: Condvar::new(),
+            queues,
+            trace: Mutex::new(Trace {
+                log: config.trace_log.then(Vec::new),
+                ..Default::default()
+            }),
+            xenstored: Mutex::new(xenpal_xenstored::Xenstored::new(Default::default())),
+            svc_pending: Mutex::new(BTreeSet::new()),
+            xsm_silo: config.xsm_silo,
+            seed: config.seed,
+            echo_console: config.echo_console,
+            live: AtomicUsize::new(0),
+            exit_lock: Mutex::new(()),
+            exit_cv: Condvar::new(),
+        });
+        let dom0 = Arc::new(Domain::new(DomId::DOM0, "Domain-0".into(), true, 64, 4, 0));
+        core.domains.write().unwrap().push(Some(dom0));
+        let mut sim = Sim {
+            core,
+            rng: Rng::new(config.seed),
+            mode: config.mode,
+            slots: BTreeMap::new(),
+            steps: Arc::new(AtomicU64::new(0)),
+            next_domid: 1,
+            workers: None,
+            step_cost_ns: config.step_cost_ns,
+            max_steps: config.max_steps,
+        };
+        sim.xs(xs::WRITE, &["/local/domain/0/name", "Domain-0"]);
+        sim.xs(xs::WRITE, &["/local/domain/0/domid", "0"]);
+        if let Mode::FreeRunning { threads } = config.mode {
+            sim.start_workers(threads.max(1));
+        }
+        sim
+    }
+
+    /// The seed this simulator runs with.
+    pub fn seed(&self) -> u64 {
+        self.core.seed
+    }
+
+    /// Current simulated time.
+    pub fn now(&self) -> Instant {
+        self.core.now()
+    }
+
+    /// A request to xenstored as dom0 (the toolstack); payload parts are
+    /// joined with NULs as the wire format wants (a NUL after each part but
+    /// the last value of a write).
+    fn xs(&self, type_: u32, parts: &[&str]) -> xenpal_xenstored::Reply {
+        let mut payload = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            payload.extend_from_slice(p.as_bytes());
+            if !(type_ == xs::WRITE && i == parts.len() - 1) {
+                payload.push(0);
+            }
+        }
+        let (reply, notes) = {
+            let mut x = self.core.xenstored.lock().unwrap();
+            let r = x.request(DomId::DOM0, type_, 0, &payload);
+            (r, x.take_notifications())
+        };
+        for d in notes {
+            notify_store(&self.core, d);
+        }
+        reply
+    }
+
+    /// Read a xenstore node as the toolstack. `None` if it does not exist.
+    pub fn xenstore_read(&self, path: &str) -> Option<Vec<u8>> {
+        let r = self.xs(xs::READ, &[path]);
+        (r.type_ == xs::READ).then_some(r.payload)
+    }
+
+    /// Write a xenstore node as the toolstack (creating parents).
+    pub fn xenstore_write(&self, path: &str, value: &str) -> Result<(), String> {
+        let r = self.xs(xs::WRITE, &[path, value]);
+        if r.type_ == xs::ERROR {
+            Err(String::from_utf8_lossy(&r.payload)
+                .trim_end_matches('\0')
+                .to_string())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Set a node's permissions as the toolstack, e.g. `["n0", "r5"]`.
+    pub fn xenstore_set_perms(&self, path: &str, perms: &[&str]) -> Result<(), String> {
+        let mut parts = vec![path];
+        parts.extend_from_slice(perms);
+        let r = self.xs(xs::SET_PERMS, &parts);
+        if r.type_ == xs::ERROR {
+            Err(String::from_utf8_lossy(&r.payload)
+                .trim_end_matches('\0')
+                .to_string())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Build a domain and start `main` in it once it is scheduled. `main`
+    /// receives the guest's platform; the domain exits when `main` returns,
+    /// when it shuts down, or if it panics.
+    ///
+    /// Errors: [`SimError::NoDomainIds`]; [`SimError::BadConfig`] for fewer
+    /// than 8 pages of RAM or 0 or more than 64 grant frames.
+    pub fn spawn<F, Fut>(&mut self, cfg: DomainConfig, main: F) -> Result<DomId, SimError>
+    where
+        F: FnOnce(SimPlatform) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if cfg.memory_pages < 8 {
+            return Err(SimError::BadConfig("at least 8 pages of RAM".into()));
+        }
+        if cfg.grant_frames == 0 || cfg.grant_frames > 64 {
+            return Err(SimError::BadConfig("1 to 64 grant frames".into()));
+        }
+        if self.next_domid >= DomId::FIRST_RESERVED.0 {
+            return Err(SimError::NoDomainIds);
+        }
+        let id = DomId(self.next_domid);
+        self.next_domid += 1;
+        let nworkers = match self.mode {
+            Mode::Deterministic => 1,
+            Mode::FreeRunning { threads } => threads.max(1),
+        };
+        let dom = Arc::new(Domain::new(
+            id,
+            cfg.name.clone(),
+            cfg.privileged,
+            cfg.memory_pages,
+            cfg.grant_frames,
+            id.0 as usize % nworkers,
+        ));
+        {
+            let mut doms = self.core.domains.write().unwrap();
+            if doms.len() <= id.0 as usize {
+                doms.resize(id.0 as usize + 1, None);
+            }
+            doms[id.0 as usize] = Some(dom.clone());
+        }
+        self.build(&dom, &cfg);
+        let new = NewGuest {
+            start: Box::new(move |p| Box::pin(main(p)) as MainFuture),
+            ram_pages: cfg.memory_pages,
+            grant_frames: cfg.grant_frames as usize,
+        };
+        self.core.live.fetch_add(1, Ordering::SeqCst);
+        match &self.workers {
+            None => {
+                self.slots.insert(id, new.into());
+            }
+            Some(w) => {
+                w.inbox[dom.worker].lock().unwrap().push((id, new));
+            }
+        }
+        self.core.trace(&[3, u64::from(id.0)], || {
+            format!("create d{} {}", id.0, cfg.name)
+        });
+        self.core.make_runnable(&dom);
+        Ok(id)
+    }
+
+    /// The toolstack's part of building a domain: magic pages, channels,
+    /// HVM parameters, xenstore entries.
+    fn build(&self, dom: &Arc<Domain>, cfg: &DomainConfig) {
+        let id = dom.id.0;
+        let home = format!("/local/domain/{id}");
+        if cfg.xenstore {
+            let gfn = layout::store_gfn(cfg.memory_pages);
+            let port =
+                evtchn::alloc_service_port(dom, Service::Xenstore).expect("fresh domain has ports");
+            {
+                let mut st = dom.st.lock().unwrap();
+                st.hvm_params[hvm_param::STORE_PFN as usize] = gfn.0;
+                st.hvm_params[hvm_param::STORE_EVTCHN as usize] = u64::from(port);
+            }
+            let ring = dom.mem.map_frames(gfn, 1).expect("magic page is RAM");
+            self.core
+                .xenstored
+                .lock()
+                .unwrap()
+                .introduce(dom.id, Box::new(ring));
+        }
+        if cfg.pv_console {
+            let gfn = layout::console_gfn(cfg.memory_pages);
+            let port =
+                evtchn::alloc_service_port(dom, Service::Console).expect("fresh domain has ports");
+            let mut st = dom.st.lock().unwrap();
+            st.hvm_params[hvm_param::CONSOLE_PFN as usize] = gfn.0;
+            st.hvm_params[hvm_param::CONSOLE_EVTCHN as usize] = u64::from(port);
+        }
+        // As libxl does: the home directory is the toolstack's, readable by
+        // the guest; `data` and `device` belong to the guest.
+        let read = format!("r{id}");
+        let own = format!("b{id}");
+        let _ = self.xenstore_write(&home, "");
+        let _ = self.xenstore_set_perms(&home, &["n0", &read]);
+        let _ = self.xenstore_write(&format!("{home}/name"), &cfg.name);
+        let _ = self.xenstore_write(&format!("{home}/domid"), &id.to_string());
+        for sub in ["data", "device"] {
+            let p = format!("{home}/{sub}");
+            let _ = self.xenstore_write(&p, "");
+            let _ = self.xenstore_set_perms(&p, &[&format!("n{id}"), "r0"]);
+        }
+        let _ = own;
+        let _ = self.xenstore_write(
+            &format!("{home}/memory/target"),
+            &(cfg.memory_pages * PAGE_SIZE / 1024).to_string(),
+        );
+    }
+
+    /// Run until every guest has exited, or nothing can run (deterministic
+    /// mode: all blocked with no timer pending).
+    pub fn run(&mut self) -> RunReport {
+        self.run_until(Instant::MAX)
+    }
+
+    /// Run for `d` of simulated time (deterministic) or real time
+    /// (free-running), or until every guest exited.
+    pub fn run_for(&mut self, d: Duration) -> RunReport {
+        let until = self.now() + d;
+        self.run_until(until)
+    }
+
+    /// Run until `deadline`, or until every guest exited, or (deterministic)
+    /// nothing can run.
+    pub fn run_until(&mut self, deadline: Instant) -> RunReport {
+        let mut stalled = Vec::new();
+        let mut step_limit_hit = false;
+        match self.mode {
+            Mode::Deterministic => (stalled, step_limit_hit) = self.run_det(deadline),
+            Mode::FreeRunning { .. } => self.wait_free(deadline),
+        }
+        let exits = self.exits();
+        let alive = {
+            let doms = self.core.domains.read().unwrap();
+            doms.iter()
+                .flatten()
+                .filter(|d| d.id != DomId::DOM0 && !exits.contains_key(&d.id))
+                .map(|d| d.id)
+                .collect()
+        };
+        RunReport {
+            exits,
+            stalled,
+            alive,
+            step_limit_hit,
+            now: self.now(),
+            steps: self.steps.load(Ordering::SeqCst),
+        }
+    }
+
+    fn run_det(&mut self, deadline: Instant) -> (Vec<DomId>, bool) {
+        let core = self.core.clone();
+        let limit = self
+            .steps
+            .load(Ordering::SeqCst)
+            .saturating_add(self.max_steps);
+        loop {
+            let now = core.time.peek();
+            if now >= deadline.as_nanos() {
+                return (Vec::new(), false);
+            }
+            if self.steps.load(Ordering::SeqCst) >= limit {
+                return (Vec::new(), true);
+            }
+            core.fire_timers(now);
+            let task = {
+                let Queues::Det(set) = &core.queues else {
+                    unreachable!()
+                };
+                let mut set = set.lock().unwrap();
+                if set.is_empty() {
+                    None
+                } else {
+                    let i = self.rng.below(set.len());
+                    Some(set.swap_remove(i))
+                }
+            };
+            match task {
+                Some(Task::Domain(id)) => {
+                    let Some(dom) = core.domain(id) else { continue };
+                    dom.queued.store(false, Ordering::SeqCst);
+                    core.trace(&[4, u64::from(id.0)], || format!("{now} run d{}", id.0));
+                    let Some(slot) = self.slots.get_mut(&id) else {
+                        continue;
+                    };
+                    self.steps.fetch_add(1, Ordering::Relaxed);
+                    if !step_guest(&core, &dom, slot) {
+                        self.slots.remove(&id);
+                    }
+                    core.time.charge(self.step_cost_ns);
+                }
+                Some(Task::Service(svc)) => {
+                    core.trace(&[5, svc as u64], || format!("{now} run {svc:?}"));
+                    services::run(&core, svc);
+                }
+                None => {
+                    if self.slots.is_empty() {
+                        return (Vec::new(), false);
+                    }
+                    match core.next_timer() {
+                        Some(t) if t <= deadline.as_nanos() => core.time.advance_to(t),
+                        Some(_) => {
+                            core.time.advance_to(deadline.as_nanos());
+                            return (Vec::new(), false);
+                        }
+                        None => return (self.slots.keys().copied().collect(), false),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_workers(&mut self, threads: usize) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let inbox: Inbox = Arc::new((0..threads).map(|_| Mutex::new(Vec::new())).collect());
+        let mut handles = Vec::new();
+        for w in 0..threads {
+            let core = self.core.clone();
+            let stop = stop.clone();
+            let inbox = inbox.clone();
+            let steps = self.steps.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("xenpal-sim-{w}"))
+                    .spawn(move || worker(core, w, stop, inbox, steps))
+                    .expect("spawn simulator worker"),
+            );
+        }
+        {
+            let core = self.core.clone();
+            let stop = stop.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name("xenpal-sim-timer".into())
+                    .spawn(move || timer_thread(core, stop))
+                    .expect("spawn simulator timer"),
+            );
+        }
+        self.workers = Some(Workers {
+            handles,
+            stop,
+            inbox,
+        });
+    }
+
+    fn wait_free(&mut self, deadline: Instant) {
+        let mut guard = self.core.exit_lock.lock().unwrap();
+        loop {
+            if self.core.live.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let now = self.core.time.peek();
+            if now >= deadline.as_nanos() {
+                return;
+            }
+            let wait = Duration::from_nanos((deadline.as_nanos() - now).min(50_000_000));
+            guard = self.core.exit_cv.wait_timeout(guard, wait).unwrap().0;
+        }
+    }
+
+    fn exits(&self) -> BTreeMap<DomId, Exit> {
+        let doms = self.core.domains.read().unwrap();
+        doms.iter()
+            .flatten()
+            .filter_map(|d| d.exit.lock().unwrap().clone().map(|e| (d.id, e)))
+            .collect()
+    }
+
+    /// A domain's state, or `None` if there is no such domain.
+    pub fn status(&self, id: DomId) -> Option<DomainStatus> {
+        let d = self.core.domain(id)?;
+        if let Some(e) = d.exit.lock().unwrap().clone() {
+            return Some(DomainStatus::Exited(e));
+        }
+        Some(if d.blocked.load(Ordering::SeqCst) {
+            DomainStatus::Blocked
+        } else {
+            DomainStatus::Running
+        })
+    }
+
+    /// Everything domain `id` wrote to its consoles (PV and emergency).
+    pub fn console_output(&self, id: DomId) -> String {
+        self.core
+            .domain(id)
+            .map(|d| String::from_utf8_lossy(&d.console.lock().unwrap()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The trace hash: equal for two runs iff they did the same things in the
+    /// same order at the same simulated times.
+    pub fn trace_hash(&self) -> u64 {
+        self.core.trace.lock().unwrap().hash
+    }
+
+    /// Number of traced events.
+    pub fn trace_events(&self) -> u64 {
+        self.core.trace.lock().unwrap().events
+    }
+
+    /// The trace log, if [`SimConfig::trace_log`] was set.
+    pub fn trace_log(&self) -> Option<Vec<String>> {
+        self.core.trace.lock().unwrap().log.clone()
+    }
+
+    /// Number of xenstore nodes.
+    pub fn xenstore_nodes(&self) -> usize {
+        self.core.xenstored.lock().unwrap().node_count()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            w.stop.store(true, Ordering::SeqCst);
+            if let Queues::Free(qs) = &self.core.queues {
+                for q in qs {
+                    q.cv.notify_all();
+                }
+            }
+            self.core.timer_cv.notify_all();
+            for h in w.handles {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn notify_store(core: &Core, d: DomId) {
+    if let Some(dom) = core.domain(d) {
+        let port = dom.st.lock().unwrap().hvm_params[hvm_param::STORE_EVTCHN as usize] as u32;
+        if port != 0 {
+            core.set_pending(&dom, port);
+        }
+    }
+}
+
+/// Run one scheduling step of a guest. Returns whether it is still alive.
+fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool {
+    if dom.dead.load(Ordering::SeqCst) {
+        let reason = dom.st.lock().unwrap().shutdown.unwrap_or(0);
+        destroy(core, dom, Exit::Shutdown(reason));
+        return false;
+    }
+    if slot.fut.is_none() {
+        let h = SimHypervisor {
+            core: core.clone(),
+            dom: dom.clone(),
+        };
+        let layout = layout::guest_layout(dom.id, slot.ram_pages, slot.grant_frames);
+        let booted = catch_unwind(AssertUnwindSafe(|| {
+            XenPlatform::boot_auto(h.clone(), SimClock(core.clone()), XenAlarm(h), &layout)
+        }));
+        let platform = match booted {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                destroy(core, dom, Exit::BootFailed(e.to_string()));
+                return false;
+            }
+            Err(panic) => {
+                destroy(core, dom, panicked(core, dom, panic));
+                return false;
+            }
+        };
+        slot.runner = Some(platform.runner());
+        let start = slot.start.take().expect("start closure present until boot");
+        match catch_unwind(AssertUnwindSafe(|| start(platform))) {
+            Ok(f) => slot.fut = Some(f),
+            Err(panic) => {
+                destroy(core, dom, panicked(core, dom, panic));
+                return false;
+            }
+        }
+    }
+    let (Some(runner), Some(fut)) = (&slot.runner, &mut slot.fut) else {
+        return false;
+    };
+    match catch_unwind(AssertUnwindSafe(|| runner.step(fut.as_mut()))) {
+        Ok(Poll::Ready(())) => {
+            let exit = match dom.st.lock().unwrap().shutdown {
+                Some(r) => Exit::Shutdown(r),
+                None => Exit::Returned,
+            };
+            slot.fut = None;
+            slot.runner = None;
+            destroy(core, dom, exit);
+            false
+        }
+        Ok(Poll::Pending) => {
+            if dom.dead.load(Ordering::SeqCst) {
+                let reason = dom.st.lock().unwrap().shutdown.unwrap_or(0);
+                slot.fut = None;
+                slot.runner = None;
+                destroy(core, dom, Exit::Shutdown(reason));
+                return false;
+            }
+            if !dom.blocked.load(Ordering::SeqCst) {
+                core.make_runnable(dom);
+            }
+            true
+        }
+        Err(panic) => {
+            slot.fut = None;
+            slot.runner = None;
+            destroy(core, dom, panicked(core, dom, panic));
+            false
+        }
+    }
+}
+
+fn panicked(core: &Core, dom: &Domain, panic: Box<dyn std::any::Any + Send>) -> Exit {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    eprintln!(
+        "xenpal-sim: d{} ({}) panicked: {msg} [seed {:#x}; rerun with XENPAL_SEED={:#x}]",
+        dom.id.0, dom.name, core.seed, core.seed
+    );
+    Exit::Panicked(msg)
+}
+
+/// Tear a domain down as the toolstack does after it stops: close its
+/// channels, drop its grant mappings, cancel its timers, and remove it from
+/// xenstore.
+fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
+    {
+        let mut e = dom.exit.lock().unwrap();
+        if e.is_some() {
+            return;
+        }
+        *e = Some(exit.clone());
+    }
+    dom.dead.store(true, Ordering::SeqCst);
+    let (ports, handles) = {
+        let mut st = dom.st.lock().unwrap();
+        st.timer_gen += 1;
+        st.timer = None;
+        st.poll = None;
+        let ports: Vec<u32> = (1..st.ports.len() as u32)
+            .filter(|&p| !matches!(st.ports[p as usize], crate::core::Chan::Free))
+            .collect();
+        let handles: Vec<u32> = (0..st.maptrack.len() as u32)
+            .filter(|&h| st.maptrack[h as usize].is_some())
+            .collect();
+        (ports, handles)
+    };
+    for p in ports {
+        let _ = evtchn::close_port(core, dom, p);
+    }
+    for h in handles {
+        gnttab::unmap_handle(core, dom, h, None);
+    }
+    let notes = {
+        let mut xs = core.xenstored.lock().unwrap();
+        xs.release(dom.id);
+        let path = format!("/local/domain/{}\0", dom.id.0);
+        xs.request(DomId::DOM0, xs::RM, 0, path.as_bytes());
+        xs.take_notifications()
+    };
+    for d in notes {
+        notify_store(core, d);
+    }
+    core.trace(&[6, u64::from(dom.id.0)], || {
+        format!("destroy d{} {exit:?}", dom.id.0)
+    });
+    core.live.fetch_sub(1, Ordering::SeqCst);
+    let _g = core.exit_lock.lock().unwrap();
+    core.exit_cv.notify_all();
+}
+
+fn worker(core: Arc<Core>, me: usize, stop: Arc<AtomicBool>, inbox: Inbox, steps: Arc<AtomicU64>) {
+    let mut slots: BTreeMap<DomId, GuestSlot> = BTreeMap::new();
+    let Queues::Free(queues) = &core.queues else {
+        return;
+    };
+    let q = &queues[me];
+    while !stop.load(Ordering::SeqCst) {
+        slots.extend(
+            inbox[me]
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|(id, g)| (id, g.into())),
+        );
+        let task = {
+            let mut g = q.q.lock().unwrap();
+            if g.is_empty() {
+                g = q.cv.wait_timeout(g, Duration::from_millis(5)).unwrap().0;
+            }
+            g.pop_front()
+        };
+        let Some(Task::Domain(id)) = task else {
+            continue;
+        };
+        slots.extend(
+            inbox[me]
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|(id, g)| (id, g.into())),
+        );
+        let Some(dom) = core.domain(id) else { continue };
+        dom.queued.store(false, Ordering::SeqCst);
+        let Some(slot) = slots.get_mut(&id) else {
+            continue;
+        };
+        steps.fetch_add(1, Ordering::Relaxed);
+        if !step_guest(&core, &dom, slot) {
+            slots.remove(&id);
+        }
+    }
+}
+
+fn timer_thread(core: Arc<Core>, stop: Arc<AtomicBool>) {
+    let mut guard = core.timers.lock().unwrap();
+    while !stop.load(Ordering::SeqCst) {
+        let now = core.time.peek();
+        let next = guard.peek().map(|std::cmp::Reverse((t, _, _))| *t);
+        match next {
+            Some(t) if t <= now => {
+                drop(guard);
+                core.fire_timers(now);
+                guard = core.timers.lock().unwrap();
+            }
+            Some(t) => {
+                let wait = Duration::from_nanos((t - now).min(10_000_000));
+                guard = core.timer_cv.wait_timeout(guard, wait).unwrap().0;
+            }
+            None => {
+                guard = core
+                    .timer_cv
+                    .wait_timeout(guard, Duration::from_millis(10))
+                    .unwrap()
+                    .0;
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! A whole guest platform assembled from this crate's parts, and the boot
+//! sequence of an auto-translated guest (Arm, the simulator).
+//!
+//! [`XenPlatform`] implements [`hal::Platform`] for any [`Hypervisor`], clock
+//! and one-shot timer; an arch crate or the simulator supplies those three and
+//! a [`AutoLayout`] (what a device tree would say), calls
+//! [`XenPlatform::boot_auto`], and hands the platform to the guest's `main`.
+//! A [`Runner`] taken from the platform first drives `main`.
+
+use crate::abi::{Errno, hvm_param, mapspace};
+use crate::console::{EmergencyConsole, PvConsole};
+use crate::event::{Events, layout};
+use crate::executor::{self, Executor};
+use crate::grant::{self, Grants, MapWindow};
+use crate::hypercall::{self, Hypervisor};
+use crate::pages::FramePool;
+use crate::timer::{AlarmHw, QueueTimer};
+use crate::xenstore::XenStore;
+use alloc::rc::Rc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::Poll;
+use hal::console::{Console, ConsoleError};
+use hal::mem::Gfn;
+use hal::time::Clock;
+use hal::{DomId, EventChannel, EventPort, Virq};
+
+/// Where an auto-translated guest's Xen pages go: the facts a device tree (on
+/// Arm) or the simulator's domain builder provides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoLayout {
+    /// This domain's id, if known (else [`DomId::SELF`]).
+    pub domid: DomId,
+    /// Free RAM frames for the page allocator: `(first, count)`.
+    pub ram: (Gfn, usize),
+    /// Where to map `shared_info`.
+    pub shared_info: Gfn,
+    /// Where to map the grant table's frames.
+    pub grant_table: Gfn,
+    /// How many grant frames to map.
+    pub grant_frames: usize,
+    /// Frames free for mapping other domains' grants: `(first, count)`.
+    pub map_window: (Gfn, u32),
+}
+
+/// Why booting the platform failed. Each names the step.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BootError {
+    /// Mapping `shared_info` failed.
+    SharedInfo(Errno),
+    /// Mapping the grant table failed.
+    GrantTable(Errno),
+    /// Binding `VIRQ_TIMER` failed.
+    Timer(hal::EventError),
+    /// Reading an HVM parameter failed.
+    HvmParam(u32, Errno),
+    /// Mapping the xenstore page failed.
+    XenstorePage(Errno),
+    /// Mapping the console page failed.
+    ConsolePage(Errno),
+    /// Taking over a pre-bound event channel failed.
+    Port(hal::EventError),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::SharedInfo(e) => write!(f, "mapping shared_info: {e}"),
+            BootError::GrantTable(e) => write!(f, "mapping the grant table: {e}"),
+            BootError::Timer(e) => write!(f, "binding VIRQ_TIMER: {e}"),
+            BootError::HvmParam(p, e) => write!(f, "reading HVM param {p}: {e}"),
+            BootError::XenstorePage(e) => write!(f, "mapping the xenstore page: {e}"),
+            BootError::ConsolePage(e) => write!(f, "mapping the console page: {e}"),
+            BootError::Port(e) => write!(f, "taking over an event channel: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for BootError {}
+
+/// The console a guest writes to: the PV console if the toolstack gave one,
+/// else Xen's emergency console.
+pub enum GuestConsole<H: Hypervisor> {
+    /// The PV console ring.
+    Pv(PvConsole<H>),
+    /// `console_io`.
+    Emergency(EmergencyConsole<H>),
+}
+
+impl<H: Hypervisor> Console for GuestConsole<H> {
+    fn write(&self, buf: &[u8]) -> Result<usize, ConsoleError> {
+        match self {
+            GuestConsole::Pv(c) => c.write(buf),
+            GuestConsole::Emergency(c) => c.write(buf),
+        }
+    }
+    fn read(&self, buf: &mut [u8]) -> Result<usize, ConsoleError> {
+        match self {
+            GuestConsole::Pv(c) => c.read(buf),
+            GuestConsole::Emergency(c) => c.read(buf),
+        }
+    }
+    fn read_ready(&self) -> bool {
+        match self {
+            GuestConsole::Pv(c) => c.read_ready(),
+            GuestConsole::Emergency(c) => c.read_ready(),
+        }
+    }
+    fn write_ready(&self) -> bool {
+        match self {
+            GuestConsole::Pv(c) => c.write_ready(),
+            GuestConsole::Emergency(c) => c.write_ready(),
+        }
+    }
+}
+
+/// A guest platform on Xen: event channels, grant table, alarm, page
+/// allocator, console and (if present) xenstore.
+pub struct XenPlatform<H: Hypervisor, C: Clock, A: AlarmHw> {
+    h: H,
+    events: Events<H>,
+    grants: Grants<H>,
+    timer: Rc<QueueTimer<C, A>>,
+    pages: FramePool<H>,
+    console: GuestConsole<H>,
+    emergency: EmergencyConsole<H>,
+    xenstore: Option<XenStore<H>>,
+    domid: DomId,
+}
+
+impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
+    /// Boot an auto-translated guest: map `shared_info` and the grant table
+    /// with `XENMEM_add_to_physmap`, bind `VIRQ_TIMER`, and connect xenstore
+    /// and the PV console from the HVM parameters (a parameter of 0 means
+    /// "none": no xenstore, or the emergency console).
+    ///
+    /// Errors: a [`BootError`] naming the step that failed.
+    pub fn boot_auto(h: H, clock: C, alarm: A, layout: &AutoLayout) -> Result<Self, BootError> {
+        hypercall::add_to_physmap(&h, mapspace::SHARED_INFO, 0, layout.shared_info)
+            .map_err(BootError::SharedInfo)?;
+        let shinfo = h
+            .map_frames(layout.shared_info, 1)
+            .map_err(BootError::SharedInfo)?;
+        let events = Events::new(h.clone(), shinfo);
+        let table = grant::map_frames_auto(&h, layout.grant_table, layout.grant_frames)
+            .map_err(BootError::GrantTable)?;
+        let grants = Grants::new(
+            h.clone(),
+            table,
+            MapWindow::new(layout.map_window.0, layout.map_window.1),
+        );
+        events.bind_virq(Virq::TIMER).map_err(BootError::Timer)?;
+        let timer = Rc::new(QueueTimer::new(clock, alarm));
+        let pages = FramePool::new(h.clone(), layout.ram.0, layout.ram.1);
+        let param = |p| hypercall::hvm_get_param(&h, p).map_err(|e| BootError::HvmParam(p, e));
+
+        let store_pfn = param(hvm_param::STORE_PFN)?;
+        let xenstore = if store_pfn != 0 {
+            let port = EventPort(param(hvm_param::STORE_EVTCHN)? as u32);
+            let ring = h
+                .map_frames(Gfn(store_pfn), 1)
+                .map_err(BootError::XenstorePage)?;
+            events.adopt(port).map_err(BootError::Port)?;
+            Some(XenStore::new(events.clone(), ring, port))
+        } else {
+            None
+        };
+
+        let emergency = EmergencyConsole(h.clone());
+        let console_pfn = param(hvm_param::CONSOLE_PFN)?;
+        let console = if console_pfn != 0 {
+            let port = EventPort(param(hvm_param::CONSOLE_EVTCHN)? as u32);
+            let ring = h
+                .map_frames(Gfn(console_pfn), 1)
+                .map_err(BootError::ConsolePage)?;
+            events.adopt(port).map_err(BootError::Port)?;
+            GuestConsole::Pv(PvConsole::new(events.clone(), ring, port))
+        } else {
+            GuestConsole::Emergency(emergency.clone())
+        };
+
+        Ok(XenPlatform {
+            h,
+            events,
+            grants,
+            timer,
+            pages,
+            console,
+            emergency,
+            xenstore,
+            domid: layout.domid,
+        })
+    }
+
+    /// A runner for this platform's main task.
+    pub fn runner(&self) -> Runner<H, C, A> {
+        Runner {
+            events: self.events.clone(),
+            timer: self.timer.clone(),
+            exec: Executor::new(),
+        }
+    }
+
+    /// The hypervisor handle.
+    pub fn hypervisor(&self) -> &H {
+        &self.h
+    }
+
+    /// The xenstore connection, if the toolstack provided one.
+    pub fn xenstore(&self) -> Option<&XenStore<H>> {
+        self.xenstore.as_ref()
+    }
+
+    /// Xen's emergency console (always available).
+    pub fn emergency_console(&self) -> &EmergencyConsole<H> {
+        &self.emergency
+    }
+
+    /// The event channels, as their concrete type.
+    pub fn xen_events(&self) -> &Events<H> {
+        &self.events
+    }
+
+    /// The grant table, as its concrete type.
+    pub fn xen_grants(&self) -> &Grants<H> {
+        &self.grants
+    }
+
+    /// Wallclock time at system time zero, from `shared_info`:
+    /// `(seconds, nanoseconds)` since the Unix epoch. Retries while Xen is
+    /// updating it (bounded).
+    pub fn wallclock_base(&self) -> (u64, u32) {
+        use core::sync::atomic::Ordering::Acquire;
+        use hal::mem::SharedMemory;
+        let s = self.events.shared_info();
+        let mut last = (0, 0);
+        for _ in 0..1000 {
+            let v1 = s.load_u32(layout::WC_VERSION, Acquire);
+            let sec = u64::from(s.load_u32(layout::WC_SEC, Acquire))
+                | (u64::from(s.load_u32(layout::WC_SEC_HI, Acquire)) << 32);
+            let nsec = s.load_u32(layout::WC_NSEC, Acquire);
+            let v2 = s.load_u32(layout::WC_VERSION, Acquire);
+            last = (sec, nsec);
+            if v1 == v2 && v1.is_multiple_of(2) {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Shut the domain down (`SCHEDOP_shutdown`). On real Xen this does not
+    /// return; in the simulator it returns and the domain is not run again.
+    pub fn shutdown(&self, reason: u32) -> Result<(), Errno> {
+        hypercall::sched_shutdown(&self.h, reason)
+    }
+}
+
+impl<H: Hypervisor, C: Clock, A: AlarmHw> hal::Platform for XenPlatform<H, C, A> {
+    type Timer = QueueTimer<C, A>;
+    type Events = Events<H>;
+    type Grants = Grants<H>;
+    type Pages = FramePool<H>;
+    type Console = GuestConsole<H>;
+
+    fn timer(&self) -> &Self::Timer {
+        &self.timer
+    }
+    fn events(&self) -> &Self::Events {
+        &self.events
+    }
+    fn grants(&self) -> &Self::Grants {
+        &self.grants
+    }
+    fn pages(&self) -> &Self::Pages {
+        &self.pages
+    }
+    fn console(&self) -> &Self::Console {
+        &self.console
+    }
+    fn domid(&self) -> DomId {
+        self.domid
+    }
+}
+
+/// Drives a guest's main task: see [`executor::step`].
+pub struct Runner<H: Hypervisor, C: Clock, A: AlarmHw> {
+    events: Events<H>,
+    timer: Rc<QueueTimer<C, A>>,
+    exec: Executor,
+}
+
+impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
+    /// One scheduling step (dispatch, timers, poll if woken, block if idle).
+    pub fn step<F: Future + ?Sized>(&self, fut: Pin<&mut F>) -> Poll<F::Output> {
+        executor::step(&self.events, &self.timer, &self.exec, fut)
+    }
+
+    /// Run to completion (real Xen: the block hypercall sleeps).
+    pub fn run<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = core::pin::pin!(fut);
+        loop {
+            if let Poll::Ready(v) = self.step(fut.as_mut()) {
+                return v;
+            }
+        }
+    }
+}
