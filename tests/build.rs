@@ -5,6 +5,13 @@
 fn main() {
     println!("cargo::rerun-if-changed=c/ring_shim.c");
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    if !std::path::Path::new("/usr/include/xen/io/ring.h").exists() {
+        panic!(
+            "Xen's public headers are missing (/usr/include/xen/io/ring.h). The ring \
+             differential test compiles Xen's own ring.h macros: install Debian's \
+             libxen-dev (`sudo apt-get install libxen-dev`); .ci/run does."
+        );
+    }
     cc::Build::new()
         .file("c/ring_shim.c")
         .std("c11")

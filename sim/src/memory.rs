@@ -20,7 +20,7 @@ struct Special {
 
 /// One domain's guest-physical memory.
 pub(crate) struct DomainMemory {
-    ram: WordMemory,
+    ram: Mutex<Option<WordMemory>>,
     ram_pages: u64,
     special: Mutex<BTreeMap<u64, Special>>,
 }
@@ -28,7 +28,7 @@ pub(crate) struct DomainMemory {
 impl DomainMemory {
     pub(crate) fn new(ram_pages: usize) -> Self {
         DomainMemory {
-            ram: WordMemory::new(ram_pages * PAGE_SIZE),
+            ram: Mutex::new(Some(WordMemory::new(ram_pages * PAGE_SIZE))),
             ram_pages: ram_pages as u64,
             special: Mutex::new(BTreeMap::new()),
         }
@@ -44,7 +44,16 @@ impl DomainMemory {
         if !self.is_ram(gfn) {
             return None;
         }
-        Some(self.ram.slice(gfn.0 as usize * PAGE_SIZE, PAGE_SIZE))
+        let ram = self.ram.lock().unwrap();
+        Some(ram.as_ref()?.slice(gfn.0 as usize * PAGE_SIZE, PAGE_SIZE))
+    }
+
+    /// The domain is gone: drop our references to its memory. Pages other
+    /// domains still map stay alive through their own references, as Xen's
+    /// page reference counts keep them.
+    pub(crate) fn release(&self) {
+        *self.ram.lock().unwrap() = None;
+        self.special.lock().unwrap().clear();
     }
 
     /// Put page `page` of `block` at `gfn`, replacing whatever was there.
@@ -88,9 +97,9 @@ impl DomainMemory {
         if end > self.ram_pages || special.range(gfn.0..end).next().is_some() {
             return Err(Errno::EINVAL);
         }
-        Ok(self
-            .ram
-            .slice(gfn.0 as usize * PAGE_SIZE, count * PAGE_SIZE))
+        let ram = self.ram.lock().unwrap();
+        let ram = ram.as_ref().ok_or(Errno::EINVAL)?;
+        Ok(ram.slice(gfn.0 as usize * PAGE_SIZE, count * PAGE_SIZE))
     }
 }
 

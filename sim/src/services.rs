@@ -19,7 +19,10 @@ pub(crate) fn notify(core: &Core, svc: Service, from: DomId) {
             // a point the scheduler picks, so guests see replies arrive late.
             let first = {
                 let mut p = core.svc_pending.lock().unwrap();
-                let first = !p.iter().any(|(s, _)| *s == svc);
+                let first = p
+                    .range((svc, DomId(0))..=(svc, DomId(u16::MAX)))
+                    .next()
+                    .is_none();
                 p.insert((svc, from));
                 first
             };
@@ -35,7 +38,10 @@ pub(crate) fn notify(core: &Core, svc: Service, from: DomId) {
 pub(crate) fn run(core: &Core, svc: Service) {
     let doms: Vec<DomId> = {
         let mut p = core.svc_pending.lock().unwrap();
-        let mine: Vec<_> = p.iter().filter(|(s, _)| *s == svc).copied().collect();
+        let mine: Vec<_> = p
+            .range((svc, DomId(0))..=(svc, DomId(u16::MAX)))
+            .copied()
+            .collect();
         for e in &mine {
             p.remove(e);
         }
@@ -82,6 +88,11 @@ const OUT: usize = core::mem::offset_of!(XenconsInterface, out);
 const OUT_CONS: usize = core::mem::offset_of!(XenconsInterface, out_cons);
 const OUT_PROD: usize = core::mem::offset_of!(XenconsInterface, out_prod);
 const OUT_SIZE: u32 = 2048;
+
+/// Collect what is left in a dying domain's console ring.
+pub(crate) fn flush_console(core: &Core, d: &Domain) {
+    drain_console(core, d);
+}
 
 /// Move the guest's console output into its capture. Returns whether
 /// anything was consumed. A hostile producer index stops the console.

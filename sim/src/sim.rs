@@ -839,6 +839,7 @@ fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
         *e = Some(exit.clone());
     }
     dom.dead.store(true, Ordering::SeqCst);
+    services::flush_console(core, dom);
     let (ports, handles) = {
         let mut st = dom.st.lock().unwrap();
         st.timer_gen += 1;
@@ -858,6 +859,7 @@ fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
     for h in handles {
         gnttab::unmap_handle(core, dom, h, None);
     }
+    dom.mem.release();
     let notes = {
         let mut xs = core.xenstored.lock().unwrap();
         xs.release(dom.id);
