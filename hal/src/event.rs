@@ -117,9 +117,10 @@ impl core::error::Error for EventError {}
 pub trait EventChannel {
     /// Allocate a port that domain `remote` may bind to (an "unbound" port).
     ///
-    /// Errors: [`EventError::NoFreePort`]; [`EventError::NoSuchDomain`] if
-    /// `remote` does not exist; [`EventError::PermissionDenied`] if policy
-    /// forbids talking to `remote`.
+    /// Xen does not check that `remote` exists yet; binding checks.
+    ///
+    /// Errors: [`EventError::NoFreePort`]; [`EventError::PermissionDenied`]
+    /// if policy forbids talking to `remote`.
     #[doc(alias = "EVTCHNOP_alloc_unbound")]
     fn alloc_unbound(&self, remote: DomId) -> Result<EventPort, EventError>;
 

@@ -586,3 +586,51 @@ fn timer_wakes_within_tolerance_of_the_deadline() {
         "woken within 10 µs of virtual time"
     );
 }
+
+#[test]
+fn sched_poll_returns_at_once_if_pending_else_sleeps_until_timeout() {
+    let mut sim = Sim::new(SimConfig {
+        trace_log: true,
+        ..SimConfig::seeded(16)
+    });
+    let deadline: Cell<u64> = Arc::default();
+    let dl = deadline.clone();
+    let d = sim
+        .spawn(DomainConfig::new("poller"), move |p| async move {
+            let h = p.hypervisor();
+            let ev = p.events();
+            // Invalid arguments.
+            assert_eq!(
+                hypercall::sched_poll(h, &[EventPort(4000)], 0),
+                Err(Errno::EINVAL)
+            );
+            // A pending port: returns at once, the domain stays runnable.
+            let a = ev.alloc_unbound(DomId::SELF).unwrap();
+            let b = ev.bind_interdomain(DomId::SELF, a).unwrap();
+            hypercall::sched_poll(h, &[b], 0).unwrap();
+            wait_event(ev, b).await;
+            // Nothing pending: the domain sleeps until the timeout.
+            let at = p.timer().now().as_nanos() + 5_000_000;
+            *dl.lock().unwrap() = Some(at);
+            hypercall::sched_poll(h, &[a], at).unwrap();
+            // End this step without waking ourselves; nothing else will.
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    let report = sim.run();
+    assert_eq!(report.stalled, vec![d], "{report:?}");
+    let at = deadline.lock().unwrap().unwrap();
+    // The poll timeout woke the domain once, at the deadline, and never earlier.
+    let runs: Vec<u64> = sim
+        .trace_log()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_suffix(" run d1").and_then(|t| t.parse().ok()))
+        .collect();
+    let after: Vec<_> = runs.iter().filter(|&&t| t >= at).collect();
+    assert_eq!(after.len(), 1, "runs {runs:?}, deadline {at}");
+    assert!(
+        *after[0] - at < 100_000,
+        "woken within 100 µs of the deadline"
+    );
+}
