@@ -1,8 +1,19 @@
 //! # xenpal-drivers
 //!
-//! PV drivers (console, netfront, blkfront) and the xenbus frontend state
-//! machine, generic over `xenpal_hal::Platform`. Not yet written: see the
-//! drivers issue.
+//! PV drivers for Xen guests, generic over `xenpal_hal::Platform` and
+//! written once for every platform: the xenbus frontend building blocks
+//! ([`xenbus`]), console logging ([`console`]), and the network and block
+//! frontends.
+//!
+//! Backends are hostile (see `docs/ARCHITECTURE.md`): a driver copies each
+//! response out of the shared ring once, validates it, and on any
+//! impossibility (an unknown id, an impossible length, a runaway producer)
+//! disconnects that device with an error while the guest keeps running.
 
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod console;
+pub mod xenbus;

@@ -87,6 +87,8 @@ pub enum Exit {
     Panicked(String),
     /// The guest could not boot.
     BootFailed(String),
+    /// The hypervisor crashed the domain (Xen's `domain_crash`): the reason.
+    Crashed(String),
 }
 
 /// A simulated domain.

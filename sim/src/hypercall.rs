@@ -115,7 +115,7 @@ fn opname(op: u32) -> &'static str {
 
 /// Execute hypercall `op` for `dom`.
 pub(crate) fn dispatch(
-    core: &Core,
+    core: &Arc<Core>,
     dom: &Arc<Domain>,
     op: u32,
     raw: [u64; 5],
@@ -185,9 +185,13 @@ fn memory_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HRes
     }
 }
 
-fn sched_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult {
+fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult {
     match cmd {
-        schedop::YIELD => Ok(0),
+        schedop::YIELD => {
+            // Let one other domain run, as Xen would deschedule us.
+            crate::sched::yield_once(core, dom);
+            Ok(0)
+        }
         schedop::BLOCK => {
             // Xen unmasks upcalls and blocks unless events are pending; the
             // order below (blocked flag, then the check) pairs with `kick`.
@@ -217,13 +221,13 @@ fn sched_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResu
                 let p: u32 = a.read_at(1, at + 4 * i)?;
                 ports.push(p);
             }
-            let pending = {
+            {
                 let st = dom.st.lock().unwrap();
-                for &p in &ports {
-                    if p as usize >= st.ports.len() {
-                        return Err(Errno::EINVAL);
-                    }
+                if ports.iter().any(|&p| p as usize >= st.ports.len()) {
+                    return Err(Errno::EINVAL);
                 }
+            }
+            let pending = |ports: &[u32]| {
                 ports.iter().any(|&p| {
                     let (w, b) = ((p / 64) as usize, 1u64 << (p % 64));
                     hal::SharedMemory::load_u64(
@@ -234,12 +238,12 @@ fn sched_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResu
                         != 0
                 })
             };
-            if pending {
+            if pending(&ports) {
                 return Ok(0);
             }
             let generation = {
                 let mut st = dom.st.lock().unwrap();
-                st.poll = Some(ports);
+                st.poll = Some(ports.clone());
                 st.poll_gen += 1;
                 st.poll_gen
             };
@@ -252,9 +256,15 @@ fn sched_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResu
                     },
                 );
             }
-            // The domain sleeps until a polled port is pending (even if
-            // masked) or the timeout; `Core::kick` clears the poll.
-            dom.blocked.store(true, Ordering::SeqCst);
+            // Xen blocks the vCPU until a polled port is pending (masked or
+            // not) or the timeout. Run other domains meanwhile.
+            let done = || pending(&ports) || (x.timeout != 0 && core.time.peek() >= x.timeout);
+            if crate::sched::nested_wait(core, dom, u64::MAX, &done) {
+                dom.st.lock().unwrap().poll = None;
+            } else {
+                // No scheduler on this thread: sleep after this step.
+                dom.blocked.store(true, Ordering::SeqCst);
+            }
             Ok(0)
         }
         schedop::REMOTE_SHUTDOWN => {

@@ -45,7 +45,9 @@ mod gnttab;
 mod guest;
 mod hypercall;
 pub mod layout;
+mod log;
 mod memory;
+mod sched;
 mod services;
 mod sim;
 

@@ -1,24 +1,20 @@
 //! The simulator's public face: build domains, run them, look at what they
 //! did.
 
-use crate::core::{Core, Domain, Exit, Queues, Rng, Service, Task, TimeSource, Trace, WorkerQueue};
-use crate::guest::{SimClock, SimHypervisor, SimPlatform};
-use crate::{evtchn, gnttab, layout, services};
+use crate::core::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
+use crate::guest::SimPlatform;
+use crate::sched::{self, LocalSched, MainFuture, NewGuest, Stop};
+use crate::{evtchn, layout};
 use hal::mem::PAGE_SIZE;
 use hal::{DomId, Instant};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use xen_pv::abi::hvm_param;
 use xen_pv::abi::io::xs;
-use xen_pv::platform::{Runner, XenPlatform};
-use xen_pv::timer::XenAlarm;
 
 /// How the simulator runs domains.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -57,6 +53,8 @@ pub struct SimConfig {
     /// Scheduling steps after which a run stops (deterministic mode), so a
     /// guest spinning on `yield_now` fails a test instead of hanging it.
     pub max_steps: u64,
+    /// dom0's RAM in pages (backends use it for their buffers).
+    pub dom0_memory_pages: usize,
 }
 
 impl Default for SimConfig {
@@ -70,6 +68,7 @@ impl Default for SimConfig {
             xsm_silo: false,
             step_cost_ns: 1_000,
             max_steps: 10_000_000,
+            dom0_memory_pages: 2048,
         }
     }
 }
@@ -218,39 +217,8 @@ impl RunReport {
     }
 }
 
-type MainFuture = Pin<Box<dyn Future<Output = ()>>>;
-type StartFn = Box<dyn FnOnce(SimPlatform) -> MainFuture + Send>;
-type SimRunner = Runner<SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
-
-/// A guest not yet started: what a worker thread needs to start it.
-struct NewGuest {
-    start: StartFn,
-    ram_pages: usize,
-    grant_frames: usize,
-}
-
-/// A guest's task: how to start it, then its runner and main future.
-struct GuestSlot {
-    start: Option<StartFn>,
-    runner: Option<SimRunner>,
-    fut: Option<MainFuture>,
-    ram_pages: usize,
-    grant_frames: usize,
-}
-
-impl From<NewGuest> for GuestSlot {
-    fn from(g: NewGuest) -> Self {
-        GuestSlot {
-            start: Some(g.start),
-            runner: None,
-            fut: None,
-            ram_pages: g.ram_pages,
-            grant_frames: g.grant_frames,
-        }
-    }
-}
-
-type Inbox = Arc<Vec<Mutex<Vec<(DomId, NewGuest)>>>>;
+/// New guests handed to free-running workers, one list per worker.
+pub(crate) type Inbox = Arc<Vec<Mutex<Vec<(DomId, NewGuest)>>>>;
 
 /// Shared state of free-running workers.
 struct Workers {
@@ -260,25 +228,28 @@ struct Workers {
 }
 
 /// Xen in user space. See the crate documentation.
+///
+/// Guest futures are not `Send`: in deterministic mode they live in the
+/// `Sim` (on the thread that owns it), in free-running mode on worker
+/// threads, created there from `Send` start closures.
 pub struct Sim {
     core: Arc<Core>,
-    rng: Rng,
     mode: Mode,
-    slots: BTreeMap<DomId, GuestSlot>,
+    /// Deterministic mode: the guests and the RNG, installed as the
+    /// thread's scheduler while running.
+    local: Option<LocalSched>,
     steps: Arc<AtomicU64>,
     next_domid: u16,
     workers: Option<Workers>,
-    step_cost_ns: u64,
     max_steps: u64,
+    dom0: DomainConfig,
+    dom0_started: bool,
 }
-
-// SAFETY-free note: guest futures are not `Send`; in deterministic mode they
-// live in `slots` on the thread that owns the `Sim`, in free-running mode on
-// worker threads (created there from `Send` start closures).
 
 impl Sim {
     /// A simulator with dom0 (privileged, no guest task) and nothing else.
     pub fn new(config: SimConfig) -> Self {
+        crate::log::install();
         let queues = match config.mode {
             Mode::Deterministic => Queues::Det(Mutex::new(Vec::new())),
             Mode::FreeRunning { threads } => Queues::Free(
@@ -316,21 +287,35 @@ impl Sim {
             exit_lock: Mutex::new(()),
             exit_cv: Condvar::new(),
         });
-        let dom0 = Arc::new(Domain::new(DomId::DOM0, "Domain-0".into(), true, 64, 4, 0));
-        core.domains.write().unwrap().push(Some(dom0));
+        let dom0_cfg = DomainConfig::new("Domain-0")
+            .memory_pages(config.dom0_memory_pages.max(64))
+            .grant_frames(16)
+            .privileged();
+        let dom0 = Arc::new(Domain::new(
+            DomId::DOM0,
+            dom0_cfg.name.clone(),
+            true,
+            dom0_cfg.memory_pages,
+            dom0_cfg.grant_frames,
+            0,
+        ));
+        core.domains.write().unwrap().push(Some(dom0.clone()));
+        let steps = Arc::new(AtomicU64::new(0));
+        let local = matches!(config.mode, Mode::Deterministic)
+            .then(|| LocalSched::new(config.seed, None, steps.clone(), config.step_cost_ns));
         let mut sim = Sim {
             core,
-            rng: Rng::new(config.seed),
             mode: config.mode,
-            slots: BTreeMap::new(),
-            steps: Arc::new(AtomicU64::new(0)),
+            local,
+            steps,
             next_domid: 1,
             workers: None,
-            step_cost_ns: config.step_cost_ns,
             max_steps: config.max_steps,
+            dom0: dom0_cfg,
+            dom0_started: false,
         };
-        sim.xs(xs::WRITE, &["/local/domain/0/name", "Domain-0"]);
-        sim.xs(xs::WRITE, &["/local/domain/0/domid", "0"]);
+        let cfg = sim.dom0.clone();
+        sim.build(&dom0, &cfg);
         if let Mode::FreeRunning { threads } = config.mode {
             sim.start_workers(threads.max(1));
         }
@@ -364,7 +349,7 @@ impl Sim {
             (r, x.take_notifications())
         };
         for d in notes {
-            notify_store(&self.core, d);
+            sched::notify_store(&self.core, d);
         }
         reply
     }
@@ -443,25 +428,107 @@ impl Sim {
             doms[id.0 as usize] = Some(dom.clone());
         }
         self.build(&dom, &cfg);
+        self.core.live.fetch_add(1, Ordering::SeqCst);
+        self.start(
+            &dom,
+            &cfg,
+            Box::new(move |p| Box::pin(main(p)) as MainFuture),
+        );
+        Ok(id)
+    }
+
+    /// Run `main` in dom0, the privileged domain that exists from the start
+    /// (with xenstore and a PV console). Backends run there. dom0 does not
+    /// count as a guest: [`run`](Self::run) ends when every other domain has
+    /// exited.
+    ///
+    /// Errors: [`SimError::BadConfig`] if dom0 already runs something.
+    pub fn spawn_dom0<F, Fut>(&mut self, main: F) -> Result<(), SimError>
+    where
+        F: FnOnce(SimPlatform) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if self.dom0_started {
+            return Err(SimError::BadConfig("dom0 already runs a task".into()));
+        }
+        self.dom0_started = true;
+        let dom = self.core.domain(DomId::DOM0).expect("dom0 exists");
+        let cfg = self.dom0.clone();
+        self.start(
+            &dom,
+            &cfg,
+            Box::new(move |p| Box::pin(main(p)) as MainFuture),
+        );
+        Ok(())
+    }
+
+    fn start(&mut self, dom: &Arc<Domain>, cfg: &DomainConfig, start: sched::StartFn) {
+        let id = dom.id;
         let new = NewGuest {
-            start: Box::new(move |p| Box::pin(main(p)) as MainFuture),
+            start,
             ram_pages: cfg.memory_pages,
             grant_frames: cfg.grant_frames as usize,
         };
-        self.core.live.fetch_add(1, Ordering::SeqCst);
-        match &self.workers {
-            None => {
-                self.slots.insert(id, new.into());
+        match (&self.workers, &mut self.local) {
+            (Some(w), _) => w.inbox[dom.worker].lock().unwrap().push((id, new)),
+            (None, Some(local)) => {
+                local.slots.insert(id, new.into());
             }
-            Some(w) => {
-                w.inbox[dom.worker].lock().unwrap().push((id, new));
-            }
+            (None, None) => unreachable!("deterministic mode keeps a local scheduler"),
         }
         self.core.trace(&[3, u64::from(id.0)], || {
             format!("create d{} {}", id.0, cfg.name)
         });
-        self.core.make_runnable(&dom);
-        Ok(id)
+        self.core.make_runnable(dom);
+    }
+
+    /// Add a split device as a toolstack does (libxl's layout): the frontend
+    /// directory `/local/domain/<frontend>/device/<class>/<id>` (owned by the
+    /// frontend, readable by dom0) and the backend directory
+    /// `/local/domain/0/backend/<class>/<frontend>/<id>` (owned by dom0,
+    /// readable by the frontend), each with `state` 1, the links between
+    /// them, and the extra nodes given. Returns `(frontend, backend)` paths.
+    ///
+    /// Errors: the xenstore error, as text.
+    pub fn add_device(
+        &self,
+        frontend: DomId,
+        class: &str,
+        id: u32,
+        frontend_nodes: &[(&str, &str)],
+        backend_nodes: &[(&str, &str)],
+    ) -> Result<(String, String), String> {
+        let fe = format!("/local/domain/{}/device/{class}/{id}", frontend.0);
+        let be = format!("/local/domain/0/backend/{class}/{}/{id}", frontend.0);
+        let fe_owner = format!("n{}", frontend.0);
+        let fe_reader = format!("r{}", frontend.0);
+        // Backend first: when the frontend sees its device, the backend
+        // directory it names must already exist.
+        self.xenstore_write(&be, "")?;
+        self.xenstore_set_perms(&be, &["n0", &fe_reader])?;
+        let fid = frontend.0.to_string();
+        for (k, v) in [
+            ("frontend", fe.as_str()),
+            ("frontend-id", fid.as_str()),
+            ("online", "1"),
+        ]
+        .into_iter()
+        .chain(backend_nodes.iter().copied())
+        {
+            self.xenstore_write(&format!("{be}/{k}"), v)?;
+        }
+        self.xenstore_write(&fe, "")?;
+        self.xenstore_set_perms(&fe, &[&fe_owner, "r0"])?;
+        for (k, v) in [("backend", be.as_str()), ("backend-id", "0")]
+            .into_iter()
+            .chain(frontend_nodes.iter().copied())
+        {
+            self.xenstore_write(&format!("{fe}/{k}"), v)?;
+        }
+        // The states last, frontend first, so watchers see complete devices.
+        self.xenstore_write(&format!("{fe}/state"), "1")?;
+        self.xenstore_write(&format!("{be}/state"), "1")?;
+        Ok((fe, be))
     }
 
     /// The toolstack's part of building a domain: magic pages, channels,
@@ -555,65 +622,29 @@ impl Sim {
     }
 
     fn run_det(&mut self, deadline: Instant) -> (Vec<DomId>, bool) {
-        let core = self.core.clone();
-        let limit = self
+        let mut local = self
+            .local
+            .take()
+            .expect("deterministic mode keeps a local scheduler");
+        local.step_limit = self
             .steps
             .load(Ordering::SeqCst)
             .saturating_add(self.max_steps);
-        loop {
-            let now = core.time.peek();
-            if now >= deadline.as_nanos() {
-                return (Vec::new(), false);
-            }
-            if self.steps.load(Ordering::SeqCst) >= limit {
-                return (Vec::new(), true);
-            }
-            core.fire_timers(now);
-            let task = {
-                let Queues::Det(set) = &core.queues else {
-                    unreachable!()
-                };
-                let mut set = set.lock().unwrap();
-                if set.is_empty() {
-                    None
-                } else {
-                    let i = self.rng.below(set.len());
-                    Some(set.swap_remove(i))
-                }
-            };
-            match task {
-                Some(Task::Domain(id)) => {
-                    let Some(dom) = core.domain(id) else { continue };
-                    dom.queued.store(false, Ordering::SeqCst);
-                    core.trace(&[4, u64::from(id.0)], || format!("{now} run d{}", id.0));
-                    let Some(slot) = self.slots.get_mut(&id) else {
-                        continue;
-                    };
-                    self.steps.fetch_add(1, Ordering::Relaxed);
-                    if !step_guest(&core, &dom, slot) {
-                        self.slots.remove(&id);
-                    }
-                    core.time.charge(self.step_cost_ns);
-                }
-                Some(Task::Service(svc)) => {
-                    core.trace(&[5, svc as u64], || format!("{now} run {svc:?}"));
-                    services::run(&core, svc);
-                }
-                None => {
-                    if self.slots.is_empty() {
-                        return (Vec::new(), false);
-                    }
-                    match core.next_timer() {
-                        Some(t) if t <= deadline.as_nanos() => core.time.advance_to(t),
-                        Some(_) => {
-                            core.time.advance_to(deadline.as_nanos());
-                            return (Vec::new(), false);
-                        }
-                        None => return (self.slots.keys().copied().collect(), false),
-                    }
-                }
-            }
-        }
+        let previous = sched::install(Some(local));
+        let core = self.core.clone();
+        let stop = sched::run_loop(&core, deadline.as_nanos(), &|| {
+            core.live.load(Ordering::SeqCst) == 0
+        });
+        self.local = sched::install(previous);
+        let stalled = match stop {
+            Stop::Idle => self
+                .local
+                .as_ref()
+                .map(|l| l.slots.keys().copied().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        (stalled, stop == Stop::StepLimit)
     }
 
     fn start_workers(&mut self, threads: usize) {
@@ -628,7 +659,7 @@ impl Sim {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("xenpal-sim-{w}"))
-                    .spawn(move || worker(core, w, stop, inbox, steps))
+                    .spawn(move || sched::worker(core, w, stop, inbox, steps))
                     .expect("spawn simulator worker"),
             );
         }
@@ -638,7 +669,7 @@ impl Sim {
             handles.push(
                 std::thread::Builder::new()
                     .name("xenpal-sim-timer".into())
-                    .spawn(move || timer_thread(core, stop))
+                    .spawn(move || sched::timer_thread(core, stop))
                     .expect("spawn simulator timer"),
             );
         }
@@ -727,221 +758,6 @@ impl Drop for Sim {
             self.core.timer_cv.notify_all();
             for h in w.handles {
                 let _ = h.join();
-            }
-        }
-    }
-}
-
-fn notify_store(core: &Core, d: DomId) {
-    if let Some(dom) = core.domain(d) {
-        let port = dom.st.lock().unwrap().hvm_params[hvm_param::STORE_EVTCHN as usize] as u32;
-        if port != 0 {
-            core.set_pending(&dom, port);
-        }
-    }
-}
-
-/// Run one scheduling step of a guest. Returns whether it is still alive.
-fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool {
-    if dom.dead.load(Ordering::SeqCst) {
-        let reason = dom.st.lock().unwrap().shutdown.unwrap_or(0);
-        destroy(core, dom, Exit::Shutdown(reason));
-        return false;
-    }
-    if slot.fut.is_none() {
-        let h = SimHypervisor {
-            core: core.clone(),
-            dom: dom.clone(),
-        };
-        let layout = layout::guest_layout(dom.id, slot.ram_pages, slot.grant_frames);
-        let booted = catch_unwind(AssertUnwindSafe(|| {
-            XenPlatform::boot_auto(h.clone(), SimClock(core.clone()), XenAlarm(h), &layout)
-        }));
-        let platform = match booted {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                destroy(core, dom, Exit::BootFailed(e.to_string()));
-                return false;
-            }
-            Err(panic) => {
-                destroy(core, dom, panicked(core, dom, panic));
-                return false;
-            }
-        };
-        slot.runner = Some(platform.runner());
-        let start = slot.start.take().expect("start closure present until boot");
-        match catch_unwind(AssertUnwindSafe(|| start(platform))) {
-            Ok(f) => slot.fut = Some(f),
-            Err(panic) => {
-                destroy(core, dom, panicked(core, dom, panic));
-                return false;
-            }
-        }
-    }
-    let (Some(runner), Some(fut)) = (&slot.runner, &mut slot.fut) else {
-        return false;
-    };
-    match catch_unwind(AssertUnwindSafe(|| runner.step(fut.as_mut()))) {
-        Ok(Poll::Ready(())) => {
-            let exit = match dom.st.lock().unwrap().shutdown {
-                Some(r) => Exit::Shutdown(r),
-                None => Exit::Returned,
-            };
-            slot.fut = None;
-            slot.runner = None;
-            destroy(core, dom, exit);
-            false
-        }
-        Ok(Poll::Pending) => {
-            if dom.dead.load(Ordering::SeqCst) {
-                let reason = dom.st.lock().unwrap().shutdown.unwrap_or(0);
-                slot.fut = None;
-                slot.runner = None;
-                destroy(core, dom, Exit::Shutdown(reason));
-                return false;
-            }
-            if !dom.blocked.load(Ordering::SeqCst) {
-                core.make_runnable(dom);
-            }
-            true
-        }
-        Err(panic) => {
-            slot.fut = None;
-            slot.runner = None;
-            destroy(core, dom, panicked(core, dom, panic));
-            false
-        }
-    }
-}
-
-fn panicked(core: &Core, dom: &Domain, panic: Box<dyn std::any::Any + Send>) -> Exit {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    eprintln!(
-        "xenpal-sim: d{} ({}) panicked: {msg} [seed {:#x}; rerun with XENPAL_SEED={:#x}]",
-        dom.id.0, dom.name, core.seed, core.seed
-    );
-    Exit::Panicked(msg)
-}
-
-/// Tear a domain down as the toolstack does after it stops: close its
-/// channels, drop its grant mappings, cancel its timers, and remove it from
-/// xenstore.
-fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
-    {
-        let mut e = dom.exit.lock().unwrap();
-        if e.is_some() {
-            return;
-        }
-        *e = Some(exit.clone());
-    }
-    dom.dead.store(true, Ordering::SeqCst);
-    services::flush_console(core, dom);
-    let (ports, handles) = {
-        let mut st = dom.st.lock().unwrap();
-        st.timer_gen += 1;
-        st.timer = None;
-        st.poll = None;
-        let ports: Vec<u32> = (1..st.ports.len() as u32)
-            .filter(|&p| !matches!(st.ports[p as usize], crate::core::Chan::Free))
-            .collect();
-        let handles: Vec<u32> = (0..st.maptrack.len() as u32)
-            .filter(|&h| st.maptrack[h as usize].is_some())
-            .collect();
-        (ports, handles)
-    };
-    for p in ports {
-        let _ = evtchn::close_port(core, dom, p);
-    }
-    for h in handles {
-        gnttab::unmap_handle(core, dom, h, None);
-    }
-    dom.mem.release();
-    let notes = {
-        let mut xs = core.xenstored.lock().unwrap();
-        xs.release(dom.id);
-        let path = format!("/local/domain/{}\0", dom.id.0);
-        xs.request(DomId::DOM0, xs::RM, 0, path.as_bytes());
-        xs.take_notifications()
-    };
-    for d in notes {
-        notify_store(core, d);
-    }
-    core.trace(&[6, u64::from(dom.id.0)], || {
-        format!("destroy d{} {exit:?}", dom.id.0)
-    });
-    core.live.fetch_sub(1, Ordering::SeqCst);
-    let _g = core.exit_lock.lock().unwrap();
-    core.exit_cv.notify_all();
-}
-
-fn worker(core: Arc<Core>, me: usize, stop: Arc<AtomicBool>, inbox: Inbox, steps: Arc<AtomicU64>) {
-    let mut slots: BTreeMap<DomId, GuestSlot> = BTreeMap::new();
-    let Queues::Free(queues) = &core.queues else {
-        return;
-    };
-    let q = &queues[me];
-    while !stop.load(Ordering::SeqCst) {
-        slots.extend(
-            inbox[me]
-                .lock()
-                .unwrap()
-                .drain(..)
-                .map(|(id, g)| (id, g.into())),
-        );
-        let task = {
-            let mut g = q.q.lock().unwrap();
-            if g.is_empty() {
-                g = q.cv.wait_timeout(g, Duration::from_millis(5)).unwrap().0;
-            }
-            g.pop_front()
-        };
-        let Some(Task::Domain(id)) = task else {
-            continue;
-        };
-        slots.extend(
-            inbox[me]
-                .lock()
-                .unwrap()
-                .drain(..)
-                .map(|(id, g)| (id, g.into())),
-        );
-        let Some(dom) = core.domain(id) else { continue };
-        dom.queued.store(false, Ordering::SeqCst);
-        let Some(slot) = slots.get_mut(&id) else {
-            continue;
-        };
-        steps.fetch_add(1, Ordering::Relaxed);
-        if !step_guest(&core, &dom, slot) {
-            slots.remove(&id);
-        }
-    }
-}
-
-fn timer_thread(core: Arc<Core>, stop: Arc<AtomicBool>) {
-    let mut guard = core.timers.lock().unwrap();
-    while !stop.load(Ordering::SeqCst) {
-        let now = core.time.peek();
-        let next = guard.peek().map(|std::cmp::Reverse((t, _, _))| *t);
-        match next {
-            Some(t) if t <= now => {
-                drop(guard);
-                core.fire_timers(now);
-                guard = core.timers.lock().unwrap();
-            }
-            Some(t) => {
-                let wait = Duration::from_nanos((t - now).min(10_000_000));
-                guard = core.timer_cv.wait_timeout(guard, wait).unwrap().0;
-            }
-            None => {
-                guard = core
-                    .timer_cv
-                    .wait_timeout(guard, Duration::from_millis(10))
-                    .unwrap()
-                    .0;
             }
         }
     }

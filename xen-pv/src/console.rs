@@ -45,7 +45,19 @@ pub struct PvConsole<H: Hypervisor> {
     events: Events<H>,
     ring: H::Mem,
     port: EventPort,
-    broken: core::cell::Cell<bool>,
+    broken: alloc::rc::Rc<core::cell::Cell<bool>>,
+}
+
+impl<H: Hypervisor> Clone for PvConsole<H> {
+    /// Another handle to the same console (sharing its state).
+    fn clone(&self) -> Self {
+        PvConsole {
+            events: self.events.clone(),
+            ring: self.ring.clone(),
+            port: self.port,
+            broken: self.broken.clone(),
+        }
+    }
 }
 
 impl<H: Hypervisor> PvConsole<H> {
@@ -55,7 +67,7 @@ impl<H: Hypervisor> PvConsole<H> {
             events,
             ring,
             port,
-            broken: core::cell::Cell::new(false),
+            broken: alloc::rc::Rc::new(core::cell::Cell::new(false)),
         }
     }
 

@@ -139,6 +139,22 @@ impl<H: Hypervisor> Events<H> {
         self.track(port)
     }
 
+    /// Wait for a delivery on `port` from code that cannot `.await` (a
+    /// blocking `embedded_sdmmc::BlockDevice`, say): dispatch, and if
+    /// nothing arrived on `port`, sleep in `SCHEDOP_poll` until something
+    /// does. In the simulator other domains run meanwhile.
+    ///
+    /// Errors: [`EventError::InvalidPort`] if `port` is not valid.
+    pub fn block_on(&self, port: EventPort) -> Result<(), EventError> {
+        loop {
+            self.dispatch();
+            if self.take_pending(port) {
+                return Ok(());
+            }
+            hypercall::sched_poll(&self.inner.h, &[port], 0).map_err(event_error)?;
+        }
+    }
+
     /// Handle deliveries: for every port pending and not masked, clear its
     /// pending bit, record the delivery and wake its waker. Returns the number
     /// of deliveries. Does one bounded pass over the 64 selector bits; events

@@ -80,7 +80,8 @@ impl fmt::Display for BootError {
 impl core::error::Error for BootError {}
 
 /// The console a guest writes to: the PV console if the toolstack gave one,
-/// else Xen's emergency console.
+/// else Xen's emergency console. Clones are handles to the same console.
+#[derive(Clone)]
 pub enum GuestConsole<H: Hypervisor> {
     /// The PV console ring.
     Pv(PvConsole<H>),

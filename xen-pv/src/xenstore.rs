@@ -626,6 +626,38 @@ impl<H: Hypervisor> XenStore<H> {
             .ok_or(XsError::Protocol("empty domain path"))
     }
 
+    /// Take the oldest queued watch event with `token`, if any, without
+    /// waiting. Events with other tokens stay queued for their owners.
+    ///
+    /// Errors: [`XsError::Protocol`] if the connection is broken.
+    pub fn try_watch_event_for(&self, token: &str) -> Result<Option<WatchEvent>, XsError> {
+        self.pump()?;
+        let mut st = self.inner.state.borrow_mut();
+        let pos = st.watch_events.iter().position(|e| e.token == token);
+        Ok(pos.and_then(|i| st.watch_events.remove(i)))
+    }
+
+    /// Wait for the next watch event with `token` (see
+    /// [`try_watch_event_for`](Self::try_watch_event_for)).
+    ///
+    /// Errors: [`XsError::Protocol`] if the connection breaks.
+    pub async fn next_watch_event_for(&self, token: &str) -> Result<WatchEvent, XsError> {
+        poll_fn(|cx| {
+            match self.try_watch_event_for(token) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Some(ev)) => return Poll::Ready(Ok(ev)),
+                Ok(None) => {}
+            }
+            self.park(cx.waker());
+            match self.try_watch_event_for(token) {
+                Err(e) => Poll::Ready(Err(e)),
+                Ok(Some(ev)) => Poll::Ready(Ok(ev)),
+                Ok(None) => Poll::Pending,
+            }
+        })
+        .await
+    }
+
     /// Take a queued watch event, if any, without waiting.
     ///
     /// Errors: [`XsError::Protocol`] if the connection is broken.
