@@ -15,5 +15,8 @@
 
 extern crate alloc;
 
+pub mod blk;
+pub mod block;
 pub mod console;
+pub mod net;
 pub mod xenbus;

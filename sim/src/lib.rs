@@ -39,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backends;
 mod core;
 mod evtchn;
 mod gnttab;

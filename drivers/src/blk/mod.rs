@@ -1,0 +1,1 @@
+//! blkfront: the block frontend (`io/blkif.h`). Being written.

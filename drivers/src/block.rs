@@ -1,0 +1,1 @@
+//! The block-device trait drivers implement. Being written.

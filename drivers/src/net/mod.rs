@@ -1,0 +1,1 @@
+//! netfront: the network frontend (`io/netif.h`). Being written.

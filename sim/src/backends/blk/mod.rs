@@ -1,0 +1,1 @@
+//! blkback over image files or memory. Being written.

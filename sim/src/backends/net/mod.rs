@@ -1,0 +1,1 @@
+//! netback, the virtual switch, pcap capture and host port forwarding. Being written.
