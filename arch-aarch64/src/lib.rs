@@ -11,14 +11,19 @@
 //! the host; the assembly and register accesses only for
 //! `aarch64-unknown-none`.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod console;
+pub mod dt;
 pub mod exceptions;
 pub mod heap;
 pub mod hypercall;
 pub mod irq;
+pub mod mm;
 pub mod platform;
 pub mod start;
+pub mod time;
 
 pub use hypercall::ArmHypervisor;

@@ -1,8 +1,239 @@
-//! Bringing the platform up, and bringing it down.
+//! Bringing the platform up (device tree, MMU, GIC, timer, Xen's pages) and
+//! bringing the domain down.
 
+use crate::dt::{self, BootInfo, DtError, Region};
 use crate::hypercall::ArmHypervisor;
+use crate::mm::{MemKind, MmError};
+use crate::time::GenericTimer;
+use alloc::vec::Vec;
+use core::fmt;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+use core::future::Future;
+use hal::DomId;
+use hal::mem::{Gfn, PAGE_SIZE};
 use xen_pv::abi::shutdown;
 use xen_pv::hypercall;
+use xen_pv::platform::{AutoLayout, XenPlatform};
+
+/// The platform an Arm guest's `main` receives.
+pub type ArmPlatform = XenPlatform<ArmHypervisor, GenericTimer, GenericTimer>;
+
+/// Grant frames mapped at boot (2048 grant references).
+pub const GRANT_FRAMES: usize = 4;
+/// Room kept for grant frames at the start of the grant region, so the
+/// table can grow to Xen's default maximum without moving.
+pub const GRANT_RESERVE: u64 = 64;
+/// Pages of the window for mapping other domains' grants.
+pub const MAP_WINDOW_PAGES: u64 = 4096;
+
+/// Why the platform could not come up. Each is printed on the emergency
+/// console before the domain crashes.
+#[derive(Debug)]
+pub enum BootError {
+    /// The device tree is unusable.
+    Dt(DtError),
+    /// The identity map could not be built.
+    Mm(MmError),
+    /// The image is not inside a RAM bank the device tree lists.
+    NoRam,
+    /// Setting up Xen's pages failed.
+    Xen(xen_pv::platform::BootError),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Dt(e) => write!(f, "{e}"),
+            BootError::Mm(e) => write!(f, "memory map: {e}"),
+            BootError::NoRam => {
+                f.write_str("the image is not inside any RAM bank of the device tree")
+            }
+            BootError::Xen(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<DtError> for BootError {
+    fn from(e: DtError) -> Self {
+        BootError::Dt(e)
+    }
+}
+
+/// The platform and what the device tree said.
+pub struct Booted {
+    /// The platform.
+    pub platform: ArmPlatform,
+    /// The parsed device tree.
+    pub info: BootInfo,
+}
+
+/// Where the running image lies: `[_start, __image_end)`.
+pub fn image_range() -> Region {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    {
+        unsafe extern "C" {
+            static _start: u8;
+            static __image_end: u8;
+        }
+        let start = (&raw const _start) as u64;
+        let end = (&raw const __image_end) as u64;
+        Region {
+            base: start,
+            size: end - start,
+        }
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    Region { base: 0, size: 0 }
+}
+
+fn page_up(a: u64) -> u64 {
+    a.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+}
+
+/// Plan the guest-physical layout and the regions to map, from the device
+/// tree and where the image lies.
+///
+/// Errors: [`BootError::NoRam`].
+pub fn plan(
+    info: &BootInfo,
+    image: Region,
+) -> Result<(AutoLayout, Vec<(Region, MemKind)>), BootError> {
+    let page = PAGE_SIZE as u64;
+    let bank = *info
+        .memory
+        .iter()
+        .find(|b| b.base <= image.base && image.end() <= b.end())
+        .ok_or(BootError::NoRam)?;
+    // Free RAM: after the image, up to the device tree (if it is in this
+    // bank above the image) or the bank's end. The last page becomes the
+    // shared_info frame.
+    let free_start = page_up(image.end());
+    let mut free_end = bank.end() & !(page - 1);
+    if info.dtb.base >= free_start && info.dtb.base < free_end {
+        free_end = info.dtb.base & !(page - 1);
+    }
+    if free_end < free_start + 2 * page {
+        return Err(BootError::NoRam);
+    }
+    let shared_info = Gfn::containing(free_end - page);
+    let ram = (
+        Gfn::containing(free_start),
+        ((free_end - page - free_start) / page) as usize,
+    );
+
+    let mut regions: Vec<(Region, MemKind)> =
+        info.memory.iter().map(|r| (*r, MemKind::Normal)).collect();
+    match info.gic {
+        dt::Gic::V2 { dist, cpu } => {
+            regions.extend([(dist, MemKind::Device), (cpu, MemKind::Device)])
+        }
+        dt::Gic::V3 { dist, redist } => {
+            regions.extend([(dist, MemKind::Device), (redist, MemKind::Device)])
+        }
+    }
+    if let Some(u) = info.pl011 {
+        regions.push((u, MemKind::Device));
+    }
+    let (grant_table, grant_frames, map_window) = match &info.hypervisor {
+        Some(h) => {
+            let gt = h.grant_table;
+            let frames = GRANT_FRAMES.min((gt.size / page) as usize);
+            regions.push((
+                Region {
+                    base: gt.base,
+                    size: GRANT_RESERVE * page,
+                },
+                MemKind::Normal,
+            ));
+            // Foreign pages go in the first extended region if there is one,
+            // else in the grant region after the room kept for the table.
+            let window = match h.extended.first() {
+                Some(e) => Region {
+                    base: page_up(e.base),
+                    size: (MAP_WINDOW_PAGES * page).min(e.size),
+                },
+                None => Region {
+                    base: gt.base + GRANT_RESERVE * page,
+                    size: gt
+                        .size
+                        .saturating_sub(GRANT_RESERVE * page)
+                        .min(MAP_WINDOW_PAGES * page),
+                },
+            };
+            regions.push((window, MemKind::Normal));
+            (
+                Gfn::containing(gt.base),
+                frames,
+                (Gfn::containing(window.base), (window.size / page) as u32),
+            )
+        }
+        None => (Gfn(0), 0, (Gfn(0), 0)),
+    };
+    Ok((
+        AutoLayout {
+            domid: DomId::SELF,
+            ram,
+            shared_info,
+            grant_table,
+            grant_frames,
+            map_window,
+        },
+        regions,
+    ))
+}
+
+/// Bring the platform up from the device tree at `dtb`: parse it, turn the
+/// MMU and caches on, set up the GIC and the timer, and map Xen's pages.
+///
+/// Errors: [`BootError`].
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn boot(dtb: usize) -> Result<Booted, BootError> {
+    // SAFETY: Xen passes the device tree's address in x0; its first 8 bytes
+    // (magic, size) are readable RAM. We read them before trusting the size.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+    let size = dt::blob_size(header)?;
+    // SAFETY: `blob_size` checked the magic and a plausible size; the blob
+    // lies in our RAM, written by Xen before we started and not shared.
+    let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+    let info = dt::parse(blob, dtb as u64)?;
+    let image = image_range();
+    let (layout, regions) = plan(&info, image)?;
+    crate::mm::enable(&regions, image).map_err(BootError::Mm)?;
+    crate::irq::init(
+        info.gic,
+        info.hypervisor.as_ref().map(|h| h.event_irq),
+        info.virt_timer_irq,
+    );
+    let platform = XenPlatform::boot_auto(ArmHypervisor, GenericTimer, GenericTimer, &layout)
+        .map_err(BootError::Xen)?;
+    Ok(Booted { platform, info })
+}
+
+/// Boot, then run `app` to completion and shut down with poweroff if it
+/// returns `true`, crash if `false`. A boot failure is printed and crashes
+/// the domain.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn run<F, Fut>(dtb: usize, app: F) -> !
+where
+    F: FnOnce(Booted) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    match boot(dtb) {
+        Ok(b) => {
+            let runner = b.platform.runner();
+            let ok = runner.run(app(b));
+            shutdown(if ok {
+                shutdown::POWEROFF
+            } else {
+                shutdown::CRASH
+            })
+        }
+        Err(e) => {
+            crate::eprintln!("xenpal: boot failed: {e}");
+            crash()
+        }
+    }
+}
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.
 pub fn shutdown(reason: u32) -> ! {
@@ -15,4 +246,101 @@ pub fn shutdown(reason: u32) -> ! {
 /// Crash the domain (after a fatal error has been reported). Never returns.
 pub fn crash() -> ! {
     shutdown(shutdown::CRASH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dt::{Gic, XenNode};
+
+    fn info(hyp: bool) -> BootInfo {
+        BootInfo {
+            memory: alloc::vec![Region {
+                base: 0x4000_0000,
+                size: 0x800_0000
+            }],
+            hypervisor: hyp.then(|| XenNode {
+                compatible: "xen,xen-4.20".into(),
+                grant_table: Region {
+                    base: 0x3800_0000,
+                    size: 0x100_0000,
+                },
+                extended: alloc::vec![Region {
+                    base: 0x4800_0000,
+                    size: 0xb800_0000
+                }],
+                event_irq: 31,
+            }),
+            gic: Gic::V2 {
+                dist: Region {
+                    base: 0x0800_0000,
+                    size: 0x1000,
+                },
+                cpu: Region {
+                    base: 0x0801_0000,
+                    size: 0x2000,
+                },
+            },
+            virt_timer_irq: 27,
+            pl011: None,
+            dtb: Region {
+                base: 0x47e0_0000,
+                size: 0x600,
+            },
+        }
+    }
+
+    #[test]
+    fn plans_ram_grants_and_window() {
+        let image = Region {
+            base: 0x4008_0000,
+            size: 0x22_6000,
+        };
+        let (l, regions) = plan(&info(true), image).unwrap();
+        assert_eq!(l.ram.0, Gfn(0x402a6));
+        // Free RAM ends below the DTB; its last page is shared_info.
+        assert_eq!(l.shared_info, Gfn(0x47dff));
+        assert_eq!(l.ram.0.0 + l.ram.1 as u64, l.shared_info.0);
+        assert_eq!(l.grant_table, Gfn(0x38000));
+        assert_eq!(l.grant_frames, GRANT_FRAMES);
+        assert_eq!(l.map_window, (Gfn(0x48000), 4096));
+        assert!(
+            regions
+                .iter()
+                .any(|(r, k)| r.base == 0x4800_0000 && *k == MemKind::Normal)
+        );
+        assert!(
+            regions
+                .iter()
+                .any(|(r, k)| r.base == 0x0800_0000 && *k == MemKind::Device)
+        );
+    }
+
+    #[test]
+    fn without_a_hypervisor_node_there_are_no_grants() {
+        let (l, _) = plan(
+            &info(false),
+            Region {
+                base: 0x4008_0000,
+                size: 0x1000,
+            },
+        )
+        .unwrap();
+        assert_eq!(l.grant_frames, 0);
+        assert_eq!(l.map_window.1, 0);
+    }
+
+    #[test]
+    fn an_image_outside_ram_is_an_error() {
+        assert!(matches!(
+            plan(
+                &info(true),
+                Region {
+                    base: 0x1000,
+                    size: 0x1000
+                }
+            ),
+            Err(BootError::NoRam)
+        ));
+    }
 }

@@ -10,3 +10,4 @@
 extern crate alloc;
 
 pub mod exchange;
+pub mod selftest;

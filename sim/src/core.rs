@@ -107,6 +107,11 @@ pub(crate) struct Domain {
     pub worker: usize,
     pub console: Mutex<Vec<u8>>,
     pub exit: Mutex<Option<Exit>>,
+    /// Xen's runstate accounting: current state, when it began, time per
+    /// state.
+    pub runstate: Mutex<xen_pv::abi::VcpuRunstateInfo>,
+    /// Where the guest asked Xen to keep its runstate (frame, offset).
+    pub runstate_area: Mutex<Option<(hal::mem::Gfn, usize)>>,
 }
 
 /// Bytes of console output kept per domain (oldest dropped beyond this).
@@ -150,6 +155,36 @@ impl Domain {
             worker,
             console: Mutex::new(Vec::new()),
             exit: Mutex::new(None),
+            runstate: Mutex::new(xen_pv::abi::VcpuRunstateInfo {
+                state: xen_pv::abi::runstate::RUNNABLE,
+                ..Default::default()
+            }),
+            runstate_area: Mutex::new(None),
+        }
+    }
+
+    /// Account a runstate change at time `now`.
+    pub(crate) fn set_runstate(&self, state: i32, now: u64) {
+        let mut r = self.runstate.lock().unwrap();
+        let spent = now.saturating_sub(r.state_entry_time);
+        if let Some(t) = r.time.get_mut(r.state as usize) {
+            *t += spent;
+        }
+        r.state = state;
+        r.state_entry_time = now;
+        let copy = *r;
+        drop(r);
+        self.publish_runstate(&copy);
+    }
+
+    /// Write the runstate into the guest's registered area, if any, as Xen
+    /// does at each context switch.
+    pub(crate) fn publish_runstate(&self, r: &xen_pv::abi::VcpuRunstateInfo) {
+        let Some((gfn, off)) = *self.runstate_area.lock().unwrap() else {
+            return;
+        };
+        if let Ok(page) = self.mem.map_frames(gfn, 1) {
+            hal::SharedMemory::write(&page, off, zerocopy::IntoBytes::as_bytes(r));
         }
     }
 

@@ -109,6 +109,7 @@ fn opname(op: u32) -> &'static str {
         op::SCHED_OP => "sched_op",
         op::EVENT_CHANNEL_OP => "event_channel_op",
         op::HVM_OP => "hvm_op",
+        op::VCPU_OP => "vcpu_op",
         _ => "unknown",
     }
 }
@@ -131,6 +132,7 @@ pub(crate) fn dispatch(
         op::CONSOLE_IO => console_io(core, dom, raw[0] as u32, &a),
         op::HVM_OP => hvm_op(core, dom, raw[0] as u32, &mut a),
         op::XEN_VERSION => xen_version(raw[0] as u32, &mut a),
+        op::VCPU_OP => vcpu_op(dom, raw[0] as u32, raw[1], &mut a),
         _ => Err(Errno::ENOSYS),
     };
     let ret = match r {
@@ -349,6 +351,39 @@ fn hvm_op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult
             }
             x.value = target.st.lock().unwrap().hvm_params[x.index as usize];
             a.write(1, &x)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+fn vcpu_op(dom: &Arc<Domain>, cmd: u32, vcpu: u64, a: &mut Args<'_>) -> HResult {
+    if vcpu != 0 {
+        return Err(Errno::ENOENT);
+    }
+    match cmd {
+        abi::VCPUOP_GET_RUNSTATE_INFO => {
+            let r = *dom.runstate.lock().unwrap();
+            a.write(2, &r)?;
+            Ok(0)
+        }
+        abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
+            let x: abi::VcpuRegisterRunstateMemoryArea = a.read(2)?;
+            if x.addr == 0 {
+                *dom.runstate_area.lock().unwrap() = None;
+                return Ok(0);
+            }
+            // An identity-mapped guest passes the guest-physical address.
+            let size = core::mem::size_of::<abi::VcpuRunstateInfo>() as u64;
+            let off = x.addr % hal::PAGE_SIZE as u64;
+            if x.addr % 8 != 0 || off + size > hal::PAGE_SIZE as u64 {
+                return Err(Errno::EINVAL);
+            }
+            let gfn = hal::mem::Gfn::containing(x.addr);
+            dom.mem.map_frames(gfn, 1).map_err(|_| Errno::EFAULT)?;
+            *dom.runstate_area.lock().unwrap() = Some((gfn, off as usize));
+            let r = *dom.runstate.lock().unwrap();
+            dom.publish_runstate(&r);
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),

@@ -182,7 +182,14 @@ fn run_task(core: &Arc<Core>, task: Task) -> bool {
                 l.step_cost_ns
             })
             .unwrap_or(0);
+            dom.set_runstate(xen_pv::abi::runstate::RUNNING, now);
             let alive = step_guest(core, &dom, &mut slot);
+            let after = if dom.blocked.load(Ordering::SeqCst) {
+                xen_pv::abi::runstate::BLOCKED
+            } else {
+                xen_pv::abi::runstate::RUNNABLE
+            };
+            dom.set_runstate(after, core.time.peek() + cost);
             if alive {
                 with_local(|l| l.slots.insert(id, slot));
             }

@@ -79,6 +79,15 @@ pub trait Hypervisor: Clone {
     /// Errors: `EINVAL` if the range is not populated or (in the simulator)
     /// not backed by one contiguous block.
     fn map_frames(&self, gfn: Gfn, count: usize) -> Result<Self::Mem, Errno>;
+
+    /// The address Xen expects for byte `offset` of frame `gfn` when a
+    /// hypercall registers guest memory Xen keeps writing after the call
+    /// (a runstate area, say). Auto-translated guests with an identity map
+    /// (Arm, the simulator) use the guest-physical address, the default;
+    /// x86 PV uses the virtual address it mapped the frame at.
+    fn guest_address(&self, gfn: Gfn, offset: usize) -> u64 {
+        gfn.addr() + offset as u64
+    }
 }
 
 fn check(ret: isize) -> Result<usize, Errno> {
@@ -341,6 +350,44 @@ pub fn xen_version<H: Hypervisor>(h: &H) -> Result<(u16, u16), Errno> {
         None,
     ))?;
     Ok(((v >> 16) as u16, v as u16))
+}
+
+/// `VCPUOP_get_runstate_info` for vCPU 0.
+pub fn vcpu_runstate<H: Hypervisor>(h: &H) -> Result<abi::VcpuRunstateInfo, Errno> {
+    let mut a = abi::VcpuRunstateInfo::default();
+    call_with(
+        h,
+        op::VCPU_OP,
+        [u64::from(abi::VCPUOP_GET_RUNSTATE_INFO), 0, 0, 0, 0],
+        2,
+        &mut a,
+    )?;
+    Ok(a)
+}
+
+/// `VCPUOP_register_runstate_memory_area` for vCPU 0: Xen keeps a
+/// `vcpu_runstate_info` at byte `offset` of frame `gfn` up to date (`None`:
+/// stop). The area must stay valid while registered.
+pub fn register_runstate_area<H: Hypervisor>(
+    h: &H,
+    area: Option<(Gfn, usize)>,
+) -> Result<(), Errno> {
+    let addr = area.map_or(0, |(gfn, off)| h.guest_address(gfn, off));
+    let a = abi::VcpuRegisterRunstateMemoryArea { addr };
+    call_in(
+        h,
+        op::VCPU_OP,
+        [
+            u64::from(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA),
+            0,
+            0,
+            0,
+            0,
+        ],
+        2,
+        &a,
+    )
+    .map(drop)
 }
 
 /// `GNTTABOP_*` (`cmd`) on `count` structures of type `T` in `ops`.

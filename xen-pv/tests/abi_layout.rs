@@ -102,6 +102,8 @@ fn table() -> Vec<Entry> {
         entry!("struct sched_poll" => abi::SchedPoll { ports, nr_ports, timeout }),
         entry!("struct sched_remote_shutdown" => abi::SchedRemoteShutdown { domain_id, reason }),
         entry!("struct vcpu_register_vcpu_info" => abi::VcpuRegisterVcpuInfo { mfn, offset, rsvd }),
+        entry!("struct vcpu_runstate_info" => abi::VcpuRunstateInfo { state, state_entry_time, time }),
+        entry!("struct vcpu_register_runstate_memory_area" => abi::VcpuRegisterRunstateMemoryArea { addr }),
         // ---- abi::x86_64
         entry!("struct arch_vcpu_info" => abi::x86_64::ArchVcpuInfo { cr2, pad }),
         entry!("struct vcpu_info" => abi::x86_64::VcpuInfo {

@@ -672,6 +672,57 @@ pub const XENVER_EXTRAVERSION: u32 = 1;
 #[doc(alias = "VCPUOP_register_vcpu_info")]
 pub const VCPUOP_REGISTER_VCPU_INFO: u32 = 10;
 
+/// `VCPUOP_get_runstate_info`: where a vCPU has spent its time.
+#[doc(alias = "VCPUOP_get_runstate_info")]
+pub const VCPUOP_GET_RUNSTATE_INFO: u32 = 4;
+
+/// `VCPUOP_register_runstate_memory_area`: Xen keeps a
+/// [`VcpuRunstateInfo`] at a guest address up to date.
+#[doc(alias = "VCPUOP_register_runstate_memory_area")]
+pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
+
+/// `VCPUOP_register_runstate_memory_area` argument: the guest address of
+/// the area (0 to stop).
+#[doc(alias = "vcpu_register_runstate_memory_area")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct VcpuRegisterRunstateMemoryArea {
+    /// The union `addr` (a guest handle, pointer or `uint64_t p`).
+    pub addr: u64,
+}
+
+/// Set in `state_entry_time` while Xen updates a runstate area.
+pub const XEN_RUNSTATE_UPDATE: u64 = 1 << 63;
+
+/// vCPU run states (`RUNSTATE_*`).
+pub mod runstate {
+    #![allow(missing_docs)]
+    pub const RUNNING: i32 = 0;
+    pub const RUNNABLE: i32 = 1;
+    pub const BLOCKED: i32 = 2;
+    pub const OFFLINE: i32 = 3;
+}
+
+/// `VCPUOP_get_runstate_info` result: the current state, Xen's system time
+/// when it was entered, and the time spent in each state.
+#[doc(alias = "vcpu_runstate_info")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct VcpuRunstateInfo {
+    /// `RUNSTATE_*`.
+    pub state: i32,
+    /// Padding.
+    pub _pad0: u32,
+    /// Xen system time (ns) when `state` was entered.
+    pub state_entry_time: u64,
+    /// Nanoseconds spent in each state (index `RUNSTATE_*`).
+    pub time: [u64; 4],
+}
+
 /// `VCPUOP_register_vcpu_info` argument.
 #[doc(alias = "vcpu_register_vcpu_info")]
 #[derive(

@@ -1,0 +1,99 @@
+//! The guest self-test (`xenpal_examples::selftest`) as a bare-metal guest,
+//! plus the checks only real hardware can make: interrupts through the GIC
+//! and a malformed device tree rejected cleanly. Ends with a
+//! `selftest verdict:` line and shuts down (poweroff if everything passed,
+//! crash otherwise).
+//!
+//! Built with `--features fail` it also runs a test that always fails, to
+//! show the QEMU runner reporting a failing guest.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod guest {
+    extern crate alloc;
+    use alloc::format;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use xenpal_arch_aarch64 as arch;
+    use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
+
+    fn interrupts() -> Outcome {
+        let (events, timer, other) = arch::irq::counts();
+        let detail = format!(
+            "GIC delivered {events} event-channel and {timer} timer interrupts ({other} other)"
+        );
+        if events > 0 && timer > 0 {
+            Outcome::Pass(detail)
+        } else if timer > 0 && !arch::irq::has_event_irq() {
+            Outcome::Pass(format!("{detail}; no event PPI in the device tree"))
+        } else {
+            Outcome::Fail(detail)
+        }
+    }
+
+    static DTB: AtomicUsize = AtomicUsize::new(0);
+
+    fn bad_device_tree() -> Outcome {
+        // Copies of the real device tree, damaged on purpose: the parser
+        // must say what is wrong, not fault.
+        let dtb = DTB.load(Ordering::Relaxed);
+        // SAFETY: the device tree Xen gave us, validated at boot; we only
+        // read its header here.
+        let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+        let Ok(size) = arch::dt::blob_size(header) else {
+            return Outcome::Fail("the boot device tree no longer parses".into());
+        };
+        // SAFETY: as above; `size` is the blob's own, checked, size.
+        let good = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+        let truncated = &good[..size - 9];
+        let mut bad_magic = alloc::vec::Vec::from(good);
+        bad_magic[0] ^= 0xff;
+        match (
+            arch::dt::parse(truncated, 0),
+            arch::dt::parse(&bad_magic, 0),
+            arch::dt::parse(good, 0),
+        ) {
+            (Err(a), Err(b), Ok(_)) => {
+                Outcome::Pass(format!("truncated copy: {a}; bad magic: {b}"))
+            }
+            (Ok(_), _, _) | (_, Ok(_), _) => {
+                Outcome::Fail("a damaged device tree was accepted".into())
+            }
+            (_, _, Err(e)) => Outcome::Fail(format!("the good device tree failed: {e}")),
+        }
+    }
+
+    fn always_fails() -> Outcome {
+        Outcome::Fail("this guest was built to fail (--features fail)".into())
+    }
+
+    fn main(dtb: usize) -> ! {
+        arch::eprintln!("xenpal selftest starting (device tree at {dtb:#x})");
+        DTB.store(dtb, Ordering::Relaxed);
+        arch::platform::run(dtb, |b| async move {
+            let mut extra: alloc::vec::Vec<Extra> = alloc::vec![
+                ("interrupts", interrupts),
+                ("bad-device-tree", bad_device_tree)
+            ];
+            if cfg!(feature = "fail") {
+                extra.push(("built-to-fail", always_fails));
+            }
+            let tol = Tolerances::default();
+            let report = selftest::run(&b.platform, tol, &extra).await;
+            report.passed()
+        })
+    }
+
+    arch::entry!(main);
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        arch::eprintln!("panic: {info}");
+        arch::platform::crash()
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("this guest is built for bare metal: cargo xtask qemu --arch aarch64 selftest");
+}
