@@ -307,7 +307,7 @@ pub fn validate(blob: &[u8]) -> Result<(), DtError> {
                 let nameoff =
                     be32(st, pos + 4).ok_or(DtError::BadBlob("truncated property"))? as usize;
                 pos += 8;
-                if !(pos.checked_add(len).is_some_and(|e| e <= st.len())) {
+                if pos.checked_add(len).is_none_or(|e| e > st.len()) {
                     return Err(DtError::BadBlob(
                         "property value outside the structure block",
                     ));

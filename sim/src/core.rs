@@ -167,7 +167,8 @@ impl Domain {
     pub(crate) fn set_runstate(&self, state: i32, now: u64) {
         let mut r = self.runstate.lock().unwrap();
         let spent = now.saturating_sub(r.state_entry_time);
-        if let Some(t) = r.time.get_mut(r.state as usize) {
+        let prev = r.state as usize;
+        if let Some(t) = r.time.get_mut(prev) {
             *t += spent;
         }
         r.state = state;

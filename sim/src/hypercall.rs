@@ -376,7 +376,7 @@ fn vcpu_op(dom: &Arc<Domain>, cmd: u32, vcpu: u64, a: &mut Args<'_>) -> HResult 
             // An identity-mapped guest passes the guest-physical address.
             let size = core::mem::size_of::<abi::VcpuRunstateInfo>() as u64;
             let off = x.addr % hal::PAGE_SIZE as u64;
-            if x.addr % 8 != 0 || off + size > hal::PAGE_SIZE as u64 {
+            if !x.addr.is_multiple_of(8) || off + size > hal::PAGE_SIZE as u64 {
                 return Err(Errno::EINVAL);
             }
             let gfn = hal::mem::Gfn::containing(x.addr);

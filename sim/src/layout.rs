@@ -18,11 +18,13 @@ pub const MAP_WINDOW_PAGES: u32 = 4096;
 pub const MAGIC_PAGES: usize = 2;
 
 /// The layout for a domain with `ram_pages` frames of RAM and
-/// `grant_frames` grant frames.
+/// `grant_frames` grant frames. Frame 0 is kept out of the allocator:
+/// address 0 means "none" in several hypercalls (a runstate area at 0
+/// unregisters it), as it does on real hardware.
 pub fn guest_layout(domid: DomId, ram_pages: usize, grant_frames: usize) -> AutoLayout {
     AutoLayout {
         domid,
-        ram: (Gfn(0), ram_pages - MAGIC_PAGES),
+        ram: (Gfn(1), ram_pages - MAGIC_PAGES - 1),
         shared_info: Gfn(SHARED_INFO_GFN),
         grant_table: Gfn(GRANT_TABLE_GFN),
         grant_frames,
