@@ -57,6 +57,9 @@ impl Hypervisor for ArmHypervisor {
     type Mem = RawMemory;
 
     fn hypercall(&self, op: u32, mut args: [u64; 5], buf: Option<ArgBuf<'_>>) -> isize {
+        if op == xen_pv::abi::op::SCHED_OP && args[0] == u64::from(xen_pv::abi::schedop::BLOCK) {
+            return block();
+        }
         let Some(buf) = buf else {
             // SAFETY: no argument is a pointer (the caller passed no buffer).
             return unsafe { hypercall_raw(u64::from(op), args) };
@@ -112,6 +115,35 @@ impl Hypervisor for ArmHypervisor {
         // all access goes through `RawMemory`'s atomic accessors.
         Ok(unsafe { RawMemory::new(ptr, len) })
     }
+}
+
+/// `SCHEDOP_block` without losing a wake-up. The IRQ handler silences the
+/// (level-triggered) virtual timer when it fires, so a timer that fired
+/// after the executor decided to sleep would leave nothing pending to wake
+/// the vCPU. So: mask IRQs, and block only if no interrupt was handled
+/// since the executor last looked. An interrupt arriving after the mask
+/// stays pending in the vGIC, and Xen does not block a vCPU with a pending
+/// interrupt; Xen unmasks IRQs on return, and the handler then runs.
+fn block() -> isize {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    {
+        // SAFETY: masking IRQs on the only vCPU; undone below or by Xen.
+        unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+        if crate::irq::take_activity() {
+            // SAFETY: unmasks what we masked just above.
+            unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+            return 0;
+        }
+        // SAFETY: SCHEDOP_block takes no pointer argument.
+        unsafe {
+            hypercall_raw(
+                u64::from(xen_pv::abi::op::SCHED_OP),
+                [u64::from(xen_pv::abi::schedop::BLOCK), 0, 0, 0, 0],
+            )
+        }
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    Errno::ENOSYS.ret()
 }
 
 fn copy_bytes_mut(words: &mut [u64; MAX_ARG / 8]) -> &mut [u8] {

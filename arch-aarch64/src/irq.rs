@@ -14,6 +14,16 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 static EVENT_IRQ: AtomicU32 = AtomicU32::new(0);
 /// INTID of the virtual-timer PPI, once configured (0: none).
 static TIMER_IRQ: AtomicU32 = AtomicU32::new(0);
+/// Set by the handler on every interrupt; cleared by the idle path
+/// ([`take_activity`]) with IRQs masked.
+static ACTIVITY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether any interrupt was handled since the last call (and clear the
+/// record). Call with IRQs masked to make check-then-block atomic.
+pub fn take_activity() -> bool {
+    ACTIVITY.swap(false, Ordering::AcqRel)
+}
+
 /// Interrupts handled, per kind: events, timer, other.
 static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
@@ -164,6 +174,7 @@ mod hw {
                 2
             };
             COUNTS[kind].fetch_add(1, Ordering::Relaxed);
+            ACTIVITY.store(true, Ordering::Release);
             eoi(id);
         }
     }

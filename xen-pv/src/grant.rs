@@ -124,7 +124,7 @@ impl<M: SharedMemory> SharedMemory for ForeignPage<M> {
 
 struct Inner<H: Hypervisor> {
     h: H,
-    table: H::Mem,
+    table: Option<H::Mem>,
     nr_entries: u32,
     free: RefCell<Vec<u32>>,
     active: Cell<usize>,
@@ -151,7 +151,20 @@ impl<H: Hypervisor> Grants<H> {
     /// into `window`. References below [`abi::GNTTAB_NR_RESERVED_ENTRIES`]
     /// are left to the toolstack.
     pub fn new(h: H, table: H::Mem, window: MapWindow) -> Self {
-        let nr_entries = (table.len() / size_of::<GrantEntryV1>()) as u32;
+        Self::build(h, Some(table), window)
+    }
+
+    /// A domain without a grant table of its own (Xen gave it no region to
+    /// map one, e.g. a dom0less guest on Xen 4.17): it cannot grant pages
+    /// ([`GrantError::NoFreeRefs`]) but can still map and copy others'.
+    pub fn without_table(h: H, window: MapWindow) -> Self {
+        Self::build(h, None, window)
+    }
+
+    fn build(h: H, table: Option<H::Mem>, window: MapWindow) -> Self {
+        let nr_entries = table
+            .as_ref()
+            .map_or(0, |t| (t.len() / size_of::<GrantEntryV1>()) as u32);
         let free = (abi::GNTTAB_NR_RESERVED_ENTRIES..nr_entries)
             .rev()
             .collect();
@@ -180,9 +193,13 @@ impl<H: Hypervisor> Grants<H> {
         Ok(gref.0 as usize * size_of::<GrantEntryV1>())
     }
 
+    fn table(&self) -> Result<&H::Mem, GrantError> {
+        self.inner.table.as_ref().ok_or(GrantError::BadRef)
+    }
+
     fn flags(&self, gref: GrantRef) -> Result<u16, GrantError> {
         let off = self.entry(gref)?;
-        let flags = self.inner.table.load_u16(off + FLAGS, Ordering::Acquire);
+        let flags = self.table()?.load_u16(off + FLAGS, Ordering::Acquire);
         if flags & gtf::TYPE_MASK != gtf::PERMIT_ACCESS {
             return Err(GrantError::BadRef);
         }
@@ -195,6 +212,7 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
 
     fn grant_access(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, GrantError> {
         let frame = u32::try_from(gfn.0).map_err(|_| GrantError::BadPage)?;
+        let t = self.inner.table.as_ref().ok_or(GrantError::NoFreeRefs)?;
         let gref = self
             .inner
             .free
@@ -202,7 +220,6 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
             .pop()
             .ok_or(GrantError::NoFreeRefs)?;
         let off = gref as usize * size_of::<GrantEntryV1>();
-        let t = &self.inner.table;
         t.store_u16(off + DOMID, domid.0, Ordering::Relaxed);
         t.store_u32(off + FRAME, frame, Ordering::Relaxed);
         let ro = if access == Access::ReadOnly {
@@ -226,8 +243,7 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
                 return Err(GrantError::InUse);
             }
             match self
-                .inner
-                .table
+                .table()?
                 .compare_exchange_u16(off + FLAGS, flags, 0, Ordering::AcqRel)
             {
                 Ok(_) => {

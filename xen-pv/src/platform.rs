@@ -38,7 +38,7 @@ pub struct AutoLayout {
     pub shared_info: Gfn,
     /// Where to map the grant table's frames.
     pub grant_table: Gfn,
-    /// How many grant frames to map.
+    /// How many grant frames to map (0: none; the guest cannot grant).
     pub grant_frames: usize,
     /// Frames free for mapping other domains' grants: `(first, count)`.
     pub map_window: (Gfn, u32),
@@ -144,13 +144,14 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
             .map_frames(layout.shared_info, 1)
             .map_err(BootError::SharedInfo)?;
         let events = Events::new(h.clone(), shinfo);
-        let table = grant::map_frames_auto(&h, layout.grant_table, layout.grant_frames)
-            .map_err(BootError::GrantTable)?;
-        let grants = Grants::new(
-            h.clone(),
-            table,
-            MapWindow::new(layout.map_window.0, layout.map_window.1),
-        );
+        let window = MapWindow::new(layout.map_window.0, layout.map_window.1);
+        let grants = if layout.grant_frames == 0 {
+            Grants::without_table(h.clone(), window)
+        } else {
+            let table = grant::map_frames_auto(&h, layout.grant_table, layout.grant_frames)
+                .map_err(BootError::GrantTable)?;
+            Grants::new(h.clone(), table, window)
+        };
         events.bind_virq(Virq::TIMER).map_err(BootError::Timer)?;
         let timer = Rc::new(QueueTimer::new(clock, alarm));
         let pages = FramePool::new(h.clone(), layout.ram.0, layout.ram.1);

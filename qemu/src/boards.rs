@@ -1,0 +1,54 @@
+//! Artefacts for running a guest on a real Xen Arm board: the Image, an `xl`
+//! domain config (for a board with a Linux dom0), and a dom0less snippet for
+//! the board's device tree. See `docs/BOARDS.md`.
+
+use std::path::Path;
+
+/// Write the artefacts for `guest` (whose Image is `image_len` bytes) into
+/// `dir`.
+///
+/// Errors: a message if a file cannot be written.
+pub fn write(dir: &Path, guest: &str, image: &[u8]) -> Result<(), String> {
+    let w = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    std::fs::write(dir.join("Image"), image).map_err(|e| format!("Image: {e}"))?;
+    w(
+        &format!("xenpal-{guest}.cfg"),
+        &format!(
+            "# xl domain config: `xl create -c xenpal-{guest}.cfg` on a Xen Arm board with a\n\
+             # Linux dom0. Copy `Image` next to it (or change `kernel`).\n\
+             name = \"xenpal-{guest}\"\n\
+             kernel = \"Image\"\n\
+             memory = 128\n\
+             vcpus = 1\n\
+             # The guest prints on Xen's emergency console (xl dmesg / the\n\
+             # serial console with guest_loglvl=all) and on its PV console.\n"
+        ),
+    )?;
+    w(
+        &format!("dom0less-{guest}.dtsi"),
+        &format!(
+            "/* Put under /chosen of the board's device tree, and load `Image` ({len} bytes)\n\
+             \x20  at LOAD_ADDR with the boot loader (e.g. u-boot `load ... LOAD_ADDR Image`).\n\
+             \x20  Xen >= 4.20 gives the guest grants and event channels without dom0 with\n\
+             \x20  xen,enhanced = \"no-xenstore\"; on 4.17 drop that line (grants are then\n\
+             \x20  unavailable). */\n\
+             domU-xenpal-{guest} {{\n\
+             \x20   compatible = \"xen,domain\";\n\
+             \x20   #address-cells = <1>;\n\
+             \x20   #size-cells = <1>;\n\
+             \x20   memory = <0 131072>;\n\
+             \x20   cpus = <1>;\n\
+             \x20   vpl011;\n\
+             \x20   xen,enhanced = \"no-xenstore\";\n\
+             \x20   module@LOAD_ADDR {{\n\
+             \x20       compatible = \"multiboot,kernel\", \"multiboot,module\";\n\
+             \x20       reg = <LOAD_ADDR {len:#x}>;\n\
+             \x20   }};\n\
+             }};\n",
+            len = image.len()
+        ),
+    )?;
+    Ok(())
+}
