@@ -59,12 +59,11 @@ fn mirror() -> String {
                 return u.split_whitespace().next().unwrap_or(u).to_string();
             }
         }
-        if let Some(rest) = line.strip_prefix("deb ") {
-            if let Some(u) = rest.split_whitespace().find(|w| w.starts_with("http")) {
-                if !u.contains("security") {
-                    return u.to_string();
-                }
-            }
+        if let Some(rest) = line.strip_prefix("deb ")
+            && let Some(u) = rest.split_whitespace().find(|w| w.starts_with("http"))
+            && !u.contains("security")
+        {
+            return u.to_string();
         }
     }
     "http://deb.debian.org/debian".to_string()

@@ -183,8 +183,8 @@ fn sim_selftest() -> Vec<(String, String)> {
         return Vec::new();
     }
     sim.run();
-    let v = out.lock().unwrap().clone();
-    v
+
+    out.lock().unwrap().clone()
 }
 
 /// `selftest NAME: WORD (...)` → `(NAME, WORD)`.
@@ -283,10 +283,8 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
             .map(|l| line_parts(l))
             .collect();
         println!(
-            "== side by side: {:<18} {:<10} {}",
-            "test",
-            "simulator",
-            format!("QEMU {run_name}")
+            "== side by side: {:<18} {:<10} QEMU {run_name}",
+            "test", "simulator"
         );
         let mut names: Vec<&String> = qemu.iter().map(|(n, _)| n).collect();
         for (n, _) in &sim {

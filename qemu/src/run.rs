@@ -122,13 +122,13 @@ pub fn run(mut cmd: Command, log: &Path, timeout: Duration) -> Result<Outcome, S
                         out.elapsed = start.elapsed();
                         stop_at = Some(Instant::now() + Duration::from_secs(1));
                     }
-                    if stop_at.is_none() {
-                        if let Some(v) = text.strip_prefix("selftest verdict: ") {
-                            out.ending = Ending::Verdict(v.starts_with("PASS"));
-                            out.elapsed = start.elapsed();
-                            // Let the shutdown message through, then stop.
-                            stop_at = Some(Instant::now() + Duration::from_secs(2));
-                        }
+                    if stop_at.is_none()
+                        && let Some(v) = text.strip_prefix("selftest verdict: ")
+                    {
+                        out.ending = Ending::Verdict(v.starts_with("PASS"));
+                        out.elapsed = start.elapsed();
+                        // Let the shutdown message through, then stop.
+                        stop_at = Some(Instant::now() + Duration::from_secs(2));
                     }
                 } else if stop_at.is_none()
                     && line.starts_with("(XEN)")
