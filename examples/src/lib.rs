@@ -10,4 +10,6 @@
 extern crate alloc;
 
 pub mod exchange;
+pub mod http;
 pub mod selftest;
+pub mod site;

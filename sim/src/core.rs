@@ -107,6 +107,8 @@ pub(crate) struct Domain {
     pub worker: usize,
     pub console: Mutex<Vec<u8>>,
     pub exit: Mutex<Option<Exit>>,
+    /// Console output not yet ended by a newline (for prefixed echo).
+    pub echo_line: Mutex<Vec<u8>>,
     /// Xen's runstate accounting: current state, when it began, time per
     /// state.
     pub runstate: Mutex<xen_pv::abi::VcpuRunstateInfo>,
@@ -155,6 +157,7 @@ impl Domain {
             worker,
             console: Mutex::new(Vec::new()),
             exit: Mutex::new(None),
+            echo_line: Mutex::new(Vec::new()),
             runstate: Mutex::new(xen_pv::abi::VcpuRunstateInfo {
                 state: xen_pv::abi::runstate::RUNNABLE,
                 ..Default::default()
@@ -354,6 +357,8 @@ pub(crate) struct Core {
     pub xsm_silo: bool,
     pub seed: u64,
     pub echo_console: bool,
+    /// Where console output is also written, prefixed, if anywhere.
+    pub console_file: Option<Mutex<std::fs::File>>,
     /// Guests not yet exited.
     pub live: std::sync::atomic::AtomicUsize,
     pub exit_lock: Mutex<()>,
@@ -384,6 +389,55 @@ impl Core {
 
     pub(crate) fn trace(&self, words: &[u64], text: impl FnOnce() -> String) {
         self.trace.lock().unwrap().record(words, text);
+    }
+
+    /// A domain's console output (from `console_io` or its PV console):
+    /// kept in its capture, and, if asked, written line by line, prefixed
+    /// with its name, to stdout and/or the console file.
+    pub(crate) fn console_out(&self, dom: &Domain, bytes: &[u8]) {
+        dom.append_console(bytes);
+        if !self.echo_console && self.console_file.is_none() {
+            return;
+        }
+        let mut lines = Vec::new();
+        {
+            let mut pending = dom.echo_line.lock().unwrap();
+            pending.extend_from_slice(bytes);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                lines.push(pending.drain(..=i).collect::<Vec<u8>>());
+            }
+            // A guest that never ends its line must not grow this forever.
+            if pending.len() > 4096 {
+                let mut l = std::mem::take(&mut *pending);
+                l.push(b'\n');
+                lines.push(l);
+            }
+        }
+        for l in lines {
+            self.emit_console_line(&dom.name, &l);
+        }
+    }
+
+    /// Emit what is left of a dying domain's last line.
+    pub(crate) fn flush_console_line(&self, dom: &Domain) {
+        let mut l = std::mem::take(&mut *dom.echo_line.lock().unwrap());
+        if !l.is_empty() {
+            l.push(b'\n');
+            self.emit_console_line(&dom.name, &l);
+        }
+    }
+
+    fn emit_console_line(&self, name: &str, line: &[u8]) {
+        use std::io::Write;
+        let text = format!("[{name}] {}", String::from_utf8_lossy(line));
+        if self.echo_console {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        if let Some(f) = &self.console_file {
+            let _ = f.lock().unwrap().write_all(text.as_bytes());
+        }
     }
 
     /// Whether XSM's SILO policy forbids `a` and `b` to talk (neither is

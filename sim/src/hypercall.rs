@@ -315,10 +315,7 @@ fn console_io(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &Args<'_>) -> HResult
             let bytes = a.bytes(2)?;
             let n = a.raw[1] as usize;
             let bytes = bytes.get(..n).ok_or(Errno::EFAULT)?;
-            dom.append_console(bytes);
-            if core.echo_console {
-                crate::services::echo(&dom.name, bytes);
-            }
+            core.console_out(dom, bytes);
             Ok(0)
         }
         abi::CONSOLEIO_READ => {

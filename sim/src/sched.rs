@@ -422,6 +422,7 @@ pub(crate) fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
     }
     dom.dead.store(true, Ordering::SeqCst);
     services::flush_console(core, dom);
+    core.flush_console_line(dom);
     let (ports, handles) = {
         let mut st = dom.st.lock().unwrap();
         st.timer_gen += 1;

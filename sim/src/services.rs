@@ -6,7 +6,6 @@
 use crate::core::{Core, Domain, Queues, Service, Task};
 use hal::DomId;
 use hal::mem::{Gfn, SharedMemory};
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use xen_pv::abi::hvm_param;
 use xen_pv::abi::io::XenconsInterface;
@@ -113,19 +112,6 @@ fn drain_console(core: &Core, d: &Domain) -> bool {
     page.read(OUT + at, &mut buf[..first]);
     page.read(OUT, &mut buf[first..]);
     page.store_u32(OUT_CONS, prod, Ordering::Release);
-    d.append_console(&buf);
-    if core.echo_console {
-        echo(&d.name, &buf);
-    }
+    core.console_out(d, &buf);
     true
-}
-
-/// Print console bytes of domain `name` on stdout, each line prefixed.
-pub(crate) fn echo(name: &str, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = std::io::stdout().lock();
-    for line in text.split_inclusive('\n') {
-        let _ = write!(out, "[{name}] {line}");
-    }
-    let _ = out.flush();
 }

@@ -41,9 +41,12 @@ pub struct SimConfig {
     pub clock_read_cost_ns: u64,
     /// Keep a readable log of every traced event (else only the hash).
     pub trace_log: bool,
-    /// Print guests' console output on stdout as it arrives, prefixed with
-    /// the domain's name.
+    /// Print guests' console output on stdout as it arrives, line by line,
+    /// prefixed with the domain's name.
     pub echo_console: bool,
+    /// Also append every domain's console output, prefixed the same way,
+    /// to this file (created or truncated).
+    pub console_log: Option<std::path::PathBuf>,
     /// Enforce XSM's SILO policy: domUs may talk only to privileged domains
     /// (Xen's default on Debian's Arm build).
     pub xsm_silo: bool,
@@ -65,6 +68,7 @@ impl Default for SimConfig {
             clock_read_cost_ns: 100,
             trace_log: false,
             echo_console: false,
+            console_log: None,
             xsm_silo: false,
             step_cost_ns: 1_000,
             max_steps: 10_000_000,
@@ -110,6 +114,9 @@ pub struct DomainConfig {
     pub pv_console: bool,
     /// Privileged (like dom0): may act on other domains.
     pub privileged: bool,
+    /// Build the domain paused: it does not run until
+    /// [`Sim::unpause`], so the toolstack can add its devices first.
+    pub paused: bool,
 }
 
 impl DomainConfig {
@@ -122,7 +129,14 @@ impl DomainConfig {
             xenstore: true,
             pv_console: true,
             privileged: false,
+            paused: false,
         }
+    }
+
+    /// Build it paused (see [`DomainConfig::paused`]).
+    pub fn paused(mut self) -> Self {
+        self.paused = true;
+        self
     }
 
     /// Set the RAM size in pages.
@@ -283,6 +297,15 @@ impl Sim {
             xsm_silo: config.xsm_silo,
             seed: config.seed,
             echo_console: config.echo_console,
+            console_file: config.console_log.as_ref().and_then(|p| {
+                match std::fs::File::create(p) {
+                    Ok(f) => Some(Mutex::new(f)),
+                    Err(e) => {
+                        eprintln!("xenpal-sim: cannot create console log {}: {e}", p.display());
+                        None
+                    }
+                }
+            }),
             live: AtomicUsize::new(0),
             exit_lock: Mutex::new(()),
             exit_cv: Condvar::new(),
@@ -479,7 +502,21 @@ impl Sim {
         self.core.trace(&[3, u64::from(id.0)], || {
             format!("create d{} {}", id.0, cfg.name)
         });
-        self.core.make_runnable(dom);
+        if !cfg.paused {
+            self.core.make_runnable(dom);
+        }
+    }
+
+    /// Let a domain built [paused](DomainConfig::paused) run.
+    ///
+    /// Errors: [`SimError::BadConfig`] if there is no such domain.
+    pub fn unpause(&self, id: DomId) -> Result<(), SimError> {
+        let dom = self
+            .core
+            .domain(id)
+            .ok_or_else(|| SimError::BadConfig(format!("no domain d{}", id.0)))?;
+        self.core.make_runnable(&dom);
+        Ok(())
     }
 
     /// Add a split device as a toolstack does (libxl's layout): the frontend

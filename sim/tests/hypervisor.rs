@@ -674,3 +674,49 @@ fn a_wait_that_can_never_end_crashes_the_domain() {
         "{report:?}"
     );
 }
+
+#[test]
+fn console_output_is_captured_and_logged_line_by_line_with_names() {
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-lines.log");
+    let mut sim = Sim::new(SimConfig {
+        console_log: Some(log.clone()),
+        ..SimConfig::seeded(18)
+    });
+    let a = sim
+        .spawn(DomainConfig::new("alpha"), |p| async move {
+            // Pieces of lines, through the PV console, across steps.
+            p.console().write_lossy(b"first ");
+            yield_now().await;
+            p.console()
+                .write_lossy(b"line\nsecond line\nno newline at the end");
+        })
+        .unwrap();
+    let b = sim
+        .spawn(
+            DomainConfig::new("beta").without_pv_console(),
+            |p| async move {
+                // The emergency console (console_io).
+                p.console().write_lossy(b"from beta\n");
+            },
+        )
+        .unwrap();
+    assert!(sim.run().all_clean());
+    assert_eq!(
+        sim.console_output(a),
+        "first line\nsecond line\nno newline at the end"
+    );
+    assert_eq!(sim.console_output(b), "from beta\n");
+    drop(sim);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "[alpha] first line",
+            "[alpha] no newline at the end",
+            "[alpha] second line",
+            "[beta] from beta"
+        ]
+    );
+}

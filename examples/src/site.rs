@@ -1,0 +1,451 @@
+//! A static website as a unikernel: files from FAT disks (blkfront and
+//! `embedded-sdmmc`), served over HTTP (netfront and `smoltcp`).
+//!
+//! This is the example to copy when starting your own: it uses only the
+//! platform (`XenPlatform` over any hypervisor, clock and alarm) and the
+//! drivers, so it runs unchanged in the simulator and on Xen.
+//!
+//! - Every disk the toolstack gives the guest (`device/vbd/*`) is a FAT
+//!   volume; together they hold the site (a site too large for one image is
+//!   split across several). At start the guest walks them all and indexes
+//!   every file by its long name, case-insensitively; the first disk wins
+//!   if two hold the same path.
+//! - The network is vif 0 with a static address: `data/ip` in xenstore
+//!   (e.g. `10.0.0.2/24`, written by the toolstack), else [`SiteConfig`]'s.
+//! - `GET` and `HEAD` of `/path` serve the file (`/dir/` serves
+//!   `/dir/index.html`), `404` if there is none. Each response closes its
+//!   connection. Requests are untrusted: heads are bounded, paths normalised
+//!   ([`crate::http`]).
+
+use crate::http;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::ControlFlow;
+use core::time::Duration;
+use embedded_sdmmc::{
+    BlockDevice as SdBlockDevice, LfnBuffer, Mode, TimeSource, Timestamp, VolumeIdx, VolumeManager,
+};
+use hal::time::{Clock, Instant};
+use hal::{DomId, Platform};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
+use xen_pv::Hypervisor;
+use xen_pv::platform::XenPlatform;
+use xen_pv::timer::AlarmHw;
+use xen_pv::xenstore::TxId;
+use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
+use xenpal_drivers::net::{NetConfig, Netfront};
+
+/// How the site runs.
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// Address and prefix, unless `data/ip` in xenstore says otherwise.
+    pub address: Ipv4Cidr,
+    /// Default route, unless `data/gateway` says otherwise (`None`: only
+    /// the local network).
+    pub gateway: Option<Ipv4Address>,
+    /// TCP port.
+    pub port: u16,
+    /// Connections served at once.
+    pub connections: usize,
+    /// Stop after this many responses (`None`: serve forever).
+    pub max_requests: Option<u64>,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            address: Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 2), 24),
+            gateway: Some(Ipv4Address::new(10, 0, 0, 1)),
+            port: 80,
+            connections: 8,
+            max_requests: None,
+        }
+    }
+}
+
+/// Why the site could not start.
+#[derive(Debug)]
+pub enum SiteError {
+    /// The guest has no xenstore (no devices without it).
+    NoXenstore,
+    /// A disk could not be connected (which, why).
+    Disk(String, String),
+    /// A FAT volume could not be read (which disk, why).
+    Fat(usize, String),
+    /// The network could not come up.
+    Net(String),
+    /// `data/ip` or `data/gateway` is malformed.
+    BadConfig(String),
+}
+
+impl fmt::Display for SiteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SiteError::NoXenstore => f.write_str("no xenstore: the site needs its vif and disks"),
+            SiteError::Disk(id, why) => write!(f, "disk {id}: {why}"),
+            SiteError::Fat(i, why) => write!(f, "FAT volume on disk {i}: {why}"),
+            SiteError::Net(why) => write!(f, "network: {why}"),
+            SiteError::BadConfig(why) => write!(f, "configuration: {why}"),
+        }
+    }
+}
+
+/// Timestamps for `embedded-sdmmc` (the site is read-only; any will do).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct FixedTime;
+
+impl TimeSource for FixedTime {
+    fn get_timestamp(&self) -> Timestamp {
+        Timestamp {
+            year_since_1970: 56,
+            zero_indexed_month: 0,
+            zero_indexed_day: 0,
+            hours: 0,
+            minutes: 0,
+            seconds: 0,
+        }
+    }
+}
+
+/// Where a file is: its disk, the short names of the path to it, its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Located {
+    disk: usize,
+    shorts: Vec<String>,
+    size: u32,
+}
+
+/// Largest number of files indexed, and directory depth walked: a disk is
+/// input, and must not exhaust memory or stack.
+const MAX_FILES: usize = 20_000;
+const MAX_DEPTH: usize = 12;
+
+fn fat_err<E: fmt::Debug>(disk: usize) -> impl Fn(E) -> SiteError {
+    move |e| SiteError::Fat(disk, format!("{e:?}"))
+}
+
+type Dir<'a, D> = embedded_sdmmc::Directory<'a, D, FixedTime, 4, 4, 1>;
+
+fn index_dir<D: SdBlockDevice>(
+    dir: &Dir<'_, D>,
+    prefix: &str,
+    shorts: &[String],
+    disk: usize,
+    depth: usize,
+    out: &mut BTreeMap<String, Located>,
+) -> Result<(), SiteError>
+where
+    D::Error: fmt::Debug,
+{
+    let mut storage = [0u8; 256];
+    let mut lfn = LfnBuffer::new(&mut storage);
+    let mut entries = Vec::new();
+    dir.iterate_dir_lfn(&mut lfn, |e, long| {
+        let short = e.name.to_string();
+        if !e.attributes.is_volume() && short != "." && short != ".." {
+            let name = long
+                .map(String::from)
+                .unwrap_or_else(|| short.to_ascii_lowercase());
+            entries.push((short, name, e.attributes.is_directory(), e.size));
+        }
+        ControlFlow::Continue(())
+    })
+    .map_err(fat_err(disk))?;
+    for (short, name, is_dir, size) in entries {
+        let path = format!("{prefix}/{}", name.to_lowercase());
+        let mut here = shorts.to_vec();
+        here.push(short.clone());
+        if is_dir {
+            if depth < MAX_DEPTH {
+                let sub = dir.open_dir(short.as_str()).map_err(fat_err(disk))?;
+                index_dir(&sub, &path, &here, disk, depth + 1, out)?;
+            }
+        } else if out.len() < MAX_FILES {
+            out.entry(path).or_insert(Located {
+                disk,
+                shorts: here,
+                size,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Read a whole file.
+fn read_file<D: SdBlockDevice>(
+    vm: &VolumeManager<D, FixedTime, 4, 4, 1>,
+    loc: &Located,
+) -> Result<Vec<u8>, String>
+where
+    D::Error: fmt::Debug,
+{
+    let volume = vm.open_volume(VolumeIdx(0)).map_err(|e| format!("{e:?}"))?;
+    let mut dir = volume.open_root_dir().map_err(|e| format!("{e:?}"))?;
+    let (name, dirs) = loc.shorts.split_last().ok_or("empty path")?;
+    for d in dirs {
+        dir = dir.open_dir(d.as_str()).map_err(|e| format!("{e:?}"))?;
+    }
+    let file = dir
+        .open_file_in_dir(name.as_str(), Mode::ReadOnly)
+        .map_err(|e| format!("{e:?}"))?;
+    let mut data = vec![0u8; loc.size as usize];
+    let mut at = 0;
+    while at < data.len() {
+        let n = file.read(&mut data[at..]).map_err(|e| format!("{e:?}"))?;
+        if n == 0 {
+            break;
+        }
+        at += n;
+    }
+    data.truncate(at);
+    Ok(data)
+}
+
+/// One connection's progress.
+#[derive(Default)]
+struct Conn {
+    head: Vec<u8>,
+    reply: Vec<u8>,
+    sent: usize,
+    answered: bool,
+}
+
+fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
+    let (ip, prefix) = s.trim().split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let ip: core::net::Ipv4Addr = ip.parse().ok()?;
+    Some(Ipv4Cidr::new(ip, prefix))
+}
+
+fn smol_now<C: Clock>(c: &C) -> SmolInstant {
+    SmolInstant::from_micros((c.now().as_nanos() / 1000) as i64)
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteStats {
+    /// Files in the index.
+    pub files: usize,
+    /// Disks read.
+    pub disks: usize,
+    /// Responses sent (any status).
+    pub responses: u64,
+    /// Of which `404`.
+    pub not_found: u64,
+}
+
+/// Serve the site until [`SiteConfig::max_requests`] responses went out (or
+/// forever). Logs what it does.
+///
+/// Errors: [`SiteError`] if the disks, the volumes or the network cannot
+/// be set up.
+pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
+    p: &XenPlatform<H, C, A>,
+    cfg: SiteConfig,
+) -> Result<SiteStats, SiteError> {
+    let xs = p.xenstore().ok_or(SiteError::NoXenstore)?.clone();
+    let mut address = cfg.address;
+    let mut gateway = cfg.gateway;
+    if let Ok(v) = xs.read_string(TxId::NONE, "data/ip").await {
+        address = parse_cidr(&v).ok_or_else(|| SiteError::BadConfig(format!("data/ip {v:?}")))?;
+    }
+    if let Ok(v) = xs.read_string(TxId::NONE, "data/gateway").await {
+        let ip: core::net::Ipv4Addr = v
+            .trim()
+            .parse()
+            .map_err(|_| SiteError::BadConfig(format!("data/gateway {v:?}")))?;
+        gateway = Some(ip);
+    }
+
+    // Disks and the index.
+    let ids = vbd_ids(p)
+        .await
+        .map_err(|e| SiteError::Disk("*".into(), e.to_string()))?;
+    let mut disks = Vec::new();
+    for id in &ids {
+        let d = Blkfront::open(p, id, BlkfrontConfig::default())
+            .await
+            .map_err(|e| SiteError::Disk(id.clone(), e.to_string()))?;
+        disks.push(d);
+    }
+    let vms: Vec<_> = disks
+        .iter()
+        .map(|d| VolumeManager::<_, _, 4, 4, 1>::new(d, FixedTime))
+        .collect();
+    let mut index = BTreeMap::new();
+    for (i, vm) in vms.iter().enumerate() {
+        let volume = vm.open_volume(VolumeIdx(0)).map_err(fat_err(i))?;
+        let root = volume.open_root_dir().map_err(fat_err(i))?;
+        index_dir(&root, "", &[], i, 0, &mut index)?;
+    }
+    let mut stats = SiteStats {
+        files: index.len(),
+        disks: disks.len(),
+        ..Default::default()
+    };
+    log::info!("site: {} files on {} disk(s)", stats.files, stats.disks);
+
+    // Network.
+    let deadline = p.timer().now() + Duration::from_secs(30);
+    Netfront::wait_for_device(p, &xs, "0", deadline)
+        .await
+        .map_err(|e| SiteError::Net(e.to_string()))?;
+    let mut nic = Netfront::open(p, &xs, "0", NetConfig::default())
+        .await
+        .map_err(|e| SiteError::Net(e.to_string()))?;
+    nic.wait_up(deadline)
+        .await
+        .map_err(|e| SiteError::Net(e.to_string()))?;
+    let mut config = Config::new(nic.hardware_address());
+    config.random_seed = u64::from(p.domid().0.max(1)) * 0x9e37_79b9 + 7;
+    let mut iface = Interface::new(config, &mut nic, smol_now(p.timer()));
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::Ipv4(address));
+    });
+    if let Some(gw) = gateway {
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+    }
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut conns: Vec<(SocketHandle, Conn)> = Vec::new();
+    for _ in 0..cfg.connections.max(1) {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        );
+        let _ = s.listen(cfg.port);
+        conns.push((sockets.add(s), Conn::default()));
+    }
+    log::info!("site: listening on {}:{}", address.address(), cfg.port);
+    let me = p.domid();
+
+    loop {
+        iface.poll(smol_now(p.timer()), &mut nic, &mut sockets);
+        for (h, conn) in conns.iter_mut() {
+            let sock = sockets.get_mut::<tcp::Socket>(*h);
+            if !sock.is_open() {
+                *conn = Conn::default();
+                let _ = sock.listen(cfg.port);
+                continue;
+            }
+            while sock.can_recv() && conn.head.len() <= http::MAX_HEAD && !conn.answered {
+                let _ = sock.recv(|b| {
+                    conn.head.extend_from_slice(b);
+                    (b.len(), ())
+                });
+            }
+            if !conn.answered
+                && (http::head_complete(&conn.head) || conn.head.len() > http::MAX_HEAD)
+            {
+                conn.reply = answer(&conn.head, &index, &vms, &mut stats, me);
+                conn.answered = true;
+            }
+            if conn.answered
+                && conn.sent < conn.reply.len()
+                && sock.can_send()
+                && let Ok(n) = sock.send_slice(&conn.reply[conn.sent..])
+            {
+                conn.sent += n;
+            }
+            if conn.answered && conn.sent == conn.reply.len() && sock.may_send() {
+                sock.close();
+            }
+        }
+        if cfg.max_requests.is_some_and(|m| stats.responses >= m)
+            && conns.iter().all(|(_, c)| c.sent == c.reply.len())
+        {
+            // Let the last bytes and FINs go out.
+            let end = p.timer().now() + Duration::from_millis(200);
+            while p.timer().now() < end {
+                iface.poll(smol_now(p.timer()), &mut nic, &mut sockets);
+                nic.wait(p.timer().now() + Duration::from_millis(10)).await;
+            }
+            let _ = nic.close(p.timer().now() + Duration::from_secs(5)).await;
+            for d in &disks {
+                let _ = d.close().await;
+            }
+            return Ok(stats);
+        }
+        let now = smol_now(p.timer());
+        let delay = iface
+            .poll_delay(now, &sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        let at: Instant = p.timer().now() + delay;
+        nic.wait(at).await;
+    }
+}
+
+/// The response to one request head.
+fn answer<D: SdBlockDevice>(
+    head: &[u8],
+    index: &BTreeMap<String, Located>,
+    vms: &[VolumeManager<D, FixedTime, 4, 4, 1>],
+    stats: &mut SiteStats,
+    me: DomId,
+) -> Vec<u8>
+where
+    D::Error: fmt::Debug,
+{
+    stats.responses += 1;
+    let req = match http::parse(head) {
+        Ok(r) => r,
+        Err(e) => {
+            let s = e.status();
+            log::info!("site: {} {} for a bad request", s.0, s.1);
+            return http::error_page(s, false);
+        }
+    };
+    let mut path = req.path.to_lowercase();
+    if path.ends_with('/') {
+        path.push_str("index.html");
+    }
+    let found = index
+        .get(&path)
+        .or_else(|| index.get(&format!("{path}/index.html")));
+    match found {
+        Some(loc) => match read_file(&vms[loc.disk], loc) {
+            Ok(body) => {
+                log::info!(
+                    "site: 200 {} ({} bytes, disk {}) for {me}",
+                    req.path,
+                    body.len(),
+                    loc.disk
+                );
+                http::response((200, "OK"), http::content_type(&path), &body, req.head_only)
+            }
+            Err(why) => {
+                log::error!("site: reading {}: {why}", req.path);
+                http::error_page((500, "Internal Server Error"), req.head_only)
+            }
+        },
+        None => {
+            stats.not_found += 1;
+            log::info!("site: 404 {}", req.path);
+            http::error_page((404, "Not Found"), req.head_only)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr() {
+        assert_eq!(
+            parse_cidr("10.1.2.3/16"),
+            Some(Ipv4Cidr::new(Ipv4Address::new(10, 1, 2, 3), 16))
+        );
+        assert_eq!(parse_cidr("10.1.2.3"), None);
+        assert_eq!(parse_cidr("10.1.2.3/33"), None);
+        assert_eq!(parse_cidr("x/8"), None);
+    }
+}
