@@ -42,6 +42,7 @@
 pub mod backends;
 mod core;
 mod evtchn;
+pub mod fatimg;
 mod gnttab;
 mod guest;
 mod hypercall;

@@ -1,0 +1,200 @@
+//! The static-site unikernel in the deterministic simulator: the site is
+//! packed into two FAT images (so it spans two disks), and a second guest
+//! fetches every page over the virtual network and checks it byte for byte.
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{IpCidr, Ipv4Address};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xenpal_drivers::net::{NetConfig, Netfront};
+use xenpal_examples::site::{self, SiteConfig};
+use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
+use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::hal::task::select;
+use xenpal_sim::hal::{Clock, Platform};
+use xenpal_sim::{DomainConfig, Sim, SimConfig, SimPlatform, fatimg};
+
+/// A fetched page: path, status, body.
+type Fetched = (String, u16, Vec<u8>);
+
+fn pages() -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![
+        ("/index.html".to_string(), b"<h1>home</h1>".to_vec()),
+        ("/css/Site Style.css".to_string(), b"body{}".to_vec()),
+        ("/docs/index.html".to_string(), b"docs".to_vec()),
+    ];
+    // Big enough that the site needs two 3 MiB images.
+    for i in 0..3u8 {
+        v.push((
+            format!("/data/blob{i}.bin"),
+            (0..1_200_000u32).map(|x| (x as u8) ^ i).collect(),
+        ));
+    }
+    v
+}
+
+fn now(p: &SimPlatform) -> SmolInstant {
+    SmolInstant::from_micros((p.timer().now().as_nanos() / 1000) as i64)
+}
+
+/// GET each path from 10.0.0.2:80; returns (path, status, body).
+async fn client(p: SimPlatform, paths: Vec<String>) -> Vec<Fetched> {
+    let xs = p.xenstore().unwrap().clone();
+    let deadline = p.timer().now() + Duration::from_secs(10);
+    let mut nic = Netfront::open(&p, &xs, "0", NetConfig::default())
+        .await
+        .unwrap();
+    nic.wait_up(deadline).await.unwrap();
+    let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now(&p));
+    iface.update_ip_addrs(|a| {
+        a.push(IpCidr::new(Ipv4Address::new(10, 0, 0, 3).into(), 24))
+            .unwrap();
+    });
+    let mut out = Vec::new();
+    for (n, path) in paths.into_iter().enumerate() {
+        let mut sockets = SocketSet::new(vec![]);
+        let sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        let h = sockets.add(sock);
+        let local = 49152 + n as u16;
+        sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(iface.context(), (Ipv4Address::new(10, 0, 0, 2), 80), local)
+            .unwrap();
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: site\r\n\r\n",
+            path.replace(' ', "%20")
+        );
+        let mut sent = false;
+        let mut raw = Vec::new();
+        let end = p.timer().now() + Duration::from_secs(30);
+        loop {
+            assert!(p.timer().now() < end, "no reply for {path}");
+            iface.poll(now(&p), &mut nic, &mut sockets);
+            let s = sockets.get_mut::<tcp::Socket>(h);
+            if !sent && s.can_send() {
+                s.send_slice(request.as_bytes()).unwrap();
+                sent = true;
+            }
+            while s.can_recv() {
+                s.recv(|b| {
+                    raw.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+            if sent && !s.may_recv() && raw.len() > 4 {
+                s.close();
+                break;
+            }
+            let at = p.timer().now() + Duration::from_millis(5);
+            nic.wait(at).await;
+        }
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of headers");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        out.push((path, status, raw[split + 4..].to_vec()));
+    }
+    out
+}
+
+#[test]
+fn the_site_serves_every_page_from_two_disks() {
+    let files = pages();
+    let images: Vec<Vec<u8>> =
+        fatimg::split(files.iter().map(|(p, d)| (p.as_str(), d.clone())), 3 << 20)
+            .unwrap()
+            .iter()
+            .map(|i| i.build().unwrap())
+            .collect();
+    assert_eq!(images.len(), 2, "the site spans two disks");
+
+    let mut sim = Sim::new(SimConfig::seeded(7));
+    let site_dom = sim
+        .spawn(
+            DomainConfig::new("site").memory_pages(4096).paused(),
+            |p| async move {
+                let cfg = SiteConfig {
+                    max_requests: Some(8),
+                    ..SiteConfig::default()
+                };
+                let stats = site::run(&p, cfg).await.unwrap();
+                assert_eq!(stats.disks, 2);
+                assert_eq!(stats.files, 6);
+                assert_eq!(stats.not_found, 1);
+            },
+        )
+        .unwrap();
+    let mut paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    paths.push("/".into());
+    paths.push("/nope.html".into());
+    let results: Arc<Mutex<Vec<Fetched>>> = Arc::default();
+    let r = results.clone();
+    let client_dom = sim
+        .spawn(
+            DomainConfig::new("client").memory_pages(2048).paused(),
+            move |p| async move {
+                // Let the site index its disks first.
+                xenpal_sim::hal::time::sleep(p.timer(), Duration::from_millis(50)).await;
+                *r.lock().unwrap() = client(p, paths).await;
+            },
+        )
+        .unwrap();
+    add_vif(&sim, site_dom, 0, [0, 0x16, 0x3e, 0, 0, 2]).unwrap();
+    add_vif(&sim, client_dom, 0, [0, 0x16, 0x3e, 0, 0, 3]).unwrap();
+    let blk = Blkback::new();
+    for (i, img) in images.into_iter().enumerate() {
+        blk.add_vbd(
+            &sim,
+            site_dom,
+            i as u32,
+            Disk::memory(img),
+            VbdOptions::default(),
+        )
+        .unwrap();
+    }
+    let net = NetBackend::new();
+    sim.spawn_dom0(move |p| async move {
+        let n = core::pin::pin!(net.serve(&p));
+        let b = core::pin::pin!(blk.serve(&p));
+        let _ = select(n, b).await;
+    })
+    .unwrap();
+    sim.unpause(site_dom).unwrap();
+    sim.unpause(client_dom).unwrap();
+    let report = sim.run();
+    assert!(
+        report.all_clean(),
+        "{report:?}\n--- site\n{}\n--- client\n{}",
+        sim.console_output(site_dom),
+        sim.console_output(client_dom)
+    );
+    let results = results.lock().unwrap();
+    for (path, data) in &files {
+        let (_, status, body) = results.iter().find(|(p, _, _)| p == path).unwrap();
+        assert_eq!(*status, 200, "{path}");
+        assert!(
+            body == data,
+            "{path}: {} bytes, want {}",
+            body.len(),
+            data.len()
+        );
+    }
+    let root = results.iter().find(|(p, _, _)| p == "/").unwrap();
+    assert_eq!((root.1, root.2.as_slice()), (200, &b"<h1>home</h1>"[..]));
+    assert_eq!(
+        results
+            .iter()
+            .find(|(p, _, _)| p == "/nope.html")
+            .unwrap()
+            .1,
+        404
+    );
+}

@@ -1,0 +1,831 @@
+//! FAT images made by `xenpal_sim::fatimg`, checked by the real tools:
+//! `fsck.fat -n` (dosfstools) must find nothing to say, and mtools (`mdir`,
+//! `mcopy`, `mtype`, `mlabel`) must list every file and directory and read
+//! every file back, byte for byte, by its long name. Then a simulated guest
+//! reads them through blkfront and `embedded-sdmmc`.
+//!
+//! Needs Debian's `dosfstools` and `mtools`; without them these tests fail
+//! and say so.
+
+use embedded_sdmmc::{BlockDevice, LfnBuffer, Mode, TimeSource, VolumeIdx, VolumeManager};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
+use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
+use xenpal_sim::fatimg::{self, FatError, FatImage, FatType, Layout};
+use xenpal_sim::{DomainConfig, Sim, SimConfig};
+
+// ---------------------------------------------------------------------------
+// Host tools.
+
+/// The path of host tool `name`, or a failure naming the Debian packages.
+/// Never skips: CI installs them.
+fn tool(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // fsck.fat lives in /usr/sbin, often not on a user's PATH.
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "the host tool `{name}` is missing: these tests check the FAT images with the real \
+         tools. Install the Debian packages dosfstools and mtools \
+         (sudo apt-get install dosfstools mtools)."
+    );
+}
+
+/// Run a tool; its standard output and error. mtools work in UTF-8 (long
+/// names) and check the boot sector's geometry (no `MTOOLS_SKIP_CHECK`).
+fn run(cmd: &mut Command) -> (Vec<u8>, String) {
+    let out = cmd
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("MTOOLS_SKIP_CHECK")
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}\n{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+    );
+    (out.stdout, stderr)
+}
+
+/// The `-i` argument of mtools: the image at the partition's offset.
+fn mtools_image(img: &Path, layout: &Layout) -> String {
+    format!("{}@@{}", img.display(), layout.partition_offset)
+}
+
+/// `fsck.fat -n`: no complaint at all, and the counts it finds.
+fn fsck(img: &Path, layout: &Layout, entries: usize) {
+    let (out, err) = run(Command::new(tool("fsck.fat")).arg("-n").arg(img));
+    let out = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("fsck.fat") && err.is_empty(),
+        "fsck.fat has something to say about {}:\n{out}{err}",
+        img.display()
+    );
+    let want = format!(
+        "{}: {entries} files, {}/{} clusters",
+        img.display(),
+        layout.used_clusters,
+        layout.clusters
+    );
+    assert_eq!(lines[1], want, "fsck.fat's summary");
+}
+
+/// `mdir -/ -b`: every path, directories with a trailing `/`.
+fn mdir(img: &Path, layout: &Layout) -> BTreeSet<String> {
+    let (out, _) = run(Command::new(tool("mdir"))
+        .arg("-i")
+        .arg(mtools_image(img, layout))
+        .args(["-/", "-b", "::"]));
+    String::from_utf8(out)
+        .expect("mdir prints UTF-8")
+        .lines()
+        .map(|l| {
+            l.strip_prefix("::/")
+                .unwrap_or_else(|| panic!("mdir line {l:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// `path` as an mtools file name: mtools expands `*`, `?` and `[...]`
+/// (only `[` can be in a FAT name; `[[]` matches it).
+fn mtools_name(path: &str) -> String {
+    format!("::/{}", path.replace('[', "[[]"))
+}
+
+/// A file's bytes as `mcopy` reads them.
+fn mcopy_out(img: &Path, layout: &Layout, path: &str) -> Vec<u8> {
+    run(Command::new(tool("mcopy"))
+        .arg("-n")
+        .arg("-i")
+        .arg(mtools_image(img, layout))
+        .arg(mtools_name(path))
+        .arg("-"))
+    .0
+}
+
+/// A file's bytes as `mtype` prints them.
+fn mtype_out(img: &Path, layout: &Layout, path: &str) -> Vec<u8> {
+    run(Command::new(tool("mtype"))
+        .arg("-i")
+        .arg(mtools_image(img, layout))
+        .arg(mtools_name(path)))
+    .0
+}
+
+#[track_caller]
+fn same(what: &str, got: &[u8], want: &[u8]) {
+    assert!(
+        got == want,
+        "{what}: {} bytes differ from the {} expected (first difference at {:?})",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).position(|(a, b)| a != b)
+    );
+}
+
+/// What an image must hold: files (path, contents) and directories.
+#[derive(Clone, Default)]
+struct Expect {
+    files: BTreeMap<String, Vec<u8>>,
+    dirs: BTreeSet<String>,
+    label: Option<String>,
+}
+
+impl Expect {
+    /// Add a file to the image and to what is expected, with its parents.
+    fn file(&mut self, img: &mut FatImage, path: &str, data: Vec<u8>) {
+        img.add_file(path, data.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.parents(path);
+        self.files.insert(path.to_string(), data);
+    }
+
+    fn dir(&mut self, img: &mut FatImage, path: &str) {
+        img.add_dir(path).unwrap_or_else(|e| panic!("{e}"));
+        self.parents(path);
+        self.dirs.insert(path.to_string());
+    }
+
+    fn parents(&mut self, path: &str) {
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            self.dirs.insert(path[..at + i].to_string());
+            at += i + 1;
+        }
+    }
+}
+
+/// Every check the tools can make, on the image file `img`.
+fn check_with_tools(img: &Path, layout: &Layout, want: &Expect) {
+    check_sampled(img, layout, want, 1);
+}
+
+/// As [`check_with_tools`], reading back only every `every`-th file (the
+/// listing is still checked whole).
+fn check_sampled(img: &Path, layout: &Layout, want: &Expect, every: usize) {
+    assert_eq!(
+        std::fs::metadata(img).unwrap().len(),
+        layout.image_bytes,
+        "image size"
+    );
+    fsck(
+        img,
+        layout,
+        want.files.len() + want.dirs.len() + usize::from(want.label.is_some()),
+    );
+    let listed = mdir(img, layout);
+    let expected: BTreeSet<String> = want
+        .files
+        .keys()
+        .cloned()
+        .chain(want.dirs.iter().map(|d| format!("{d}/")))
+        .collect();
+    assert_eq!(listed, expected, "mdir's listing");
+    for (i, (path, data)) in want.files.iter().enumerate().step_by(every) {
+        // mtype for a few, mcopy for all.
+        if i % 7 == 0 {
+            same(path, &mtype_out(img, layout, path), data);
+        }
+        same(path, &mcopy_out(img, layout, path), data);
+    }
+    if let Some(label) = &want.label {
+        let (out, _) = run(Command::new(tool("mlabel"))
+            .arg("-s")
+            .arg("-i")
+            .arg(mtools_image(img, layout))
+            .arg("::"));
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.trim(), format!("Volume label is {label}"));
+    }
+}
+
+/// A scratch directory under the target's temporary directory, removed
+/// when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Scratch {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "fatimg-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("FATIMG_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Build `img` in memory, write it to a file, check it with the tools.
+fn build_and_check(img: &FatImage, want: &Expect, scratch: &Scratch, name: &str) -> Layout {
+    let layout = img.layout().unwrap();
+    let bytes = img.build().unwrap();
+    assert_eq!(bytes.len() as u64, layout.image_bytes);
+    let path = scratch.path(name);
+    std::fs::write(&path, &bytes).unwrap();
+    check_with_tools(&path, &layout, want);
+    layout
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64 of `seed`).
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn long_name(len: usize, ext: &str) -> String {
+    let mut s: String = "Long name ".chars().cycle().take(len - ext.len()).collect();
+    if s.ends_with(' ') {
+        s.pop();
+        s.push('x');
+    }
+    s + ext
+}
+
+// ---------------------------------------------------------------------------
+// The tools' verdict.
+
+/// A few files at the top: long names of every length class, accents, exact
+/// 8.3 names, an empty file, a label. (Not a name outside the BMP: mtools
+/// 4.0 shows each half of a UTF-16 surrogate pair as `_`; the guest test
+/// checks such a name.)
+fn small_site() -> (FatImage, Expect) {
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    img.set_label("Xenpal Site").unwrap();
+    want.label = Some("XENPAL SITE".into());
+    for (i, name) in [
+        "index.html",
+        "Site Map.html",
+        "très.css",
+        "README",
+        "INDEX.HTM",
+        "MiXeD.TxT",
+        ".htaccess",
+        "my.file.name.txt",
+        "abcdefghij.kl",               // 13 units: one full long-name entry
+        "abcdefghijklmnopqrstuvwx.yz", // 27
+        "a+b,c;d=e[f].g h",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        want.file(&mut img, name, pattern(i as u64, 100 + 997 * i));
+    }
+    want.file(&mut img, "empty.txt", Vec::new());
+    want.file(&mut img, &long_name(255, ".txt"), pattern(99, 5000));
+    want.file(&mut img, &long_name(247, ".bin"), pattern(98, 3000));
+    (img, want)
+}
+
+#[test]
+fn a_small_image_with_long_names() {
+    let scratch = Scratch::new("small");
+    let (img, want) = small_site();
+    let layout = build_and_check(&img, &want, &scratch, "small.img");
+    assert_eq!(layout.fat_type, FatType::Fat16);
+    assert_eq!(layout.cluster_bytes, 512);
+    assert!(
+        layout.image_bytes < 2300 * 1024,
+        "a small image stays small: {layout:?}"
+    );
+    // The same input, the same bytes.
+    assert_eq!(img.build().unwrap(), small_site().0.build().unwrap());
+}
+
+/// Nested directories with long names, a directory spanning many clusters
+/// with hundreds of `~N` aliases, empty directories, a path as deep as
+/// allowed, names merged case-insensitively into one directory.
+fn nested_site() -> (FatImage, Expect) {
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    want.file(&mut img, "css/site.css", b"body { margin: 0 }\n".to_vec());
+    want.file(&mut img, "css/Print Style Sheet.css", pattern(1, 4000));
+    let deep = "A very long directory name, indeed/and a nested one with accents, éàü";
+    want.file(
+        &mut img,
+        &format!("{deep}/deep file.txt"),
+        pattern(2, 70_000),
+    );
+    want.file(&mut img, &format!("{deep}/index.html"), pattern(3, 10));
+    for i in 0..300 {
+        want.file(
+            &mut img,
+            &format!("reports/Report number {i}.txt"),
+            pattern(100 + i, (i * 37) as usize),
+        );
+    }
+    // The same names in other directories.
+    want.file(&mut img, "index.html", pattern(4, 1234));
+    want.file(&mut img, "css/index.html", pattern(5, 4321));
+    want.dir(&mut img, "empty");
+    want.dir(&mut img, "Empty Too/and nested");
+    // A directory found again in another case.
+    want.file(&mut img, "Docs/a.txt", b"a".to_vec());
+    img.add_file("DOCS/b.txt", b"b".to_vec()).unwrap();
+    want.files.insert("Docs/b.txt".into(), b"b".to_vec());
+    // As deep as allowed.
+    let deepest = vec!["d"; fatimg::MAX_DEPTH - 1].join("/") + "/f";
+    want.file(&mut img, &deepest, b"deep".to_vec());
+    (img, want)
+}
+
+#[test]
+fn nested_directories_with_long_names() {
+    let scratch = Scratch::new("nested");
+    let (img, want) = nested_site();
+    assert_eq!(img.files().len(), want.files.len());
+    let layout = build_and_check(&img, &want, &scratch, "nested.img");
+    assert_eq!(layout.fat_type, FatType::Fat16);
+}
+
+#[test]
+fn a_file_spanning_many_clusters() {
+    let scratch = Scratch::new("span");
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    want.file(
+        &mut img,
+        "big/video file.bin",
+        pattern(7, 3 * 1024 * 1024 + 1),
+    );
+    want.file(&mut img, "big/small.txt", pattern(8, 511));
+    want.file(&mut img, "big/exact.bin", pattern(9, 4096));
+    let layout = build_and_check(&img, &want, &scratch, "span.img");
+    assert!(
+        3 * 1024 * 1024 / u64::from(layout.cluster_bytes) > 1000,
+        "{layout:?}"
+    );
+}
+
+/// Over 40 MiB, written to a file: FAT16 with 2 KiB clusters as chosen by
+/// size, and FAT32 (forced; 512-byte clusters, about 90,000 of them).
+#[test]
+fn images_of_over_40_mib_fat16_and_fat32() {
+    let scratch = Scratch::new("large");
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    want.file(&mut img, "media/first big file.bin", pattern(20, 20 << 20));
+    want.file(
+        &mut img,
+        "media/second big file.bin",
+        pattern(21, (15 << 20) + 3),
+    );
+    want.file(&mut img, "media/third.bin", pattern(22, (7 << 20) - 5));
+    for i in 0..20 {
+        want.file(
+            &mut img,
+            &format!("pages/page {i}.html"),
+            pattern(30 + i, 3000),
+        );
+    }
+    want.dir(&mut img, "uploads");
+    assert!(img.total_bytes() > 42 << 20);
+    for (fat_type, name) in [(None, "large16.img"), (Some(FatType::Fat32), "large32.img")] {
+        img.set_fat_type(fat_type);
+        let path = scratch.path(name);
+        let start = Instant::now();
+        let layout = img.write_file(&path).unwrap();
+        eprintln!("{name}: {layout:?}, written in {:?}", start.elapsed());
+        match fat_type {
+            None => {
+                assert_eq!(layout.fat_type, FatType::Fat16);
+                assert_eq!(layout.cluster_bytes, 2048);
+            }
+            Some(_) => {
+                assert_eq!(layout.fat_type, FatType::Fat32);
+                assert_eq!(layout.cluster_bytes, 512);
+                assert!(layout.clusters > 65_525);
+            }
+        }
+        check_with_tools(&path, &layout, &want);
+        // The sparse file and the image in memory are the same.
+        if fat_type.is_some() {
+            same(name, &std::fs::read(&path).unwrap(), &img.build().unwrap());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// Root directories of thousands of entries: FAT16's fixed one made larger,
+/// FAT32's spanning many clusters.
+#[test]
+fn a_crowded_root_directory() {
+    let scratch = Scratch::new("crowded");
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    for i in 0..700 {
+        // 3 entries each: two long-name entries and the alias.
+        want.file(&mut img, &format!("File number {i}.txt"), pattern(i, 10));
+    }
+    want.dir(&mut img, "a directory too");
+    for (fat_type, name) in [
+        (None, "crowded16.img"),
+        (Some(FatType::Fat32), "crowded32.img"),
+    ] {
+        img.set_fat_type(fat_type);
+        let layout = img.layout().unwrap();
+        let path = scratch.path(name);
+        img.write_file(&path).unwrap();
+        match fat_type {
+            None => assert!(layout.root_entries > 2100, "{layout:?}"),
+            Some(_) => assert_eq!(layout.root_entries, 0),
+        }
+        check_sampled(&path, &layout, &want, 37);
+    }
+}
+
+#[test]
+fn building_50_mib_is_fast() {
+    let mut img = FatImage::new();
+    for i in 0..50 {
+        img.add_file(
+            &format!("dir {}/file {i}.bin", i % 5),
+            vec![i as u8; 1 << 20],
+        )
+        .unwrap();
+    }
+    let start = Instant::now();
+    let bytes = img.build().unwrap();
+    let took = start.elapsed();
+    eprintln!("50 MiB image ({} bytes) built in {took:?}", bytes.len());
+    // Well under a second in release; leave room for a loaded machine.
+    assert!(took.as_secs_f64() < 5.0, "{took:?}");
+}
+
+/// A tree too large for one image, split in two; each image valid, each
+/// file in exactly one, the directories recreated where needed.
+#[test]
+fn a_tree_split_into_two_images() {
+    let scratch = Scratch::new("split");
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let dir = ["assets/images", "assets/Fonts and Things", "pages"][i as usize % 3];
+        files.push((
+            format!("{dir}/file number {i}.dat"),
+            pattern(200 + i, 400_000),
+        ));
+    }
+    files.push(("index.html".into(), pattern(300, 5000)));
+    let max_bytes = 4 << 20;
+    let images = fatimg::split(files.clone(), max_bytes).unwrap();
+    assert_eq!(images.len(), 2, "{images:?}");
+    let mut seen = BTreeMap::new();
+    for (n, img) in images.iter().enumerate() {
+        let mut want = Expect::default();
+        for (path, _) in img.files() {
+            let data = files.iter().find(|(p, _)| *p == path).unwrap().1.clone();
+            want.parents(&path);
+            want.files.insert(path.clone(), data);
+            assert!(seen.insert(path, n).is_none(), "in one image only");
+        }
+        let layout = build_and_check(img, &want, &scratch, &format!("part{n}.img"));
+        assert!(layout.image_bytes <= max_bytes, "{layout:?}");
+    }
+    assert_eq!(seen.len(), files.len(), "every file somewhere");
+
+    // A file that fits in no image.
+    let err = fatimg::split([("huge/file.bin", vec![0; 5 << 20])], max_bytes).unwrap_err();
+    assert!(
+        matches!(&err, FatError::DoesNotFit { path, .. } if path == "huge/file.bin"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("huge/file.bin"), "{err}");
+}
+
+#[test]
+fn a_host_directory_tree() {
+    let scratch = Scratch::new("tree");
+    let root = scratch.path("site");
+    let mut want = Expect::default();
+    let mut files = vec![
+        ("index.html", pattern(40, 2000)),
+        ("css/site.css", pattern(41, 300)),
+        ("Images and Photos/holiday photo.jpg", pattern(42, 200_000)),
+        ("Images and Photos/empty.gif", Vec::new()),
+        ("docs/guide/chapter one.txt", pattern(43, 9000)),
+    ];
+    for (path, data) in &files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    std::fs::create_dir_all(root.join("empty dir")).unwrap();
+    want.dirs.insert("empty dir".into());
+    // A symbolic link to a file is followed.
+    std::os::unix::fs::symlink("index.html", root.join("home.html")).unwrap();
+    files.push(("home.html", pattern(40, 2000)));
+    for (path, data) in files {
+        want.parents(path);
+        want.files.insert(path.into(), data);
+    }
+    let mut img = FatImage::new();
+    img.add_dir_tree(&root).unwrap();
+    build_and_check(&img, &want, &scratch, "tree.img");
+
+    // A file that changes size after it was added.
+    std::fs::write(root.join("css/site.css"), pattern(41, 301)).unwrap();
+    let err = img.build().unwrap_err();
+    assert!(matches!(err, FatError::Changed { .. }), "{err}");
+    assert!(err.to_string().contains("site.css"), "{err}");
+
+    // A symbolic link back up the tree.
+    std::os::unix::fs::symlink("..", root.join("docs/up")).unwrap();
+    let err = FatImage::new().add_dir_tree(&root).unwrap_err();
+    assert!(matches!(err, FatError::SymlinkLoop { .. }), "{err}");
+    assert!(err.to_string().contains("docs/up"), "{err}");
+    std::fs::remove_file(root.join("docs/up")).unwrap();
+
+    // A dangling one.
+    std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+    let err = FatImage::new().add_dir_tree(&root).unwrap_err();
+    assert!(matches!(err, FatError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("dangling"), "{err}");
+}
+
+#[test]
+fn names_and_paths_fat_cannot_hold() {
+    let mut img = FatImage::new();
+    img.add_file("Docs/a.txt", vec![1]).unwrap();
+    let long = "x".repeat(256);
+    let deep = vec!["d"; fatimg::MAX_DEPTH + 1].join("/");
+    let long_path = vec!["abcdefghij"; 24].join("/");
+    for (path, culprit) in [
+        ("a:b.txt", "a:b.txt"),
+        ("what?.txt", "what?.txt"),
+        ("tab\there", "tab\\there"),
+        ("dir/trailing.", "dir/trailing."),
+        ("trailing space ", "trailing space "),
+        ("a//b", "a//b"),
+        ("a/./b", "a/./b"),
+        ("a/../b", "a/../b"),
+        ("", ""),
+        ("back\\slash", "back\\\\slash"),
+        (long.as_str(), long.as_str()),
+    ] {
+        let err = img.add_file(path, vec![]).unwrap_err();
+        assert!(
+            matches!(err, FatError::InvalidName { .. }),
+            "{path:?}: {err}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains(culprit) || shown.contains(path),
+            "{path:?}: {shown}"
+        );
+    }
+    let err = img.add_file(&deep, vec![]).unwrap_err();
+    assert!(matches!(err, FatError::TooDeep { depth: 33, .. }), "{err}");
+    assert!(err.to_string().contains("33"), "{err}");
+    let err = img.add_file(&long_path, vec![]).unwrap_err();
+    assert!(
+        matches!(err, FatError::PathTooLong { units: 263, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("255"), "{err}");
+    // Names compare case-insensitively.
+    let err = img.add_file("DOCS/A.TXT", vec![]).unwrap_err();
+    assert!(matches!(err, FatError::AlreadyExists { .. }), "{err}");
+    assert!(err.to_string().contains("DOCS/A.TXT"), "{err}");
+    let err = img.add_file("docs/a.txt/inner", vec![]).unwrap_err();
+    assert!(matches!(err, FatError::NotADirectory { .. }), "{err}");
+    let err = img.add_dir("docs/A.txt").unwrap_err();
+    assert!(matches!(err, FatError::AlreadyExists { .. }), "{err}");
+    // Existing directories may be added again.
+    img.add_dir("docs").unwrap();
+    assert!(img.set_label("much too long").is_err());
+    assert!(img.set_label("é").is_err());
+    // Nothing of the above was added.
+    assert_eq!(img.files(), vec![("Docs/a.txt".to_string(), 1)]);
+    assert_eq!(img.dirs(), vec!["Docs".to_string()]);
+    // A directory holds at most 65,536 entries, `.` and `..` included.
+    let mut full = FatImage::new();
+    for i in 0..65_534 {
+        full.add_file(&format!("full/F{i}"), Vec::new()).unwrap();
+    }
+    let err = full.add_file("full/one more", Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FatError::DirectoryFull {
+                entries: 65_538,
+                max: 65_536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`full`"), "{err}");
+    // A forced FAT16 cannot hold 3 GiB; the error says why.
+    let mut big = FatImage::new();
+    big.set_fat_type(Some(FatType::Fat16));
+    big.set_free_space(3 << 30);
+    let err = big.layout().unwrap_err();
+    assert!(matches!(err, FatError::VolumeTooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("FAT16"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// A guest reads them.
+
+struct FixedTime;
+
+impl TimeSource for FixedTime {
+    fn get_timestamp(&self) -> embedded_sdmmc::Timestamp {
+        embedded_sdmmc::Timestamp::from_calendar(2024, 5, 17, 12, 0, 0).expect("valid date")
+    }
+}
+
+type Directory<'a, D, T> = embedded_sdmmc::Directory<'a, D, T, 4, 4, 1>;
+
+/// Every file below `dir` (path by long names, contents), and every
+/// directory, as `embedded-sdmmc` reads them; files opened by long name.
+fn read_tree<D: BlockDevice, T: TimeSource>(
+    dir: &Directory<'_, D, T>,
+    prefix: &str,
+    files: &mut BTreeMap<String, Vec<u8>>,
+    dirs: &mut BTreeSet<String>,
+) {
+    let mut storage = [0u8; 1024];
+    let mut lfn = LfnBuffer::new(&mut storage);
+    let mut entries = Vec::new();
+    dir.iterate_dir_lfn(&mut lfn, |e, long| {
+        entries.push((e.clone(), long.map(str::to_string)));
+        ControlFlow::Continue(())
+    })
+    .expect("list a directory");
+    for (e, long) in entries {
+        let short = e.name.to_string();
+        if e.attributes.is_volume() || short == "." || short == ".." {
+            continue;
+        }
+        let name = long.unwrap_or_else(|| short.clone());
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if e.attributes.is_directory() {
+            let sub = dir.open_dir(e.name).expect("open a directory");
+            read_tree(&sub, &path, files, dirs);
+            sub.close().expect("close a directory");
+            dirs.insert(path);
+        } else {
+            let f = dir
+                .open_long_name_file_in_dir(&name, Mode::ReadOnly)
+                .or_else(|_| dir.open_file_in_dir(e.name, Mode::ReadOnly))
+                .expect("open a file");
+            let mut data = Vec::new();
+            let mut buf = [0u8; 1000];
+            while !f.is_eof() {
+                let n = f.read(&mut buf).expect("read a file");
+                data.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(data.len() as u32, e.size, "{path}");
+            f.close().expect("close a file");
+            files.insert(path, data);
+        }
+    }
+}
+
+/// An image a guest can read whole in reasonable time: long names (up to
+/// embedded-sdmmc's 247 units), nested directories, an empty file, one
+/// spanning many clusters, an exact 8.3 name.
+fn guest_site() -> (FatImage, Expect) {
+    let mut img = FatImage::new();
+    let mut want = Expect::default();
+    img.set_label("GUEST").unwrap();
+    want.file(
+        &mut img,
+        "index.html",
+        b"<h1>served from a FAT image</h1>\n".to_vec(),
+    );
+    want.file(&mut img, "Site Map.html", pattern(50, 3000));
+    want.file(&mut img, "très.css", pattern(51, 700));
+    // A surrogate pair: embedded-sdmmc decodes it when listing (and opens
+    // the file by its 8.3 alias: its lookup by long name cannot).
+    want.file(&mut img, "🦀 crab ünïcödé.rs", pattern(58, 800));
+    want.file(&mut img, "README", pattern(52, 100));
+    want.file(&mut img, "empty.txt", Vec::new());
+    want.file(&mut img, "css/site.css", pattern(53, 2500));
+    want.file(&mut img, "css/Print Style Sheet.css", pattern(54, 1500));
+    want.file(
+        &mut img,
+        "A long directory name/Nested Directory/deep file.txt",
+        pattern(55, 9000),
+    );
+    want.file(&mut img, "media/movie file.bin", pattern(56, 150_000));
+    want.file(&mut img, &long_name(247, ".txt"), pattern(57, 333));
+    for i in 0..40 {
+        want.file(
+            &mut img,
+            &format!("reports/Report number {i}.txt"),
+            pattern(60 + i, 100),
+        );
+    }
+    want.dir(&mut img, "empty dir");
+    (img, want)
+}
+
+#[test]
+fn a_guest_reads_the_images_through_blkfront() {
+    let (mut img, want) = guest_site();
+    let want = Arc::new(want);
+    // FAT16 served read-only. FAT32 writable: embedded-sdmmc rewrites the
+    // FSInfo sector when it closes a FAT32 volume (with the same values).
+    for (seed, fat_type, read_only) in [(1, None, true), (2, Some(FatType::Fat32), false)] {
+        img.set_fat_type(fat_type);
+        let bytes = img.build().unwrap();
+        let layout = img.layout().unwrap();
+        assert_eq!(layout.fat_type, fat_type.unwrap_or(FatType::Fat16));
+        let mut sim = Sim::new(SimConfig::seeded(seed));
+        let blkback = Blkback::new();
+        let expected = want.clone();
+        let d = sim
+            .spawn(DomainConfig::new("fat-reader"), move |p| async move {
+                let ids = vbd_ids(&p).await.expect("list disks");
+                let disk = Blkfront::open(&p, &ids[0], BlkfrontConfig::default())
+                    .await
+                    .expect("connect the disk");
+                {
+                    let vm = VolumeManager::new(&disk, FixedTime);
+                    let volume = vm.open_volume(VolumeIdx(0)).expect("open the FAT volume");
+                    let root = volume.open_root_dir().expect("open /");
+                    let mut files = BTreeMap::new();
+                    let mut dirs = BTreeSet::new();
+                    read_tree(&root, "", &mut files, &mut dirs);
+                    root.close().expect("close /");
+                    volume.close().expect("close the volume");
+                    assert_eq!(dirs, expected.dirs, "directories");
+                    assert_eq!(
+                        files.keys().collect::<Vec<_>>(),
+                        expected.files.keys().collect::<Vec<_>>(),
+                        "files"
+                    );
+                    for (path, data) in &files {
+                        same(path, data, &expected.files[path]);
+                    }
+                }
+                disk.close().await.expect("close the disk");
+            })
+            .unwrap();
+        let options = if read_only {
+            VbdOptions::default().read_only()
+        } else {
+            VbdOptions::default()
+        };
+        let vbd = blkback
+            .add_vbd(&sim, d, 0, Disk::memory(bytes.clone()), options)
+            .unwrap();
+        blkback.spawn(&mut sim).unwrap();
+        let report = sim.run();
+        assert!(
+            report.all_clean(),
+            "{fat_type:?}: {report:?}\n{}",
+            sim.console_output(d)
+        );
+        let after = vbd.read_durable(0, bytes.len()).unwrap();
+        same("the image after the guest", &after, &bytes);
+    }
+}
