@@ -3,7 +3,7 @@
 
 use hal::mem::Gfn;
 use xen_pv::abi::Errno;
-use xen_pv::hypercall::{ArgBuf, ArgData, Hypervisor};
+use xen_pv::hypercall::{ArgBuf, Hypervisor, marshal};
 use xen_pv::shm::RawMemory;
 
 /// Issue hypercall `op` with raw arguments.
@@ -48,60 +48,18 @@ pub unsafe fn hypercall_raw(_op: u64, _args: [u64; 5]) -> isize {
 #[derive(Copy, Clone, Debug, Default)]
 pub struct ArmHypervisor;
 
-/// Largest argument buffer passed by value through [`ArmHypervisor`]: the
-/// buffer is copied to an 8-byte aligned stack area so guest handles inside
-/// it can be patched.
-const MAX_ARG: usize = 1024;
-
 impl Hypervisor for ArmHypervisor {
     type Mem = RawMemory;
 
-    fn hypercall(&self, op: u32, mut args: [u64; 5], buf: Option<ArgBuf<'_>>) -> isize {
+    fn hypercall(&self, op: u32, args: [u64; 5], buf: Option<ArgBuf<'_>>) -> isize {
         if op == xen_pv::abi::op::SCHED_OP && args[0] == u64::from(xen_pv::abi::schedop::BLOCK) {
             return block();
         }
-        let Some(buf) = buf else {
-            // SAFETY: no argument is a pointer (the caller passed no buffer).
-            return unsafe { hypercall_raw(u64::from(op), args) };
-        };
-        if buf.slot >= 5 {
-            return Errno::EFAULT.ret();
-        }
-        let len = buf.data.bytes().len();
-        if buf.handles.is_empty() {
-            // No handles to patch: pass the caller's buffer itself.
-            let ptr = match &buf.data {
-                ArgData::In(b) => b.as_ptr(),
-                ArgData::InOut(b) => b.as_ptr(),
-            };
-            args[buf.slot] = ptr as u64;
-            // SAFETY: `ptr` addresses `len` live bytes the caller lent us
-            // for this call (mutable for InOut, which Xen may write); Xen
-            // accesses only the structure the ABI defines at that address.
-            return unsafe { hypercall_raw(u64::from(op), args) };
-        }
-        if len > MAX_ARG {
-            return Errno::E2BIG.ret();
-        }
-        let mut copy = [0u64; MAX_ARG / 8];
-        let bytes = copy_bytes_mut(&mut copy);
-        bytes[..len].copy_from_slice(buf.data.bytes());
-        let base = bytes.as_ptr() as u64;
-        for h in buf.handles {
-            if h.at + 8 > len || h.target > len {
-                return Errno::EFAULT.ret();
-            }
-            bytes[h.at..h.at + 8].copy_from_slice(&(base + h.target as u64).to_le_bytes());
-        }
-        args[buf.slot] = base;
-        // SAFETY: `copy` is a live stack buffer holding the argument with
-        // its guest handles pointing inside it; it outlives the call.
-        let ret = unsafe { hypercall_raw(u64::from(op), args) };
-        if let ArgData::InOut(out) = buf.data {
-            let bytes = copy_bytes_mut(&mut copy);
-            out.copy_from_slice(&bytes[..len]);
-        }
-        ret
+        // SAFETY: `marshal` passes addresses only of buffers it keeps alive
+        // (and does not otherwise touch) until this call returns: the
+        // caller's argument or its own stack copy; Xen accesses only the
+        // structure the ABI defines at that address.
+        marshal(args, buf, |a| unsafe { hypercall_raw(u64::from(op), a) })
     }
 
     fn map_frames(&self, gfn: Gfn, count: usize) -> Result<RawMemory, Errno> {
@@ -144,8 +102,4 @@ fn block() -> isize {
     }
     #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
     Errno::ENOSYS.ret()
-}
-
-fn copy_bytes_mut(words: &mut [u64; MAX_ARG / 8]) -> &mut [u8] {
-    zerocopy::IntoBytes::as_mut_bytes(words)
 }

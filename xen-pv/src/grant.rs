@@ -211,7 +211,13 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
     type Mapping = ForeignPage<H::Mem>;
 
     fn grant_access(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, GrantError> {
-        let frame = u32::try_from(gfn.0).map_err(|_| GrantError::BadPage)?;
+        let frame = self
+            .inner
+            .h
+            .xen_frame(gfn)
+            .ok()
+            .and_then(|f| u32::try_from(f).ok())
+            .ok_or(GrantError::BadPage)?;
         let t = self.inner.table.as_ref().ok_or(GrantError::NoFreeRefs)?;
         let gref = self
             .inner
@@ -349,8 +355,8 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
         for (chunk, st) in ops.chunks(BATCH).zip(status.chunks_mut(BATCH)) {
             for (r, op) in raw.iter_mut().zip(chunk) {
                 let mut flags = 0;
-                r.source = copy_ptr(op.src, &mut flags, abi::gntcopy::SOURCE_GREF);
-                r.dest = copy_ptr(op.dst, &mut flags, abi::gntcopy::DEST_GREF);
+                r.source = copy_ptr(&self.inner.h, op.src, &mut flags, abi::gntcopy::SOURCE_GREF)?;
+                r.dest = copy_ptr(&self.inner.h, op.dst, &mut flags, abi::gntcopy::DEST_GREF)?;
                 r.len = op.len;
                 r.flags = flags;
                 r.status = 0;
@@ -378,8 +384,13 @@ impl<H: Hypervisor> GrantTable for Grants<H> {
     }
 }
 
-fn copy_ptr(p: CopyPtr, flags: &mut u16, gref_flag: u16) -> abi::GnttabCopyPtr {
-    match p {
+fn copy_ptr<H: Hypervisor>(
+    h: &H,
+    p: CopyPtr,
+    flags: &mut u16,
+    gref_flag: u16,
+) -> Result<abi::GnttabCopyPtr, GrantError> {
+    Ok(match p {
         CopyPtr::Foreign {
             domid,
             gref,
@@ -394,10 +405,10 @@ fn copy_ptr(p: CopyPtr, flags: &mut u16, gref_flag: u16) -> abi::GnttabCopyPtr {
             }
         }
         CopyPtr::Local { gfn, offset } => abi::GnttabCopyPtr {
-            u: gfn.0,
+            u: h.xen_frame(gfn).map_err(|_| GrantError::BadPage)?,
             domid: DomId::SELF.0,
             offset,
             _pad0: 0,
         },
-    }
+    })
 }

@@ -88,6 +88,74 @@ pub trait Hypervisor: Clone {
     fn guest_address(&self, gfn: Gfn, offset: usize) -> u64 {
         gfn.addr() + offset as u64
     }
+
+    /// The frame number Xen and other domains know our frame `gfn` by, for
+    /// grant entries and grant copies. Auto-translated guests (Arm, the
+    /// simulator) use `gfn` itself, the default; an x86 PV guest's frames
+    /// are pseudo-physical and this is the machine frame from its p2m map.
+    ///
+    /// Errors: `EINVAL` if `gfn` is not one of this domain's RAM frames.
+    #[doc(alias = "pfn_to_mfn")]
+    fn xen_frame(&self, gfn: Gfn) -> Result<u64, Errno> {
+        Ok(gfn.0)
+    }
+}
+
+/// Largest argument buffer [`marshal`] copies to patch guest handles.
+pub const MAX_MARSHALLED: usize = 1024;
+
+/// Turn a hypercall with a byte-buffer argument into raw register
+/// arguments for a platform whose hypercalls take guest addresses (real Xen
+/// on any architecture), and issue it with `raw`.
+///
+/// Without guest handles the caller's buffer is passed in place; with
+/// handles it is copied to an 8-byte aligned stack buffer whose handle
+/// fields are set to addresses inside the copy, and what Xen wrote is
+/// copied back for [`ArgData::InOut`]. `raw` receives the arguments with the
+/// buffer's address in `args[buf.slot]`; every address it receives points to
+/// memory that stays valid and unaliased until `raw` returns.
+///
+/// Returns `raw`'s result, or `-EFAULT` (bad slot or handle offsets) or
+/// `-E2BIG` (a buffer with handles over [`MAX_MARSHALLED`] bytes) without
+/// calling `raw`.
+pub fn marshal(
+    mut args: [u64; 5],
+    buf: Option<ArgBuf<'_>>,
+    raw: impl FnOnce([u64; 5]) -> isize,
+) -> isize {
+    let Some(buf) = buf else {
+        return raw(args);
+    };
+    if buf.slot >= 5 {
+        return Errno::EFAULT.ret();
+    }
+    let len = buf.data.bytes().len();
+    if buf.handles.is_empty() {
+        args[buf.slot] = match &buf.data {
+            ArgData::In(b) => b.as_ptr() as u64,
+            ArgData::InOut(b) => b.as_ptr() as u64,
+        };
+        return raw(args);
+    }
+    if len > MAX_MARSHALLED {
+        return Errno::E2BIG.ret();
+    }
+    let mut words = [0u64; MAX_MARSHALLED / 8];
+    let bytes = words.as_mut_bytes();
+    bytes[..len].copy_from_slice(buf.data.bytes());
+    let base = bytes.as_ptr() as u64;
+    for h in buf.handles {
+        if h.at.checked_add(8).is_none_or(|end| end > len) || h.target > len {
+            return Errno::EFAULT.ret();
+        }
+        bytes[h.at..h.at + 8].copy_from_slice(&(base + h.target as u64).to_le_bytes());
+    }
+    args[buf.slot] = base;
+    let ret = raw(args);
+    if let ArgData::InOut(out) = buf.data {
+        out.copy_from_slice(&words.as_bytes()[..len]);
+    }
+    ret
 }
 
 fn check(ret: isize) -> Result<usize, Errno> {
@@ -466,4 +534,73 @@ pub fn gnttab_setup_table<H: Hypervisor>(h: &H, frames: &mut [u64]) -> Result<()
         *f = u64::from_ne_bytes(b);
     }
     Ok(())
+}
+
+/// `HYPERVISOR_mmu_update` (x86 PV): apply `reqs` to our own page tables,
+/// in order. Xen stops at the first it refuses and returns that one's
+/// error; the ones before it stay applied.
+pub fn mmu_update<H: Hypervisor>(h: &H, reqs: &[abi::x86_64::MmuUpdate]) -> Result<(), Errno> {
+    let bytes = reqs.as_bytes();
+    check(h.hypercall(
+        op::MMU_UPDATE,
+        [0, reqs.len() as u64, 0, u64::from(DomId::SELF.0), 0],
+        Some(ArgBuf {
+            slot: 0,
+            data: ArgData::In(bytes),
+            handles: &[],
+        }),
+    ))
+    .map(drop)
+}
+
+/// `HYPERVISOR_update_va_mapping` (x86 PV): set the page-table entry that
+/// maps virtual address `va` to `pte` (0 unmaps), flushing as `flags`
+/// (`UVMF_*`) says. The page tables covering `va` must exist.
+pub fn update_va_mapping<H: Hypervisor>(h: &H, va: u64, pte: u64, flags: u64) -> Result<(), Errno> {
+    check(h.hypercall(op::UPDATE_VA_MAPPING, [va, pte, flags, 0, 0], None)).map(drop)
+}
+
+/// `CALLBACKOP_register` (x86 PV): where Xen enters us for `kind`
+/// (`CALLBACKTYPE_*`).
+pub fn callback_register<H: Hypervisor>(
+    h: &H,
+    kind: u16,
+    address: u64,
+    flags: u16,
+) -> Result<(), Errno> {
+    let arg = abi::x86_64::CallbackRegister {
+        kind,
+        flags,
+        _pad0: 0,
+        address,
+    };
+    call_in(
+        h,
+        op::CALLBACK_OP,
+        [abi::x86_64::callback::OP_REGISTER, 0, 0, 0, 0],
+        1,
+        &arg,
+    )
+    .map(drop)
+}
+
+/// `HYPERVISOR_set_trap_table` (x86 PV): install the virtual IDT `traps`,
+/// which must end with an entry whose `address` is 0.
+///
+/// Errors: `EINVAL` without that terminator (checked here, before Xen
+/// would read past the slice).
+pub fn set_trap_table<H: Hypervisor>(h: &H, traps: &[abi::x86_64::TrapInfo]) -> Result<(), Errno> {
+    if traps.last().is_none_or(|t| t.address != 0) {
+        return Err(Errno::EINVAL);
+    }
+    check(h.hypercall(
+        op::SET_TRAP_TABLE,
+        [0; 5],
+        Some(ArgBuf {
+            slot: 0,
+            data: ArgData::In(traps.as_bytes()),
+            handles: &[],
+        }),
+    ))
+    .map(drop)
 }

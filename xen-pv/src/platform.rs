@@ -1,5 +1,6 @@
 //! A whole guest platform assembled from this crate's parts, and the boot
-//! sequence of an auto-translated guest (Arm, the simulator).
+//! sequence of an auto-translated guest (Arm, the simulator); an x86 PV
+//! guest maps Xen's pages itself and calls [`XenPlatform::assemble`].
 //!
 //! [`XenPlatform`] implements [`hal::Platform`] for any [`Hypervisor`], clock
 //! and one-shot timer; an arch crate or the simulator supplies those three and
@@ -42,6 +43,24 @@ pub struct AutoLayout {
     pub grant_frames: usize,
     /// Frames free for mapping other domains' grants: `(first, count)`.
     pub map_window: (Gfn, u32),
+}
+
+/// Xen's pages for [`XenPlatform::assemble`], mapped by the caller.
+pub struct PlatformParts<H: Hypervisor> {
+    /// This domain's id, if known (else [`DomId::SELF`]).
+    pub domid: DomId,
+    /// The mapped `shared_info` page.
+    pub shared_info: H::Mem,
+    /// The mapped grant-table frames, if the guest can grant.
+    pub grant_table: Option<H::Mem>,
+    /// Where foreign grants get mapped.
+    pub map_window: MapWindow,
+    /// Free RAM frames for the page allocator: `(first, count)`.
+    pub ram: (Gfn, usize),
+    /// The xenstore ring page and its (already bound) event channel.
+    pub xenstore: Option<(H::Mem, EventPort)>,
+    /// The PV console ring page and its (already bound) event channel.
+    pub console: Option<(H::Mem, EventPort)>,
 }
 
 /// Why booting the platform failed. Each names the step.
@@ -140,48 +159,81 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
     pub fn boot_auto(h: H, clock: C, alarm: A, layout: &AutoLayout) -> Result<Self, BootError> {
         hypercall::add_to_physmap(&h, mapspace::SHARED_INFO, 0, layout.shared_info)
             .map_err(BootError::SharedInfo)?;
-        let shinfo = h
+        let shared_info = h
             .map_frames(layout.shared_info, 1)
             .map_err(BootError::SharedInfo)?;
-        let events = Events::new(h.clone(), shinfo);
-        let window = MapWindow::new(layout.map_window.0, layout.map_window.1);
-        let grants = if layout.grant_frames == 0 {
-            Grants::without_table(h.clone(), window)
+        let grant_table = if layout.grant_frames == 0 {
+            None
         } else {
-            let table = grant::map_frames_auto(&h, layout.grant_table, layout.grant_frames)
-                .map_err(BootError::GrantTable)?;
-            Grants::new(h.clone(), table, window)
+            Some(
+                grant::map_frames_auto(&h, layout.grant_table, layout.grant_frames)
+                    .map_err(BootError::GrantTable)?,
+            )
+        };
+        let param = |p| hypercall::hvm_get_param(&h, p).map_err(|e| BootError::HvmParam(p, e));
+        let ring = |pfn_param, port_param, err: fn(Errno) -> BootError| {
+            let pfn = param(pfn_param)?;
+            if pfn == 0 {
+                return Ok(None);
+            }
+            let port = EventPort(param(port_param)? as u32);
+            let page = h.map_frames(Gfn(pfn), 1).map_err(err)?;
+            Ok::<_, BootError>(Some((page, port)))
+        };
+        let xenstore = ring(
+            hvm_param::STORE_PFN,
+            hvm_param::STORE_EVTCHN,
+            BootError::XenstorePage,
+        )?;
+        let console = ring(
+            hvm_param::CONSOLE_PFN,
+            hvm_param::CONSOLE_EVTCHN,
+            BootError::ConsolePage,
+        )?;
+        let parts = PlatformParts {
+            domid: layout.domid,
+            shared_info,
+            grant_table,
+            map_window: MapWindow::new(layout.map_window.0, layout.map_window.1),
+            ram: layout.ram,
+            xenstore,
+            console,
+        };
+        Self::assemble(h, clock, alarm, parts)
+    }
+
+    /// Build the platform from Xen's pages, already mapped by the arch
+    /// crate (an x86 PV guest finds them through `start_info` and maps them
+    /// with its own page tables): start event dispatch on `shared_info`,
+    /// bind `VIRQ_TIMER`, and take over the xenstore and console channels
+    /// the toolstack bound for us (without a console ring, Xen's emergency
+    /// console is used).
+    ///
+    /// Errors: [`BootError::Timer`], [`BootError::Port`].
+    pub fn assemble(h: H, clock: C, alarm: A, parts: PlatformParts<H>) -> Result<Self, BootError> {
+        let events = Events::new(h.clone(), parts.shared_info);
+        let grants = match parts.grant_table {
+            Some(table) => Grants::new(h.clone(), table, parts.map_window),
+            None => Grants::without_table(h.clone(), parts.map_window),
         };
         events.bind_virq(Virq::TIMER).map_err(BootError::Timer)?;
         let timer = Rc::new(QueueTimer::new(clock, alarm));
-        let pages = FramePool::new(h.clone(), layout.ram.0, layout.ram.1);
-        let param = |p| hypercall::hvm_get_param(&h, p).map_err(|e| BootError::HvmParam(p, e));
-
-        let store_pfn = param(hvm_param::STORE_PFN)?;
-        let xenstore = if store_pfn != 0 {
-            let port = EventPort(param(hvm_param::STORE_EVTCHN)? as u32);
-            let ring = h
-                .map_frames(Gfn(store_pfn), 1)
-                .map_err(BootError::XenstorePage)?;
-            events.adopt(port).map_err(BootError::Port)?;
-            Some(XenStore::new(events.clone(), ring, port))
-        } else {
-            None
+        let pages = FramePool::new(h.clone(), parts.ram.0, parts.ram.1);
+        let xenstore = match parts.xenstore {
+            Some((ring, port)) => {
+                events.adopt(port).map_err(BootError::Port)?;
+                Some(XenStore::new(events.clone(), ring, port))
+            }
+            None => None,
         };
-
         let emergency = EmergencyConsole(h.clone());
-        let console_pfn = param(hvm_param::CONSOLE_PFN)?;
-        let console = if console_pfn != 0 {
-            let port = EventPort(param(hvm_param::CONSOLE_EVTCHN)? as u32);
-            let ring = h
-                .map_frames(Gfn(console_pfn), 1)
-                .map_err(BootError::ConsolePage)?;
-            events.adopt(port).map_err(BootError::Port)?;
-            GuestConsole::Pv(PvConsole::new(events.clone(), ring, port))
-        } else {
-            GuestConsole::Emergency(emergency.clone())
+        let console = match parts.console {
+            Some((ring, port)) => {
+                events.adopt(port).map_err(BootError::Port)?;
+                GuestConsole::Pv(PvConsole::new(events.clone(), ring, port))
+            }
+            None => GuestConsole::Emergency(emergency.clone()),
         };
-
         Ok(XenPlatform {
             h,
             events,
@@ -191,7 +243,7 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
             console,
             emergency,
             xenstore,
-            domid: layout.domid,
+            domid: parts.domid,
         })
     }
 

@@ -52,6 +52,7 @@ const HEADERS: &[&str] = &[
     "xen/hvm/hvm_op.h",
     "xen/sched.h",
     "xen/vcpu.h",
+    "xen/callback.h",
     "xen/io/xs_wire.h",
     "xen/io/console.h",
     "xen/io/netif.h",
@@ -124,6 +125,11 @@ fn table() -> Vec<Entry> {
             console, console.mfn => "console.domU.mfn", console.evtchn => "console.domU.evtchn",
             pt_base, nr_pt_frames, mfn_list, mod_start, mod_len, cmd_line,
             first_p2m_pfn, nr_p2m_frames,
+        }),
+        entry!("struct mmu_update" => abi::x86_64::MmuUpdate { ptr, val }),
+        entry!("struct trap_info" => abi::x86_64::TrapInfo { vector, flags, cs, address }),
+        entry!("struct callback_register" => abi::x86_64::CallbackRegister {
+            kind => "type", flags, address,
         }),
         // ---- abi::arm (arch_vcpu_info and arch_shared_info are empty there)
         entry!("struct vcpu_info" => abi::arm::VcpuInfo {

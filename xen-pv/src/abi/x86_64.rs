@@ -152,3 +152,121 @@ pub mod sif {
     pub const MULTIBOOT_MOD: u32 = 1 << 2;
     pub const MOD_START_PFN: u32 = 1 << 3;
 }
+
+/// One page-table write for `HYPERVISOR_mmu_update`: the machine address of
+/// the entry (its low 2 bits select the kind of update, [`mmu`]) and the
+/// value to store, which Xen checks before writing.
+#[doc(alias = "mmu_update")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct MmuUpdate {
+    /// Machine address of the entry, ORed with an [`mmu`] kind.
+    pub ptr: u64,
+    /// The new entry.
+    pub val: u64,
+}
+
+/// Kinds of [`MmuUpdate`] (`MMU_*`), in the low bits of `ptr`.
+pub mod mmu {
+    #![allow(missing_docs)]
+    #[doc(alias = "MMU_NORMAL_PT_UPDATE")]
+    pub const NORMAL_PT_UPDATE: u64 = 0;
+    #[doc(alias = "MMU_MACHPHYS_UPDATE")]
+    pub const MACHPHYS_UPDATE: u64 = 1;
+}
+
+/// Flush flags of `HYPERVISOR_update_va_mapping` (`UVMF_*`).
+pub mod uvmf {
+    #![allow(missing_docs)]
+    pub const NONE: u64 = 0;
+    pub const TLB_FLUSH: u64 = 1;
+    pub const INVLPG: u64 = 2;
+    pub const LOCAL: u64 = 0;
+    pub const ALL: u64 = 1 << 2;
+}
+
+/// One entry of the virtual IDT given to `HYPERVISOR_set_trap_table`; the
+/// array ends with an entry whose `address` is 0.
+#[doc(alias = "trap_info")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct TrapInfo {
+    /// Exception vector.
+    pub vector: u8,
+    /// Bits 0-1: the privilege level that may raise it with `int`; bit 2:
+    /// mask events on entry.
+    pub flags: u8,
+    /// Code selector ([`FLAT_KERNEL_CS`]).
+    pub cs: u16,
+    /// Padding.
+    pub _pad0: u32,
+    /// Handler address.
+    pub address: u64,
+}
+
+/// The argument of `CALLBACKOP_register`.
+#[doc(alias = "callback_register")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct CallbackRegister {
+    /// Which callback ([`callback`]).
+    #[doc(alias = "type")]
+    pub kind: u16,
+    /// `CALLBACKF_*` flags.
+    pub flags: u16,
+    /// Padding.
+    pub _pad0: u32,
+    /// Handler address.
+    pub address: u64,
+}
+
+/// Callback types, operations and flags (`CALLBACKTYPE_*`, `CALLBACKOP_*`,
+/// `CALLBACKF_*`).
+pub mod callback {
+    #![allow(missing_docs)]
+    #[doc(alias = "CALLBACKTYPE_event")]
+    pub const EVENT: u16 = 0;
+    #[doc(alias = "CALLBACKTYPE_failsafe")]
+    pub const FAILSAFE: u16 = 1;
+    #[doc(alias = "CALLBACKTYPE_syscall")]
+    pub const SYSCALL: u16 = 2;
+    #[doc(alias = "CALLBACKTYPE_nmi")]
+    pub const NMI: u16 = 4;
+    #[doc(alias = "CALLBACKOP_register")]
+    pub const OP_REGISTER: u64 = 0;
+    #[doc(alias = "CALLBACKOP_unregister")]
+    pub const OP_UNREGISTER: u64 = 1;
+    #[doc(alias = "CALLBACKF_mask_events")]
+    pub const F_MASK_EVENTS: u16 = 1;
+}
+
+/// The code selector of a 64-bit PV kernel (ring 3, as Xen runs it).
+#[doc(alias = "FLAT_KERNEL_CS64")]
+pub const FLAT_KERNEL_CS: u16 = 0xe033;
+/// The stack selector of a 64-bit PV kernel.
+#[doc(alias = "FLAT_KERNEL_SS64")]
+pub const FLAT_KERNEL_SS: u16 = 0xe02b;
+/// Where Xen maps the read-only machine-to-physical table into every 64-bit
+/// PV guest: `u64` entries indexed by machine frame.
+pub const MACH2PHYS_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
+
+/// Types of the `Xen` ELF notes a PV kernel carries (`XEN_ELFNOTE_*`).
+pub mod elfnote {
+    #![allow(missing_docs)]
+    pub const ENTRY: u32 = 1;
+    pub const HYPERCALL_PAGE: u32 = 2;
+    pub const VIRT_BASE: u32 = 3;
+    pub const PADDR_OFFSET: u32 = 4;
+    pub const XEN_VERSION: u32 = 5;
+    pub const GUEST_OS: u32 = 6;
+    pub const GUEST_VERSION: u32 = 7;
+    pub const LOADER: u32 = 8;
+    pub const FEATURES: u32 = 10;
+    pub const SUPPORTED_FEATURES: u32 = 17;
+}
