@@ -1,0 +1,22 @@
+//! Early and last-resort output: Xen's emergency console (`console_io`),
+//! which dom0 may always use and which Xen prints on its own serial line.
+//! A domU's normal console is the PV console ring (`xen_pv::console`).
+
+/// Print to Xen's emergency console, like `print!`.
+#[macro_export]
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        let mut out = $crate::hal::console::Io(
+            $crate::xen_pv::console::EmergencyConsole($crate::PvHypervisor),
+        );
+        let _ = core::fmt::Write::write_fmt(&mut out, format_args!($($arg)*));
+    }};
+}
+
+/// Print a line to Xen's emergency console, like `println!`.
+#[macro_export]
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        $crate::eprint!("{}\n", format_args!($($arg)*));
+    }};
+}
