@@ -1,5 +1,7 @@
-//! Bare-metal guests link with their arch crate's linker script as
-//! position-independent executables; host builds get nothing special.
+//! Bare-metal guests link with their arch crate's linker script: on
+//! AArch64 as position-independent executables (they relocate themselves),
+//! on x86_64 as static images at their link address. Host builds get
+//! nothing special.
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -10,5 +12,12 @@ fn main() {
         println!("cargo::rustc-link-arg-bins=--no-dynamic-linker");
         println!("cargo::rustc-link-arg-bins=-znotext");
         println!("cargo::rerun-if-changed=../arch-aarch64/link.ld");
+    }
+    if target == "x86_64-unknown-none" {
+        // A static image at its link address: Xen loads PV kernels where
+        // their program headers say, so no relocation is needed.
+        println!("cargo::rustc-link-arg-bins=-T{dir}/../arch-x86_64/link.ld");
+        println!("cargo::rustc-link-arg-bins=--no-pie");
+        println!("cargo::rerun-if-changed=../arch-x86_64/link.ld");
     }
 }

@@ -21,6 +21,24 @@ mod guest {
     }
 }
 
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+mod guest {
+    use xenpal_arch_x86_64 as arch;
+
+    fn main(start_info: usize) -> ! {
+        arch::eprintln!("hello from xenpal on Xen/x86_64 PV (start_info at {start_info:#x})");
+        arch::platform::shutdown(xen_pv::abi::shutdown::POWEROFF)
+    }
+
+    arch::entry!(main);
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        arch::eprintln!("panic: {info}");
+        arch::platform::crash()
+    }
+}
+
 #[cfg(not(target_os = "none"))]
 fn main() {
     eprintln!("this guest is built for bare metal: cargo xtask qemu");

@@ -1,6 +1,7 @@
 //! The guest self-test (`xenpal_examples::selftest`) as a bare-metal guest,
 //! plus the checks only real hardware can make: interrupts through the GIC
-//! and a malformed device tree rejected cleanly. Ends with a
+//! (Arm) or upcalls through the event callback (x86 PV), and a malformed
+//! device tree (Arm) or `start_info` (x86) rejected cleanly. Ends with a
 //! `selftest verdict:` line and shuts down (poweroff if everything passed,
 //! crash otherwise).
 //!
@@ -80,6 +81,89 @@ mod guest {
             }
             let tol = Tolerances::default();
             let report = selftest::run(&b.platform, tol, &extra).await;
+            report.passed()
+        })
+    }
+
+    arch::entry!(main);
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        arch::eprintln!("panic: {info}");
+        arch::platform::crash()
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+mod guest {
+    extern crate alloc;
+    use alloc::format;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use xenpal_arch_x86_64 as arch;
+    use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
+
+    fn upcalls() -> Outcome {
+        let n = arch::events::upcalls();
+        let detail = format!("Xen entered the event callback {n} times");
+        if n > 0 {
+            Outcome::Pass(detail)
+        } else {
+            Outcome::Fail(detail)
+        }
+    }
+
+    static START_INFO: AtomicUsize = AtomicUsize::new(0);
+
+    fn bad_start_info() -> Outcome {
+        use xen_pv::abi::x86_64::StartInfo;
+        let at = START_INFO.load(Ordering::Relaxed);
+        // SAFETY: start_info's page, mapped since boot and never written
+        // after Xen filled it; read only.
+        let good = unsafe {
+            core::slice::from_raw_parts(at as *const u8, core::mem::size_of::<StartInfo>())
+        };
+        let mut bad_magic = alloc::vec::Vec::from(good);
+        bad_magic[0] ^= 0xff;
+        let mut no_pages = alloc::vec::Vec::from(good);
+        no_pages[32..40].fill(0);
+        match (
+            arch::start_info::parse(&good[..100]),
+            arch::start_info::parse(&bad_magic),
+            arch::start_info::parse(&no_pages),
+            arch::start_info::parse(good),
+        ) {
+            (Err(a), Err(b), Err(c), Ok(_)) => {
+                Outcome::Pass(format!("truncated: {a}; bad magic: {b}; no pages: {c}"))
+            }
+            (_, _, _, Err(e)) => Outcome::Fail(format!("the real start_info failed: {e}")),
+            _ => Outcome::Fail("a damaged start_info was accepted".into()),
+        }
+    }
+
+    fn always_fails() -> Outcome {
+        Outcome::Fail("this guest was built to fail (--features fail)".into())
+    }
+
+    fn main(start_info: usize) -> ! {
+        arch::eprintln!("xenpal selftest starting (start_info at {start_info:#x})");
+        START_INFO.store(start_info, Ordering::Relaxed);
+        arch::platform::run(start_info, |b| async move {
+            let m = b.memory;
+            arch::eprintln!(
+                "xenpal: {} ({}), {} pages; {} page tables added, heap {} KiB, {} pages for the page allocator",
+                b.info.magic_str(),
+                if b.info.is_dom0() { "dom0" } else { "domU" },
+                b.info.nr_pages,
+                m.tables,
+                m.heap / 1024,
+                m.pool
+            );
+            let mut extra: alloc::vec::Vec<Extra> =
+                alloc::vec![("interrupts", upcalls), ("bad-start-info", bad_start_info)];
+            if cfg!(feature = "fail") {
+                extra.push(("built-to-fail", always_fails));
+            }
+            let report = selftest::run(&b.platform, Tolerances::default(), &extra).await;
             report.passed()
         })
     }
