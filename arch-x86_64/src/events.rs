@@ -45,17 +45,19 @@ fn byte(offset: usize) -> Option<&'static core::sync::atomic::AtomicU8> {
 }
 
 /// The faulting address of the last page fault (`vcpu_info.arch.cr2`,
-/// where Xen puts it for a PV guest); 0 before `shared_info` is mapped.
-pub fn fault_address() -> u64 {
+/// where Xen puts it for a PV guest); `None` before `shared_info` is
+/// mapped.
+pub fn fault_address() -> Option<u64> {
     const CR2: usize = core::mem::offset_of!(VcpuInfo, arch.cr2);
     let v = VCPU_INFO.load(Ordering::Acquire);
     if v.is_null() {
-        return 0;
+        return None;
     }
     // SAFETY: `set_vcpu_info`'s contract keeps the page mapped; Xen writes
     // `cr2` before entering the page-fault handler, which is the reader.
     unsafe { core::sync::atomic::AtomicU64::from_ptr(v.cast::<u8>().add(CR2).cast::<u64>()) }
         .load(Ordering::Acquire)
+        .into()
 }
 
 /// Mask event delivery; returns the previous mask (1 masked, 0 not).

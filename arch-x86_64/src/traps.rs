@@ -109,13 +109,20 @@ mod entry {
         // SAFETY: the stub passes the frame Xen pushed on our stack, at
         // least 8 words (7 without an error code, then our caller's data).
         let f = TrapFrame::decode(vector, unsafe { &*frame });
-        let cr2 = if vector == 14 {
-            crate::events::fault_address()
-        } else {
-            0
-        };
+        // No allocation here: the heap may be what faulted.
+        struct Address(Option<Option<u64>>);
+        impl core::fmt::Display for Address {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                match self.0 {
+                    Some(Some(a)) => write!(f, ", address {a:#x}"),
+                    Some(None) => f.write_str(", address unknown (shared_info not mapped yet)"),
+                    None => Ok(()),
+                }
+            }
+        }
+        let cr2 = Address((vector == 14).then(crate::events::fault_address));
         crate::eprintln!(
-            "xenpal: unexpected exception: {} (vector {vector}), error {:#x}, rip {:#x}, rsp {:#x}, rflags {:#x}, cr2 {cr2:#x}",
+            "xenpal: unexpected exception: {} (vector {vector}), error {:#x}, rip {:#x}, rsp {:#x}, rflags {:#x}{cr2}",
             name(vector),
             f.error,
             f.rip,
