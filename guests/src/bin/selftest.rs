@@ -5,10 +5,43 @@
 //! `selftest verdict:` line and shuts down (poweroff if everything passed,
 //! crash otherwise).
 //!
-//! Built with `--features fail` it also runs a test that always fails, to
-//! show the QEMU runner reporting a failing guest.
+//! Built with `--features fail` it also runs a test that always fails, and
+//! with `--features fault` one that reads unmapped memory, to show the QEMU
+//! runner reporting a failing guest and a crashing one.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+/// Tests added by features, to show the runner judging a bad guest.
+#[cfg(target_os = "none")]
+mod faults {
+    extern crate alloc;
+    use xenpal_examples::selftest::{Extra, Outcome};
+
+    fn always_fails() -> Outcome {
+        Outcome::Fail("this guest was built to fail (--features fail)".into())
+    }
+
+    /// Read from an address no guest maps (128 TiB up): the exception
+    /// report and crash are the outcome; returning is a failure.
+    fn touches_unmapped_memory() -> Outcome {
+        // SAFETY: none, on purpose: the read faults and the arch crate's
+        // exception handler reports it and crashes the domain. Volatile, so
+        // the read is not optimised away.
+        let v = unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
+        Outcome::Fail(alloc::format!("reading unmapped memory returned {v:#x}"))
+    }
+
+    /// Add the tests the enabled features ask for: `fail` (a test that
+    /// fails) and `fault` (a test that takes an unexpected exception).
+    pub fn add(extra: &mut alloc::vec::Vec<Extra>) {
+        if cfg!(feature = "fail") {
+            extra.push(("built-to-fail", always_fails));
+        }
+        if cfg!(feature = "fault") {
+            extra.push(("unmapped-read", touches_unmapped_memory));
+        }
+    }
+}
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod guest {
@@ -64,10 +97,6 @@ mod guest {
         }
     }
 
-    fn always_fails() -> Outcome {
-        Outcome::Fail("this guest was built to fail (--features fail)".into())
-    }
-
     fn main(dtb: usize) -> ! {
         arch::eprintln!("xenpal selftest starting (device tree at {dtb:#x})");
         DTB.store(dtb, Ordering::Relaxed);
@@ -76,9 +105,7 @@ mod guest {
                 ("interrupts", interrupts),
                 ("bad-device-tree", bad_device_tree)
             ];
-            if cfg!(feature = "fail") {
-                extra.push(("built-to-fail", always_fails));
-            }
+            crate::faults::add(&mut extra);
             let tol = Tolerances::default();
             let report = selftest::run(&b.platform, tol, &extra).await;
             report.passed()
@@ -140,10 +167,6 @@ mod guest {
         }
     }
 
-    fn always_fails() -> Outcome {
-        Outcome::Fail("this guest was built to fail (--features fail)".into())
-    }
-
     fn main(start_info: usize) -> ! {
         arch::eprintln!("xenpal selftest starting (start_info at {start_info:#x})");
         START_INFO.store(start_info, Ordering::Relaxed);
@@ -160,9 +183,7 @@ mod guest {
             );
             let mut extra: alloc::vec::Vec<Extra> =
                 alloc::vec![("interrupts", upcalls), ("bad-start-info", bad_start_info)];
-            if cfg!(feature = "fail") {
-                extra.push(("built-to-fail", always_fails));
-            }
+            crate::faults::add(&mut extra);
             let report = selftest::run(&b.platform, Tolerances::default(), &extra).await;
             report.passed()
         })
