@@ -1,8 +1,9 @@
-//! Artefacts for running a guest on a real Xen Arm board: the Image, an `xl`
-//! domain config (for a board with a Linux dom0), and a dom0less snippet for
-//! the board's device tree. See `docs/BOARDS.md`.
+//! Artefacts for running a guest on real Xen: on an Arm board the Image, an
+//! `xl` domain config (for a board with a Linux dom0) and a dom0less snippet
+//! for the board's device tree; on an x86 host the stripped ELF and an `xl`
+//! PV domain config. See `docs/BOARDS.md`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write the artefacts for `guest` (whose Image is `image_len` bytes) into
 /// `dir`.
@@ -51,4 +52,34 @@ pub fn write(dir: &Path, guest: &str, image: &[u8]) -> Result<(), String> {
         ),
     )?;
     Ok(())
+}
+
+/// Write the x86_64 PV artefacts for `guest`: the stripped ELF `elf` as
+/// `xenpal-<guest>.elf` and its `xl` config. Returns the ELF's path.
+///
+/// Errors: a message if a file cannot be written.
+pub fn write_x86(dir: &Path, guest: &str, elf: &[u8]) -> Result<PathBuf, String> {
+    let name = format!("xenpal-{guest}.elf");
+    let path = dir.join(&name);
+    std::fs::write(&path, elf).map_err(|e| format!("{name}: {e}"))?;
+    let cfg = format!("xenpal-{guest}.cfg");
+    std::fs::write(
+        dir.join(&cfg),
+        format!(
+            "# xl domain config: `xl create -c {cfg}` on an x86 Xen host (dom0 running\n\
+             # Linux). The guest is a 64-bit PV kernel; copy {name} next to this file\n\
+             # (or give `kernel` a full path).\n\
+             name = \"xenpal-{guest}\"\n\
+             type = \"pv\"\n\
+             kernel = \"{name}\"\n\
+             memory = 64\n\
+             vcpus = 1\n\
+             # As a domU the guest prints on its PV console (`xl console`); the\n\
+             # self-test poweroffs on PASS and crashes on FAIL:\n\
+             on_poweroff = \"destroy\"\n\
+             on_crash = \"preserve\"\n"
+        ),
+    )
+    .map_err(|e| format!("{cfg}: {e}"))?;
+    Ok(path)
 }

@@ -166,3 +166,37 @@ pub fn xen_arm64(cache: &Path, v: XenVersion) -> Result<PathBuf, String> {
         .then_some(bin)
         .ok_or_else(|| format!("{name} has no boot/xen-{}-arm64", v.as_str()))
 }
+
+/// The Xen hypervisor binary for x86_64 (a multiboot ELF, which Debian ships
+/// gzipped; unpacked next to it on first use).
+///
+/// Errors: as [`package`], or a message if it cannot be decompressed.
+pub fn xen_amd64(cache: &Path, v: XenVersion) -> Result<PathBuf, String> {
+    let name = format!("xen-hypervisor-{}-amd64", v.as_str());
+    let dir = package(cache, v.suite(), "amd64", &name)?;
+    let gz = dir.join(format!("boot/xen-{}-amd64.gz", v.as_str()));
+    let bin = dir.join(format!("boot/xen-{}-amd64", v.as_str()));
+    if bin.exists() {
+        return Ok(bin);
+    }
+    if !gz.exists() {
+        return Err(format!("{name} has no {}", gz.display()));
+    }
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&gz)
+        .output()
+        .map_err(|e| format!("gzip: {e}"))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(format!(
+            "gzip -dc {} failed: {}",
+            gz.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // Write then rename, so an interrupted run never leaves half a binary.
+    let tmp = bin.with_extension("partial");
+    std::fs::write(&tmp, &out.stdout).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    Ok(bin)
+}

@@ -1,17 +1,23 @@
 //! `cargo xtask`: developer tasks.
 //!
 //! ```text
-//! cargo xtask qemu --arch aarch64 [--gic 2|3] [--xen 4.17|4.20] [--timeout SECS]
-//!                  [--features F] [--expect pass|fail] [GUEST]
+//! cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20]
+//!                  [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]
+//! cargo xtask report
 //! ```
 //!
-//! Builds guest `GUEST` (default `selftest`, a binary of `xenpal-guests`),
-//! fetches Xen from Debian's archive (cached), writes the dom0less device
-//! tree, boots Xen under QEMU with the guest, and judges the guest's
-//! `selftest verdict:` line. Exits 0 if the verdict is what `--expect` says
-//! (default: pass), non-zero otherwise, on a crash or on a timeout, after
-//! printing the last lines of the log. Logs and the board artefacts go to
-//! `target/xenpal-qemu/out/<run>/`.
+//! `qemu` builds guest `GUEST` (default `selftest`, a binary of
+//! `xenpal-guests`), fetches Xen from Debian's archive (cached), boots Xen
+//! under QEMU with the guest — on AArch64 as a dom0less domU (`--gic` picks
+//! the interrupt controller), on x86_64 as the PV dom0 — and judges the
+//! guest's `selftest verdict:` line. Exits 0 if the verdict is what
+//! `--expect` says (default: pass; `crash` expects the guest to report an
+//! unexpected exception or Xen to report it crashed), non-zero otherwise,
+//! on an unexpected crash or on a timeout, after printing the last lines of the log. Logs, results and the
+//! artefacts for real hardware go to `target/xenpal-qemu/out/<run>/<guest>/`.
+//!
+//! `report` prints the self-test results of the simulator and of every
+//! QEMU run saved there (those without `--features`), side by side.
 
 mod boards;
 mod dtb;
@@ -24,11 +30,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64 [--gic 2|3] [--xen 4.17|4.20] [--timeout SECS] [--features F] [--expect pass|fail] [GUEST]";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
 const KERNEL_ADDR: u64 = 0x5000_0000;
+
+/// What the run should end with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Expect {
+    /// A `selftest verdict: PASS` line.
+    Pass,
+    /// A `selftest verdict: FAIL` line.
+    Fail,
+    /// A crash before any verdict (an exception report, a panic, or Xen
+    /// saying the domain crashed).
+    Crash,
+}
 
 struct QemuArgs {
     arch: String,
@@ -36,7 +54,7 @@ struct QemuArgs {
     xen: XenVersion,
     timeout: Duration,
     features: Option<String>,
-    expect_pass: bool,
+    expect: Expect,
     guest: String,
 }
 
@@ -47,7 +65,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         xen: XenVersion::V4_20,
         timeout: Duration::from_secs(240),
         features: None,
-        expect_pass: true,
+        expect: Expect::Pass,
         guest: "selftest".into(),
     };
     let mut it = args.iter();
@@ -76,10 +94,11 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
             }
             "--features" => a.features = Some(value("--features")?),
             "--expect" => {
-                a.expect_pass = match value("--expect")?.as_str() {
-                    "pass" => true,
-                    "fail" => false,
-                    v => return Err(format!("--expect must be pass or fail, not {v:?}")),
+                a.expect = match value("--expect")?.as_str() {
+                    "pass" => Expect::Pass,
+                    "fail" => Expect::Fail,
+                    "crash" => Expect::Crash,
+                    v => return Err(format!("--expect must be pass, fail or crash, not {v:?}")),
                 }
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
@@ -87,9 +106,38 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         }
     }
     match a.arch.as_str() {
-        "aarch64" => Ok(a),
+        "aarch64" | "x86_64" => Ok(a),
         "" => Err("--arch is required".into()),
-        other => Err(format!("--arch {other} is not supported yet (aarch64)")),
+        other => Err(format!("--arch must be aarch64 or x86_64, not {other:?}")),
+    }
+}
+
+impl QemuArgs {
+    fn x86(&self) -> bool {
+        self.arch == "x86_64"
+    }
+
+    fn target(&self) -> &'static str {
+        if self.x86() {
+            "x86_64-unknown-none"
+        } else {
+            "aarch64-unknown-none"
+        }
+    }
+
+    /// The run's name: arch, GIC (Arm), Xen version, features.
+    fn run_name(&self) -> String {
+        let gic = if self.x86() {
+            String::new()
+        } else {
+            format!("-gic{}", self.gic)
+        };
+        let features = self
+            .features
+            .as_ref()
+            .map(|f| format!("-{f}"))
+            .unwrap_or_default();
+        format!("{}{gic}-xen{}{features}", self.arch, self.xen.as_str())
     }
 }
 
@@ -102,7 +150,7 @@ fn root() -> PathBuf {
 
 fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = "aarch64-unknown-none";
+    let target = a.target();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root).args([
         "build",
@@ -197,24 +245,10 @@ fn line_parts(line: &str) -> (String, String) {
     )
 }
 
-fn qemu(a: QemuArgs) -> Result<bool, String> {
-    let root = root();
-    let run_name = format!(
-        "{}-gic{}-xen{}{}",
-        a.arch,
-        a.gic,
-        a.xen.as_str(),
-        a.features
-            .as_ref()
-            .map(|f| format!("-{f}"))
-            .unwrap_or_default()
-    );
-    let base = root.join("target/xenpal-qemu");
-    let out = base.join("out").join(&run_name).join(&a.guest);
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    println!("== {run_name}: building guest {}", a.guest);
-    let elf = build_guest(&root, &a)?;
-    let image = elf::to_flat(&std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?)?;
+/// Make the AArch64 image and board artefacts, fetch Xen and write the
+/// dom0less device tree; returns the QEMU command.
+fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Command, String> {
+    let image = elf::to_flat(elf)?;
     let loaded = u64::from_le_bytes(
         image
             .get(16..24)
@@ -227,10 +261,10 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         image.len(),
         loaded / 1024
     );
-    boards::write(&out, &a.guest, &image)?;
+    boards::write(out, &a.guest, &image)?;
     println!("== fetching Xen {} (arm64) from Debian", a.xen.as_str());
     let xen = fetch::xen_arm64(&base.join("cache"), a.xen)?;
-    let base_dtb = dump_dtb(&out, a.gic)?;
+    let base_dtb = dump_dtb(out, a.gic)?;
     let domu = dtb::DomU {
         memory_kib: 128 * 1024,
         kernel_addr: KERNEL_ADDR,
@@ -261,8 +295,122 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         a.gic,
         a.timeout
     );
+    Ok(cmd)
+}
+
+/// Strip the x86_64 guest and write it with its `xl` config, fetch Xen;
+/// returns the QEMU command, which boots Xen with the guest as PV dom0.
+fn x86_64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Command, String> {
+    let (image, in_memory) = elf::strip(elf)?;
+    println!(
+        "   image: {} bytes on disk (stripped ELF), {} KiB in memory with .bss/stack",
+        image.len(),
+        in_memory / 1024
+    );
+    let path = boards::write_x86(out, &a.guest, &image)?;
+    // QEMU's multiboot loader splits -initrd at commas and takes what
+    // follows a space as the module's command line.
+    let module = path.display().to_string();
+    if module.contains([',', ' ']) {
+        return Err(format!(
+            "QEMU cannot load a multiboot module from a path with ',' or ' ': {module}"
+        ));
+    }
+    println!("== fetching Xen {} (amd64) from Debian", a.xen.as_str());
+    let xen = fetch::xen_amd64(&base.join("cache"), a.xen)?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-cpu", "max", "-m", "512", "-smp", "1"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(&xen)
+        .arg("-append")
+        .arg("console=com1 com1=115200 loglvl=all guest_loglvl=all dom0_mem=64M")
+        .arg("-initrd")
+        .arg(&module);
+    println!(
+        "== booting Xen {} + guest as PV dom0 under qemu-system-x86_64 (q35), timeout {:?}",
+        a.xen.as_str(),
+        a.timeout
+    );
+    Ok(cmd)
+}
+
+/// Where a QEMU run of the self-test saves its results (`name\tWORD` lines).
+const RESULTS: &str = "results.tsv";
+
+/// The self-test results of every saved QEMU run under `base/out`, by run
+/// name, sorted.
+fn saved_runs(base: &Path) -> Vec<(String, Vec<(String, String)>)> {
+    let mut runs = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(base.join("out")) else {
+        return runs;
+    };
+    for d in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(d.path().join("selftest").join(RESULTS)) else {
+            continue;
+        };
+        let results = text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, w)| (n.to_string(), w.to_string()))
+            .collect();
+        runs.push((d.file_name().to_string_lossy().into_owned(), results));
+    }
+    runs.sort();
+    runs
+}
+
+/// Print the simulator's self-test results next to every saved QEMU run's.
+fn side_by_side(base: &Path) {
+    let mut columns = vec![("simulator".to_string(), sim_selftest())];
+    columns.extend(saved_runs(base));
+    let mut names: Vec<&String> = Vec::new();
+    for (_, results) in &columns {
+        for (n, _) in results {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let width = |c: &(String, Vec<(String, String)>)| c.0.len().max(6) + 2;
+    let mut header = format!("   {:<18}", "test");
+    for c in &columns {
+        header.push_str(&format!("{:<w$}", c.0, w = width(c)));
+    }
+    println!(
+        "== self-test results side by side (QEMU runs saved under {}):",
+        base.join("out").display()
+    );
+    println!("{}", header.trim_end());
+    for n in names {
+        let mut row = format!("   {n:<18}");
+        for c in &columns {
+            let word = c.1.iter().find(|(m, _)| m == n).map_or("-", |(_, w)| w);
+            row.push_str(&format!("{word:<w$}", w = width(c)));
+        }
+        println!("{}", row.trim_end());
+    }
+}
+
+fn qemu(a: QemuArgs) -> Result<bool, String> {
+    let root = root();
+    let run_name = a.run_name();
+    let base = root.join("target/xenpal-qemu");
+    let out = base.join("out").join(&run_name).join(&a.guest);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    println!("== {run_name}: building guest {}", a.guest);
+    let elf = build_guest(&root, &a)?;
+    let elf = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let (cmd, console) = if a.x86() {
+        (x86_64_boot(&a, &base, &out, &elf)?, run::GuestConsole::Dom0)
+    } else {
+        (
+            aarch64_boot(&a, &base, &out, &elf)?,
+            run::GuestConsole::Domain1,
+        )
+    };
     let log = out.join("qemu.log");
-    let o = run::run(cmd, &log, a.timeout)?;
+    let _ = std::fs::remove_file(out.join(RESULTS));
+    let o = run::run(cmd, &log, a.timeout, console)?;
     for l in &o.guest_lines {
         println!("   | {l}");
     }
@@ -274,40 +422,34 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         );
     }
     println!("   log: {}", log.display());
-    if a.guest == "selftest" {
-        let sim = sim_selftest();
-        let qemu: Vec<(String, String)> = o
+    // The table compares platforms: runs built with extra features (to
+    // fail or crash on purpose) stay out of it.
+    if a.guest == "selftest" && a.features.is_none() {
+        let results: Vec<(String, String)> = o
             .guest_lines
             .iter()
             .filter(|l| l.starts_with("selftest ") && !l.starts_with("selftest verdict"))
             .map(|l| line_parts(l))
             .collect();
-        println!(
-            "== side by side: {:<18} {:<10} QEMU {run_name}",
-            "test", "simulator"
-        );
-        let mut names: Vec<&String> = qemu.iter().map(|(n, _)| n).collect();
-        for (n, _) in &sim {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        for n in names {
-            let find = |v: &Vec<(String, String)>| {
-                v.iter()
-                    .find(|(m, _)| m == n)
-                    .map(|(_, w)| w.clone())
-                    .unwrap_or_else(|| "-".into())
-            };
-            println!("   {:<30} {:<10} {}", n, find(&sim), find(&qemu));
-        }
+        let text: String = results.iter().map(|(n, w)| format!("{n}\t{w}\n")).collect();
+        std::fs::write(out.join(RESULTS), text).map_err(|e| e.to_string())?;
+        side_by_side(&base);
     }
     let passed = match &o.ending {
         run::Ending::Verdict(pass) => {
-            let ok = *pass == a.expect_pass;
+            let ok = a.expect == if *pass { Expect::Pass } else { Expect::Fail };
             println!(
                 "== verdict: {} ({})",
                 if *pass { "PASS" } else { "FAIL" },
+                if ok { "as expected" } else { "NOT as expected" }
+            );
+            ok
+        }
+        run::Ending::Crashed(line) => {
+            let ok = a.expect == Expect::Crash;
+            println!(
+                "== crashed: {} ({})",
+                line.trim_end(),
                 if ok { "as expected" } else { "NOT as expected" }
             );
             ok
@@ -330,6 +472,10 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("report") => {
+            side_by_side(&root().join("target/xenpal-qemu"));
+            ExitCode::SUCCESS
+        }
         Some("qemu") => match parse(&args[1..]).and_then(qemu) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -366,10 +512,18 @@ mod tests {
         assert!(parse(&s(&["--arch", "aarch64", "--gic", "4"])).is_err());
         assert!(parse(&s(&["--gic", "3"])).is_err(), "--arch is required");
         assert!(parse(&s(&["--arch", "aarch64", "--bogus"])).is_err());
+        assert!(parse(&s(&["--arch", "riscv64"])).is_err());
+        let x = parse(&s(&["--arch", "x86_64", "--features", "fail"])).unwrap();
+        assert_eq!(
+            (x.target(), x.run_name().as_str()),
+            ("x86_64-unknown-none", "x86_64-xen4.20-fail")
+        );
+        assert_eq!(a.run_name(), "aarch64-gic2-xen4.17");
         assert!(
-            !parse(&s(&["--arch", "aarch64", "--expect", "fail"]))
+            parse(&s(&["--arch", "aarch64", "--expect", "fail"]))
                 .unwrap()
-                .expect_pass
+                .expect
+                == Expect::Fail
         );
         assert_eq!(
             line_parts("selftest alarm: PASS (3 alarms)"),

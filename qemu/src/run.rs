@@ -35,12 +35,55 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// The guest part of a Xen console line: `(d1) text` (console_io) or
-/// `(XEN) DOM1: text` (vpl011).
-pub fn guest_text(line: &str) -> Option<&str> {
-    let line = line.trim_end_matches('\r');
-    line.strip_prefix("(d1) ")
-        .or_else(|| line.strip_prefix("(XEN) DOM1: "))
+/// Where the guest's lines appear on the serial console.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GuestConsole {
+    /// The guest is domain 1 (dom0less on Arm): `(d1) text` from
+    /// console_io, `(XEN) DOM1: text` from the vpl011.
+    Domain1,
+    /// The guest is dom0 (x86 PV): Xen prints its console_io lines with no
+    /// prefix, so every line after Xen's first that is not Xen's own
+    /// (`(XEN) ...`) or QEMU's is the guest's. Firmware output before Xen
+    /// starts is not.
+    Dom0,
+}
+
+/// Tells guest lines from the rest of the serial console.
+#[derive(Debug)]
+pub struct Classifier {
+    console: GuestConsole,
+    xen_started: bool,
+}
+
+impl Classifier {
+    /// A classifier for a run whose guest writes to `console`.
+    pub fn new(console: GuestConsole) -> Self {
+        Classifier {
+            console,
+            xen_started: false,
+        }
+    }
+
+    /// The guest part of serial line `line`, if it is the guest's.
+    pub fn guest_text<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+        let line = line.trim_end_matches('\r');
+        match self.console {
+            GuestConsole::Domain1 => line
+                .strip_prefix("(d1) ")
+                .or_else(|| line.strip_prefix("(XEN) DOM1: ")),
+            GuestConsole::Dom0 => {
+                if line.contains("(XEN)") {
+                    self.xen_started = true;
+                    None
+                } else if self.xen_started && !line.is_empty() && !line.starts_with("qemu-system-")
+                {
+                    Some(line)
+                } else {
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Whether a guest line reports that the guest is about to crash: a boot
@@ -58,10 +101,17 @@ fn kill(child: &mut Child) {
 
 /// Run `cmd` (QEMU), logging every line to `log`, until the guest prints
 /// `selftest verdict: PASS|FAIL`, Xen reports a crash, QEMU exits, or
-/// `timeout` passes. QEMU is always stopped at the end.
+/// `timeout` passes. The guest's lines are picked out as `console` says.
+/// QEMU is always stopped at the end.
 ///
 /// Errors: a message if QEMU cannot be started or the log written.
-pub fn run(mut cmd: Command, log: &Path, timeout: Duration) -> Result<Outcome, String> {
+pub fn run(
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    console: GuestConsole,
+) -> Result<Outcome, String> {
+    let mut classify = Classifier::new(console);
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -114,7 +164,7 @@ pub fn run(mut cmd: Command, log: &Path, timeout: Duration) -> Result<Outcome, S
             Ok(line) => {
                 let _ = writeln!(file, "{line}");
                 out.all_lines.push(line.clone());
-                if let Some(text) = guest_text(&line) {
+                if let Some(text) = classify.guest_text(&line) {
                     out.first_line.get_or_insert_with(|| start.elapsed());
                     out.guest_lines.push(text.to_string());
                     if stop_at.is_none() && is_fatal(text) {
@@ -163,9 +213,31 @@ mod tests {
 
     #[test]
     fn guest_lines_from_both_consoles() {
-        assert_eq!(guest_text("(d1) hello"), Some("hello"));
-        assert_eq!(guest_text("(XEN) DOM1: hi\r"), Some("hi"));
-        assert_eq!(guest_text("(XEN) Freed 368kB init memory."), None);
+        let mut c = Classifier::new(GuestConsole::Domain1);
+        assert_eq!(c.guest_text("(d1) hello"), Some("hello"));
+        assert_eq!(c.guest_text("(XEN) DOM1: hi\r"), Some("hi"));
+        assert_eq!(c.guest_text("(XEN) Freed 368kB init memory."), None);
+        assert_eq!(c.guest_text("hello"), None);
+    }
+
+    #[test]
+    fn dom0_lines_are_the_unprefixed_ones_after_xen_starts() {
+        let mut c = Classifier::new(GuestConsole::Dom0);
+        assert_eq!(c.guest_text("SeaBIOS (version 1.16.2)"), None);
+        assert_eq!(
+            c.guest_text("Booting from ROM..\x1b[2J(XEN) Xen version 4.20"),
+            None
+        );
+        assert_eq!(c.guest_text("(XEN) Freed 656kB init memory"), None);
+        assert_eq!(
+            c.guest_text("selftest alarm: PASS (x)\r"),
+            Some("selftest alarm: PASS (x)")
+        );
+        assert_eq!(c.guest_text(""), None);
+        assert_eq!(
+            c.guest_text("qemu-system-x86_64: terminating on signal 15"),
+            None
+        );
     }
 
     #[test]
@@ -174,7 +246,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut pass = Command::new("sh");
         pass.args(["-c", "echo '(d1) selftest a: PASS (x)'; echo '(d1) selftest verdict: PASS (1 passed)'; sleep 30"]);
-        let o = run(pass, &dir.join("pass.log"), Duration::from_secs(20)).unwrap();
+        let d1 = GuestConsole::Domain1;
+        let o = run(pass, &dir.join("pass.log"), Duration::from_secs(20), d1).unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
         assert!(o.elapsed < Duration::from_secs(20));
         let mut fail = Command::new("sh");
@@ -183,7 +256,7 @@ mod tests {
             "echo '(d1) selftest verdict: FAIL (0 passed, 0 skipped, 1 failed)'",
         ]);
         assert_eq!(
-            run(fail, &dir.join("fail.log"), Duration::from_secs(20))
+            run(fail, &dir.join("fail.log"), Duration::from_secs(20), d1)
                 .unwrap()
                 .ending,
             Ending::Verdict(false)
@@ -191,7 +264,7 @@ mod tests {
         let mut quiet = Command::new("sh");
         quiet.args(["-c", "sleep 30"]);
         assert_eq!(
-            run(quiet, &dir.join("t.log"), Duration::from_millis(300))
+            run(quiet, &dir.join("t.log"), Duration::from_millis(300), d1)
                 .unwrap()
                 .ending,
             Ending::Timeout
@@ -202,11 +275,27 @@ mod tests {
             "echo '(XEN) Domain 1 crashed: rebooting machine'; sleep 30",
         ]);
         assert!(matches!(
-            run(crash, &dir.join("c.log"), Duration::from_secs(20))
+            run(crash, &dir.join("c.log"), Duration::from_secs(20), d1)
                 .unwrap()
                 .ending,
             Ending::Crashed(_)
         ));
+        // dom0 on x86: Xen's own line first, then the guest's, unprefixed.
+        let mut dom0 = Command::new("sh");
+        dom0.args([
+            "-c",
+            "echo 'SeaBIOS'; echo '(XEN) Xen version 4.20'; echo 'hi'; \
+             echo 'selftest verdict: FAIL (1 failed)'; echo '(XEN) Hardware Dom0 crashed'; sleep 30",
+        ]);
+        let o = run(
+            dom0,
+            &dir.join("x.log"),
+            Duration::from_secs(20),
+            GuestConsole::Dom0,
+        )
+        .unwrap();
+        assert_eq!(o.ending, Ending::Verdict(false));
+        assert_eq!(o.guest_lines[0], "hi");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
