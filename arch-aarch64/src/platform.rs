@@ -12,7 +12,6 @@ use core::future::Future;
 use hal::DomId;
 use hal::mem::{Gfn, PAGE_SIZE};
 use xen_pv::abi::shutdown;
-use xen_pv::hypercall;
 use xen_pv::platform::{AutoLayout, XenPlatform};
 
 /// The platform an Arm guest's `main` receives.
@@ -221,12 +220,7 @@ where
     match boot(dtb) {
         Ok(b) => {
             let runner = b.platform.runner();
-            let ok = runner.run(app(b));
-            shutdown(if ok {
-                shutdown::POWEROFF
-            } else {
-                shutdown::CRASH
-            })
+            runner.run_then_shutdown(app(b))
         }
         Err(e) => {
             crate::eprintln!("xenpal: boot failed: {e}");
@@ -237,10 +231,7 @@ where
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.
 pub fn shutdown(reason: u32) -> ! {
-    loop {
-        let _ = hypercall::sched_shutdown(&ArmHypervisor, reason);
-        core::hint::spin_loop();
-    }
+    xen_pv::platform::shutdown(&ArmHypervisor, reason)
 }
 
 /// Crash the domain (after a fatal error has been reported). Never returns.

@@ -383,12 +383,7 @@ where
     match boot(start_info) {
         Ok(b) => {
             let runner = b.platform.runner();
-            let ok = runner.run(app(b));
-            shutdown(if ok {
-                shutdown::POWEROFF
-            } else {
-                shutdown::CRASH
-            })
+            runner.run_then_shutdown(app(b))
         }
         Err(e) => {
             crate::eprintln!("xenpal: boot failed: {e}");
@@ -399,10 +394,7 @@ where
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.
 pub fn shutdown(reason: u32) -> ! {
-    loop {
-        let _ = hypercall::sched_shutdown(&PvHypervisor, reason);
-        core::hint::spin_loop();
-    }
+    xen_pv::platform::shutdown(&PvHypervisor, reason)
 }
 
 /// Crash the domain (after a fatal error has been reported). Never returns.

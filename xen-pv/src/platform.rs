@@ -8,7 +8,7 @@
 //! [`XenPlatform::boot_auto`], and hands the platform to the guest's `main`.
 //! A [`Runner`] taken from the platform first drives `main`.
 
-use crate::abi::{Errno, hvm_param, mapspace};
+use crate::abi::{self, Errno, hvm_param, mapspace};
 use crate::console::{EmergencyConsole, PvConsole};
 use crate::event::{Events, layout};
 use crate::executor::{self, Executor};
@@ -358,5 +358,26 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
                 return v;
             }
         }
+    }
+
+    /// Run a guest's main task to completion, then shut the domain down:
+    /// poweroff if it returned `true`, crash if `false`.
+    pub fn run_then_shutdown<F: Future<Output = bool>>(&self, fut: F) -> ! {
+        let reason = if self.run(fut) {
+            abi::shutdown::POWEROFF
+        } else {
+            abi::shutdown::CRASH
+        };
+        shutdown(self.events.hypervisor(), reason)
+    }
+}
+
+/// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns: if Xen
+/// does not stop the domain at once, it asks again.
+#[doc(alias = "SCHEDOP_shutdown")]
+pub fn shutdown<H: Hypervisor>(h: &H, reason: u32) -> ! {
+    loop {
+        let _ = hypercall::sched_shutdown(h, reason);
+        core::hint::spin_loop();
     }
 }
