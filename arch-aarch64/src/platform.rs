@@ -196,7 +196,27 @@ pub fn boot(dtb: usize) -> Result<Booted, BootError> {
     let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
     let info = dt::parse(blob, dtb as u64)?;
     let image = image_range();
-    let (layout, regions) = plan(&info, image)?;
+    let (layout, mut regions) = plan(&info, image)?;
+    // A toolstack-built domain (xl) has its xenstore and console rings in
+    // pages outside RAM, named by HVM parameters: map those too (the MMU
+    // is still off, so the hypercalls need nothing mapped yet).
+    for p in [
+        xen_pv::abi::hvm_param::STORE_PFN,
+        xen_pv::abi::hvm_param::CONSOLE_PFN,
+    ] {
+        if let Ok(pfn) = xen_pv::hypercall::hvm_get_param(&ArmHypervisor, p)
+            && pfn != 0
+        {
+            let page = PAGE_SIZE as u64;
+            regions.push((
+                Region {
+                    base: pfn.saturating_mul(page),
+                    size: page,
+                },
+                MemKind::Normal,
+            ));
+        }
+    }
     crate::mm::enable(&regions, image).map_err(BootError::Mm)?;
     crate::irq::init(
         info.gic,
