@@ -76,6 +76,12 @@ impl<H: Hypervisor> PvConsole<H> {
         self.port
     }
 
+    /// Bytes written but not yet taken by the backend (0 if the ring is
+    /// broken: nothing more will be taken).
+    pub fn unsent(&self) -> usize {
+        self.out_used().map_or(0, |n| n as usize)
+    }
+
     fn out_used(&self) -> Result<u32, ConsoleError> {
         if self.broken.get() {
             return Err(ConsoleError::Disconnected);

@@ -22,9 +22,10 @@ use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::Poll;
+use core::time::Duration;
 use hal::console::{Console, ConsoleError};
 use hal::mem::Gfn;
-use hal::time::Clock;
+use hal::time::{Clock, Timer, sleep};
 use hal::{DomId, EventChannel, EventPort, Virq};
 
 /// Where an auto-translated guest's Xen pages go: the facts a device tree (on
@@ -106,6 +107,27 @@ pub enum GuestConsole<H: Hypervisor> {
     Pv(PvConsole<H>),
     /// `console_io`.
     Emergency(EmergencyConsole<H>),
+}
+
+impl<H: Hypervisor> GuestConsole<H> {
+    /// Bytes written but not yet taken by the backend (always 0 for the
+    /// emergency console, which Xen prints at once).
+    pub fn unsent(&self) -> usize {
+        match self {
+            GuestConsole::Pv(c) => c.unsent(),
+            GuestConsole::Emergency(_) => 0,
+        }
+    }
+
+    /// Wait, up to `limit`, until the backend has taken everything written:
+    /// a guest about to shut down calls this so its last lines are not
+    /// lost (a console daemon stops reading a domain once it is shut down).
+    pub async fn drain<T: Timer + ?Sized>(&self, timer: &T, limit: Duration) {
+        let deadline = timer.now() + limit;
+        while self.unsent() > 0 && timer.now() < deadline {
+            sleep(timer, Duration::from_millis(2)).await;
+        }
+    }
 }
 
 impl<H: Hypervisor> Console for GuestConsole<H> {
@@ -252,6 +274,7 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
         Runner {
             events: self.events.clone(),
             timer: self.timer.clone(),
+            console: self.console.clone(),
             exec: Executor::new(),
         }
     }
@@ -341,6 +364,7 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> hal::Platform for XenPlatform<H, C, A>
 pub struct Runner<H: Hypervisor, C: Clock, A: AlarmHw> {
     events: Events<H>,
     timer: Rc<QueueTimer<C, A>>,
+    console: GuestConsole<H>,
     exec: Executor,
 }
 
@@ -360,10 +384,13 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
         }
     }
 
-    /// Run a guest's main task to completion, then shut the domain down:
+    /// Run a guest's main task to completion, let the console backend take
+    /// what is left to print (up to a second), then shut the domain down:
     /// poweroff if it returned `true`, crash if `false`.
     pub fn run_then_shutdown<F: Future<Output = bool>>(&self, fut: F) -> ! {
-        let reason = if self.run(fut) {
+        let ok = self.run(fut);
+        self.run(self.console.drain(&*self.timer, Duration::from_secs(1)));
+        let reason = if ok {
             abi::shutdown::POWEROFF
         } else {
             abi::shutdown::CRASH
