@@ -46,11 +46,18 @@ fn copy_node(
     Ok(())
 }
 
-/// Rewrite `base` (QEMU's tree) for Xen dom0less with one domU.
+/// Copy `base` (QEMU's tree) with a new `/chosen`: Xen's command line
+/// (`console=dtuart` on QEMU's UART, then `xen_bootargs`) and what
+/// `contents` writes inside it.
 ///
 /// Errors: a message if `base` does not parse or the tree cannot be
 /// written.
-pub fn dom0less(base: &[u8], xen_bootargs: &str, domu: &DomU) -> Result<Vec<u8>, String> {
+fn with_chosen(
+    base: &[u8],
+    xen_bootargs: &str,
+    cells: u32,
+    contents: &dyn Fn(&mut FdtWriter) -> Result<(), vm_fdt::Error>,
+) -> Result<Vec<u8>, String> {
     let fdt = Fdt::new(base).map_err(|e| format!("QEMU's device tree: {e:?}"))?;
     let stdout = fdt
         .find_node("/chosen")
@@ -67,10 +74,23 @@ pub fn dom0less(base: &[u8], xen_bootargs: &str, domu: &DomU) -> Result<Vec<u8>,
     let bootargs = format!("console=dtuart dtuart={stdout} {xen_bootargs}");
     let chosen = |w: &mut FdtWriter| -> Result<(), vm_fdt::Error> {
         let c = w.begin_node("chosen")?;
-        w.property_u32("#address-cells", 1)?;
-        w.property_u32("#size-cells", 1)?;
+        w.property_u32("#address-cells", cells)?;
+        w.property_u32("#size-cells", cells)?;
         w.property_string("xen,xen-bootargs", &bootargs)?;
         w.property_string("stdout-path", &stdout)?;
+        contents(w)?;
+        w.end_node(c)
+    };
+    copy_node(&mut w, root, true, &chosen)?;
+    w.finish().map_err(|e| e.to_string())
+}
+
+/// Rewrite `base` (QEMU's tree) for Xen dom0less with one domU.
+///
+/// Errors: a message if `base` does not parse or the tree cannot be
+/// written.
+pub fn dom0less(base: &[u8], xen_bootargs: &str, domu: &DomU) -> Result<Vec<u8>, String> {
+    with_chosen(base, xen_bootargs, 1, &|w: &mut FdtWriter| {
         let d = w.begin_node("domU1")?;
         w.property_string("compatible", "xen,domain")?;
         w.property_u32("#address-cells", 1)?;
@@ -89,9 +109,46 @@ pub fn dom0less(base: &[u8], xen_bootargs: &str, domu: &DomU) -> Result<Vec<u8>,
         w.property_array_u32("reg", &[domu.kernel_addr as u32, domu.kernel_size as u32])?;
         w.property_string("bootargs", &domu.bootargs)?;
         w.end_node(m)?;
-        w.end_node(d)?;
-        w.end_node(c)
+        w.end_node(d)
+    })
+}
+
+/// A dom0 kernel and initramfs that QEMU's loader puts in RAM.
+#[derive(Clone, Debug)]
+pub struct Dom0Modules {
+    /// Kernel address and size.
+    pub kernel: (u64, u64),
+    /// Initramfs address and size.
+    pub ramdisk: (u64, u64),
+    /// dom0's command line.
+    pub bootargs: String,
+}
+
+/// Rewrite `base` (QEMU's tree) for Xen with a dom0 kernel and ramdisk.
+///
+/// Errors: a message if `base` does not parse or the tree cannot be
+/// written.
+pub fn with_dom0(base: &[u8], xen_bootargs: &str, dom0: &Dom0Modules) -> Result<Vec<u8>, String> {
+    let reg = |(addr, size): (u64, u64)| {
+        [
+            addr >> 32,
+            addr & 0xffff_ffff,
+            size >> 32,
+            size & 0xffff_ffff,
+        ]
+        .map(|x| x as u32)
     };
-    copy_node(&mut w, root, true, &chosen)?;
-    w.finish().map_err(|e| e.to_string())
+    with_chosen(base, xen_bootargs, 2, &|w: &mut FdtWriter| {
+        w.property_string("xen,dom0-bootargs", &dom0.bootargs)?;
+        for (name, (addr, size), kind) in [
+            ("module", dom0.kernel, "multiboot,kernel"),
+            ("module", dom0.ramdisk, "multiboot,ramdisk"),
+        ] {
+            let m = w.begin_node(&format!("{name}@{addr:x}"))?;
+            w.property_string_list("compatible", vec![kind.into(), "multiboot,module".into()])?;
+            w.property_array_u32("reg", &reg((addr, size)))?;
+            w.end_node(m)?;
+        }
+        Ok(())
+    })
 }

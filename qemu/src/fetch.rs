@@ -33,7 +33,8 @@ impl XenVersion {
         }
     }
 
-    fn suite(self) -> &'static str {
+    /// The Debian release that ships this version.
+    pub fn suite(self) -> &'static str {
         match self {
             XenVersion::V4_17 => "bookworm",
             XenVersion::V4_20 => "trixie",
@@ -88,16 +89,11 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Download and unpack Debian package `package` for `arch` from `suite`
-/// into `cache/<suite>-<arch>/<package>`; returns the unpack directory.
-///
-/// Errors: a message naming the step that failed.
-pub fn package(cache: &Path, suite: &str, arch: &str, package: &str) -> Result<PathBuf, String> {
+/// apt options for a private package list of `suite` for `arch` under
+/// `cache/<suite>-<arch>/apt`, updated once. Returns the directory and the
+/// options.
+fn apt(cache: &Path, suite: &str, arch: &str) -> Result<(PathBuf, Vec<String>), String> {
     let root = cache.join(format!("{suite}-{arch}"));
-    let unpacked = root.join(package);
-    if unpacked.join(".done").exists() {
-        return Ok(unpacked);
-    }
     let apt = root.join("apt");
     std::fs::create_dir_all(apt.join("lists/partial")).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(apt.join("cache/archives/partial")).map_err(|e| e.to_string())?;
@@ -106,7 +102,7 @@ pub fn package(cache: &Path, suite: &str, arch: &str, package: &str) -> Result<P
         format!("deb {} {suite} main\n", mirror()),
     )
     .map_err(|e| e.to_string())?;
-    let opts = [
+    let opts = vec![
         format!("-oAPT::Architecture={arch}"),
         format!("-oAPT::Architectures={arch}"),
         format!("-oDir::State::Lists={}", apt.join("lists").display()),
@@ -126,6 +122,49 @@ pub fn package(cache: &Path, suite: &str, arch: &str, package: &str) -> Result<P
         )?;
         std::fs::write(apt.join("lists/.updated"), "").map_err(|e| e.to_string())?;
     }
+    Ok((root, opts))
+}
+
+/// The packages `package` depends on directly (in `suite` for `arch`), as
+/// `apt-cache depends` lists them.
+///
+/// Errors: a message naming the step that failed.
+pub fn depends(
+    cache: &Path,
+    suite: &str,
+    arch: &str,
+    package: &str,
+) -> Result<Vec<String>, String> {
+    let (_, opts) = apt(cache, suite, arch)?;
+    let out = Command::new("apt-cache")
+        .args(&opts)
+        .arg("depends")
+        .arg(package)
+        .output()
+        .map_err(|e| format!("apt-cache: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-cache depends {package} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|d| d.trim_matches(['<', '>']).to_string())
+        .collect())
+}
+
+/// Download and unpack Debian package `package` for `arch` from `suite`
+/// into `cache/<suite>-<arch>/<package>`; returns the unpack directory.
+///
+/// Errors: a message naming the step that failed.
+pub fn package(cache: &Path, suite: &str, arch: &str, package: &str) -> Result<PathBuf, String> {
+    let unpacked = cache.join(format!("{suite}-{arch}")).join(package);
+    if unpacked.join(".done").exists() {
+        return Ok(unpacked);
+    }
+    let (root, opts) = apt(cache, suite, arch)?;
     let debs = root.join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| e.to_string())?;
     run(

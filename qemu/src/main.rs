@@ -20,6 +20,8 @@
 //! QEMU run saved there (those without `--features`), side by side.
 
 mod boards;
+mod cpio;
+mod dom0;
 mod dtb;
 mod elf;
 mod fetch;
@@ -55,6 +57,9 @@ struct QemuArgs {
     timeout: Duration,
     features: Option<String>,
     expect: Expect,
+    /// AArch64: boot a Linux dom0 that starts the guest with `xl create`,
+    /// instead of the guest alone (dom0less).
+    dom0_linux: bool,
     guest: String,
 }
 
@@ -66,6 +71,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         timeout: Duration::from_secs(240),
         features: None,
         expect: Expect::Pass,
+        dom0_linux: false,
         guest: "selftest".into(),
     };
     let mut it = args.iter();
@@ -93,6 +99,13 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
                 );
             }
             "--features" => a.features = Some(value("--features")?),
+            "--dom0" => {
+                a.dom0_linux = match value("--dom0")?.as_str() {
+                    "linux" => true,
+                    "none" => false,
+                    v => return Err(format!("--dom0 must be linux or none, not {v:?}")),
+                }
+            }
             "--expect" => {
                 a.expect = match value("--expect")?.as_str() {
                     "pass" => Expect::Pass,
@@ -104,6 +117,12 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => a.guest = s.to_string(),
         }
+    }
+    if a.dom0_linux && a.arch != "aarch64" {
+        return Err("--dom0 linux is for --arch aarch64".into());
+    }
+    if a.dom0_linux && a.xen != XenVersion::V4_17 {
+        return Err("--dom0 linux needs --xen 4.17: its toolstack comes from Debian 12, which ships Xen 4.17".into());
     }
     match a.arch.as_str() {
         "aarch64" | "x86_64" => Ok(a),
@@ -137,7 +156,12 @@ impl QemuArgs {
             .as_ref()
             .map(|f| format!("-{f}"))
             .unwrap_or_default();
-        format!("{}{gic}-xen{}{features}", self.arch, self.xen.as_str())
+        let dom0 = if self.dom0_linux { "-linux-dom0" } else { "" };
+        format!(
+            "{}{gic}-xen{}{dom0}{features}",
+            self.arch,
+            self.xen.as_str()
+        )
     }
 }
 
@@ -177,10 +201,10 @@ fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
         .join(&a.guest))
 }
 
-fn dump_dtb(dir: &Path, gic: u8) -> Result<Vec<u8>, String> {
+fn dump_dtb(dir: &Path, gic: u8, mem_mib: u32) -> Result<Vec<u8>, String> {
     let path = dir.join(format!("qemu-virt-gic{gic}.dtb"));
     let out = Command::new("qemu-system-aarch64")
-        .args(machine_args(gic))
+        .args(machine_args(gic, mem_mib))
         .arg("-machine")
         .arg(format!("dumpdtb={}", path.display()))
         .output()
@@ -193,14 +217,14 @@ fn dump_dtb(dir: &Path, gic: u8) -> Result<Vec<u8>, String> {
     })
 }
 
-fn machine_args(gic: u8) -> Vec<String> {
+fn machine_args(gic: u8, mem_mib: u32) -> Vec<String> {
     [
         "-machine",
         &format!("virt,virtualization=on,gic-version={gic}"),
         "-cpu",
         "cortex-a57",
         "-m",
-        "1024",
+        &mem_mib.to_string(),
         "-smp",
         "2",
         "-nographic",
@@ -264,7 +288,10 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
     boards::write(out, &a.guest, &image)?;
     println!("== fetching Xen {} (arm64) from Debian", a.xen.as_str());
     let xen = fetch::xen_arm64(&base.join("cache"), a.xen)?;
-    let base_dtb = dump_dtb(out, a.gic)?;
+    if a.dom0_linux {
+        return linux_dom0_boot(a, base, out, &image, &xen);
+    }
+    let base_dtb = dump_dtb(out, a.gic, 1024)?;
     let domu = dtb::DomU {
         memory_kib: 128 * 1024,
         kernel_addr: KERNEL_ADDR,
@@ -278,7 +305,7 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
     let dtb_path = out.join("xen.dtb");
     std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(machine_args(a.gic))
+    cmd.args(machine_args(a.gic, 1024))
         .arg("-no-reboot")
         .arg("-kernel")
         .arg(&xen)
@@ -291,6 +318,82 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
         ));
     println!(
         "== booting Xen {} + guest under qemu-system-aarch64 (GICv{}), timeout {:?}",
+        a.xen.as_str(),
+        a.gic,
+        a.timeout
+    );
+    Ok(cmd)
+}
+
+/// Where QEMU's loader puts dom0's kernel and initramfs (clear of Xen and
+/// the device tree, with room for a 64 MiB kernel).
+const DOM0_KERNEL_ADDR: u64 = 0x5000_0000;
+const DOM0_INITRD_ADDR: u64 = 0x5400_0000;
+
+/// Build the Linux dom0 (Debian's arm64 packages, our `/init`) that starts
+/// the guest with `xl create`; returns the QEMU command.
+fn linux_dom0_boot(
+    a: &QemuArgs,
+    base: &Path,
+    out: &Path,
+    image: &[u8],
+    xen: &Path,
+) -> Result<Command, String> {
+    println!("== building a Linux dom0 from Debian's arm64 packages");
+    // Preserved after shutdown, so dom0 can read its last console lines.
+    let cfg = "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
+               on_poweroff = \"preserve\"\non_crash = \"preserve\"\n";
+    let d = dom0::build(&base.join("cache"), out, a.xen, image, cfg, Vec::new())?;
+    let kernel_size = std::fs::metadata(&d.kernel)
+        .map_err(|e| e.to_string())?
+        .len();
+    let initrd_size = std::fs::metadata(&d.initramfs)
+        .map_err(|e| e.to_string())?
+        .len();
+    println!(
+        "   dom0: Linux {} ({} MiB), initramfs of {} files ({} MiB)",
+        d.release,
+        kernel_size >> 20,
+        d.files,
+        initrd_size >> 20
+    );
+    if DOM0_KERNEL_ADDR + kernel_size > DOM0_INITRD_ADDR {
+        return Err(format!(
+            "dom0's kernel ({kernel_size} bytes) overlaps its initramfs"
+        ));
+    }
+    let base_dtb = dump_dtb(out, a.gic, 2048)?;
+    let modules = dtb::Dom0Modules {
+        kernel: (DOM0_KERNEL_ADDR, kernel_size),
+        ramdisk: (DOM0_INITRD_ADDR, initrd_size),
+        bootargs: "console=hvc0 rdinit=/init quiet".into(),
+    };
+    let dtb = dtb::with_dom0(
+        &base_dtb,
+        "dom0_mem=512M loglvl=all guest_loglvl=all",
+        &modules,
+    )?;
+    let dtb_path = out.join("xen-dom0.dtb");
+    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(machine_args(a.gic, 2048))
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(xen)
+        .arg("-dtb")
+        .arg(&dtb_path)
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr={DOM0_KERNEL_ADDR:#x}",
+            d.kernel.display()
+        ))
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr={DOM0_INITRD_ADDR:#x}",
+            d.initramfs.display()
+        ));
+    println!(
+        "== booting Xen {} + Linux dom0 under qemu-system-aarch64 (GICv{}); dom0 runs `xl create`, timeout {:?}",
         a.xen.as_str(),
         a.gic,
         a.timeout
@@ -519,6 +622,22 @@ mod tests {
             ("x86_64-unknown-none", "x86_64-xen4.20-fail")
         );
         assert_eq!(a.run_name(), "aarch64-gic2-xen4.17");
+        let d = parse(&s(&[
+            "--arch", "aarch64", "--xen", "4.17", "--dom0", "linux",
+        ]))
+        .unwrap();
+        assert_eq!(d.run_name(), "aarch64-gic3-xen4.17-linux-dom0");
+        assert!(
+            parse(&s(&["--arch", "aarch64", "--dom0", "linux"])).is_err(),
+            "needs 4.17"
+        );
+        assert!(
+            parse(&s(&[
+                "--arch", "x86_64", "--xen", "4.17", "--dom0", "linux"
+            ]))
+            .is_err()
+        );
+        assert!(parse(&s(&["--arch", "aarch64", "--dom0", "bsd"])).is_err());
         assert!(
             parse(&s(&["--arch", "aarch64", "--expect", "fail"]))
                 .unwrap()

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 pub enum Ending {
     /// The guest printed a verdict line: `true` for PASS.
     Verdict(bool),
-    /// Xen reported the guest crashed, or panicked itself, first: the line.
+    /// Xen reported the guest crashed, or panicked itself, or the rig's
+    /// Linux dom0 failed (`dom0: FAILED ...`, a kernel panic), first: the
+    /// line.
     Crashed(String),
     /// No verdict before the timeout.
     Timeout,
@@ -181,8 +183,10 @@ pub fn run(
                         stop_at = Some(Instant::now() + Duration::from_secs(2));
                     }
                 } else if stop_at.is_none()
-                    && line.starts_with("(XEN)")
-                    && (line.contains("crashed") || line.contains("Panic on CPU"))
+                    && (line.starts_with("(XEN)")
+                        && (line.contains("crashed") || line.contains("Panic on CPU"))
+                        || line.starts_with("dom0: FAILED")
+                        || line.contains("Kernel panic - not syncing"))
                 {
                     out.ending = Ending::Crashed(line.clone());
                     out.elapsed = start.elapsed();
