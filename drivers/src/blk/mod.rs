@@ -689,23 +689,27 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             .map_err(|e| setup_error("reading our state", e))?;
         let must_wait = !self.st.borrow().held.is_empty()
             || matches!(own, XenbusState::Initialised | XenbusState::Connected);
+        // A backend that is gone or back at the start has let go.
+        let let_go = |s| {
+            matches!(
+                s,
+                XenbusState::Closed
+                    | XenbusState::InitWait
+                    | XenbusState::Initialising
+                    | XenbusState::Unknown
+            )
+        };
         if must_wait {
+            // The handshake Linux's blkback expects: it answers our
+            // Closing with Closing, and only unmaps our ring and pages and
+            // goes Closed once we are Closed.
             if !matches!(own, XenbusState::Closing | XenbusState::Closed) {
                 self.switch(XenbusState::Closing).await?;
             }
-            self.wait_backend(
-                |s| {
-                    matches!(
-                        s,
-                        XenbusState::Closed
-                            | XenbusState::InitWait
-                            | XenbusState::Initialising
-                            | XenbusState::Unknown
-                    )
-                },
-                |_| false,
-            )
-            .await?;
+            self.wait_backend(|s| s == XenbusState::Closing || let_go(s), |_| false)
+                .await?;
+            self.switch(XenbusState::Closed).await?;
+            self.wait_backend(let_go, |_| false).await?;
         }
         self.release_held();
         let held = self.held_pages();
