@@ -29,6 +29,29 @@ mod imp {
         // handed over whole to the allocator, which owns it from now on.
         unsafe { ALLOCATOR.lock().init(start, HEAP_SIZE) };
     }
+
+    /// # Safety
+    /// As [`super::grow`].
+    pub unsafe fn grow(start: usize, len: usize) {
+        // SAFETY: the caller hands `start..start + len` over for good.
+        unsafe { ALLOCATOR.lock().add_to_heap(start, start + len) };
+    }
+}
+
+/// Add `len` bytes at `start` to the heap (the boot adds RAM the page
+/// allocator does not get, once the MMU maps it).
+///
+/// # Safety
+/// `start..start + len` must be mapped, writable RAM that nothing else uses,
+/// now or later.
+pub unsafe fn grow(start: usize, len: usize) {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        imp::grow(start, len)
+    };
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    let _ = (start, len);
 }
 
 /// Set up the heap (idempotent). The entry code calls this first.

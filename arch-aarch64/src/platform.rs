@@ -218,6 +218,18 @@ pub fn boot(dtb: usize) -> Result<Booted, BootError> {
         }
     }
     crate::mm::enable(&regions, image).map_err(BootError::Mm)?;
+    // More heap than `.bss` holds: half the free RAM, up to 16 MiB, taken
+    // from the start of what the page allocator would get.
+    let mut layout = layout;
+    let heap_pages = (layout.ram.1 / 2).min((16 << 20) / PAGE_SIZE);
+    // SAFETY: these frames are free RAM (after the image, before the device
+    // tree), identity-mapped Normal by `mm::enable`, and removed from the
+    // page allocator's range just below, so nothing else will use them.
+    unsafe { crate::heap::grow(layout.ram.0.addr() as usize, heap_pages * PAGE_SIZE) };
+    layout.ram = (
+        Gfn(layout.ram.0.0 + heap_pages as u64),
+        layout.ram.1 - heap_pages,
+    );
     crate::irq::init(
         info.gic,
         info.hypervisor.as_ref().map(|h| h.event_irq),
