@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod exchange;
+pub mod fullstack;
 pub mod http;
 pub mod selftest;
 pub mod site;
