@@ -23,6 +23,9 @@ pub const MODULES: &[&str] = &[
     "drivers/xen/xen-gntalloc",
     "drivers/net/xen-netback/xen-netback",
     "drivers/block/xen-blkback/xen-blkback",
+    // QEMU's virtio disks (the full-stack guest's disk image).
+    "drivers/virtio/virtio_mmio",
+    "drivers/block/virtio_blk",
 ];
 
 /// Shared-library packages `xl`, `xenstored` and the xenstore tools load
@@ -241,17 +244,20 @@ say "guest created: $(xl list | tail -n +2 | tr -s ' ' | tr '\n' ';')"
 log=/var/log/xen/console/guest-xenpal.log
 n=0
 until [ -e $log ]; do n=$((n + 1)); [ $n -gt 30 ] && fail "no console log from the guest"; sleep 1; done
-# Not sed: it holds each line back until it has read the next one.
-tail -f $log | while IFS= read -r line; do echo "(d1) $line"; done &
+# From the first line; not sed, which holds each line back until it has
+# read the next one.
+tail -n +1 -f $log | while IFS= read -r line; do echo "(d1) $line"; done &
+[ -x /etc/xen/with-guest ] && . /etc/xen/with-guest
 # The guest's config preserves it after shutdown, so its last console
 # lines can be read before it is destroyed.
 state() {{ xl list xenpal 2>/dev/null | tail -n 1 | tr -s ' ' | cut -d ' ' -f 5; }}
 while state | grep -q '^[rb-]*$'; do sleep 1; done
 sleep 2
 say "guest shut down (state $(state)): $(xl list xenpal 2>/dev/null | tail -n 1 | tr -s ' ')"
+[ -x /etc/xen/after-guest ] && . /etc/xen/after-guest
 xl destroy xenpal
 say "guest gone"
-[ -x /etc/xen/after-guest ] && . /etc/xen/after-guest
+say "done"
 poweroff -f
 "#
     )

@@ -25,6 +25,7 @@ mod dom0;
 mod dtb;
 mod elf;
 mod fetch;
+mod fullstack;
 mod run;
 
 use fetch::XenVersion;
@@ -341,9 +342,26 @@ fn linux_dom0_boot(
 ) -> Result<Command, String> {
     println!("== building a Linux dom0 from Debian's arm64 packages");
     // Preserved after shutdown, so dom0 can read its last console lines.
-    let cfg = "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
-               on_poweroff = \"preserve\"\non_crash = \"preserve\"\n";
-    let d = dom0::build(&base.join("cache"), out, a.xen, image, cfg, Vec::new())?;
+    let mut cfg = "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
+                   on_poweroff = \"preserve\"\non_crash = \"preserve\"\n"
+        .to_string();
+    let mut extra = Vec::new();
+    let mut drive = None;
+    if a.guest == "fullstack" {
+        let disk = out.join("disk.img");
+        let data = fullstack::input();
+        fullstack::write_disk(&disk, &data)?;
+        println!(
+            "   guest disk: {} (FAT, {} = {} bytes), dom0's /dev/vda",
+            disk.display(),
+            xenpal_examples::fullstack::INPUT,
+            data.len()
+        );
+        cfg = fullstack::guest_cfg();
+        extra = fullstack::dom0_files(&data);
+        drive = Some(disk);
+    }
+    let d = dom0::build(&base.join("cache"), out, a.xen, image, &cfg, extra)?;
     let kernel_size = std::fs::metadata(&d.kernel)
         .map_err(|e| e.to_string())?
         .len();
@@ -392,6 +410,15 @@ fn linux_dom0_boot(
             "loader,file={},addr={DOM0_INITRD_ADDR:#x}",
             d.initramfs.display()
         ));
+    if let Some(disk) = drive {
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},if=none,format=raw,id=guestdisk",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg("virtio-blk-device,drive=guestdisk");
+    }
     println!(
         "== booting Xen {} + Linux dom0 under qemu-system-aarch64 (GICv{}); dom0 runs `xl create`, timeout {:?}",
         a.xen.as_str(),
@@ -513,7 +540,8 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     };
     let log = out.join("qemu.log");
     let _ = std::fs::remove_file(out.join(RESULTS));
-    let o = run::run(cmd, &log, a.timeout, console)?;
+    let end_marker = a.dom0_linux.then_some("dom0: done");
+    let o = run::run(cmd, &log, a.timeout, console, end_marker)?;
     for l in &o.guest_lines {
         println!("   | {l}");
     }
@@ -538,7 +566,31 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         std::fs::write(out.join(RESULTS), text).map_err(|e| e.to_string())?;
         side_by_side(&base);
     }
-    let passed = match &o.ending {
+    // With a Linux dom0, its own checks count too, and for the full-stack
+    // guest so does the disk image afterwards.
+    let mut extra_ok = true;
+    if a.dom0_linux {
+        for l in o.all_lines.iter().filter(|l| l.starts_with("dom0: ")) {
+            println!("   {l}");
+        }
+        if let Some(f) = o.all_lines.iter().find(|l| l.starts_with("dom0: FAILED")) {
+            println!("== dom0 reported a failure: {f}");
+            extra_ok = false;
+        } else if !o.all_lines.iter().any(|l| l.starts_with("dom0: done")) {
+            println!("== dom0 did not finish its checks");
+            extra_ok = false;
+        }
+        if a.guest == "fullstack" {
+            match fullstack::check_disk(&out.join("disk.img"), &fullstack::input()) {
+                Ok(m) => println!("== disk after the run: {m}"),
+                Err(e) => {
+                    println!("== disk after the run: {e}");
+                    extra_ok = false;
+                }
+            }
+        }
+    }
+    let verdict_ok = match &o.ending {
         run::Ending::Verdict(pass) => {
             let ok = a.expect == if *pass { Expect::Pass } else { Expect::Fail };
             println!(
@@ -562,6 +614,7 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
             false
         }
     };
+    let passed = extra_ok && verdict_ok;
     if !passed {
         println!("== last lines of {}:", log.display());
         let n = o.all_lines.len();

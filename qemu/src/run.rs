@@ -104,7 +104,9 @@ fn kill(child: &mut Child) {
 /// Run `cmd` (QEMU), logging every line to `log`, until the guest prints
 /// `selftest verdict: PASS|FAIL`, Xen reports a crash, QEMU exits, or
 /// `timeout` passes. The guest's lines are picked out as `console` says.
-/// QEMU is always stopped at the end.
+/// With an `end_marker`, a verdict does not end the run: it goes on (up to
+/// 90 s more) until a line starting with the marker, so a dom0 can finish
+/// its own checks. QEMU is always stopped at the end.
 ///
 /// Errors: a message if QEMU cannot be started or the log written.
 pub fn run(
@@ -112,6 +114,7 @@ pub fn run(
     log: &Path,
     timeout: Duration,
     console: GuestConsole,
+    end_marker: Option<&str>,
 ) -> Result<Outcome, String> {
     let mut classify = Classifier::new(console);
     let start = Instant::now();
@@ -179,9 +182,16 @@ pub fn run(
                     {
                         out.ending = Ending::Verdict(v.starts_with("PASS"));
                         out.elapsed = start.elapsed();
-                        // Let the shutdown message through, then stop.
-                        stop_at = Some(Instant::now() + Duration::from_secs(2));
+                        // Let the shutdown message (or the rest of dom0's
+                        // checks) through, then stop.
+                        let linger = if end_marker.is_some() { 90 } else { 2 };
+                        stop_at = Some(Instant::now() + Duration::from_secs(linger));
                     }
+                } else if let (Some(m), Some(_), Ending::Verdict(_)) =
+                    (end_marker, stop_at, &out.ending)
+                    && line.starts_with(m)
+                {
+                    stop_at = Some(Instant::now() + Duration::from_secs(1));
                 } else if stop_at.is_none()
                     && (line.starts_with("(XEN)")
                         && (line.contains("crashed") || line.contains("Panic on CPU"))
@@ -251,7 +261,14 @@ mod tests {
         let mut pass = Command::new("sh");
         pass.args(["-c", "echo '(d1) selftest a: PASS (x)'; echo '(d1) selftest verdict: PASS (1 passed)'; sleep 30"]);
         let d1 = GuestConsole::Domain1;
-        let o = run(pass, &dir.join("pass.log"), Duration::from_secs(20), d1).unwrap();
+        let o = run(
+            pass,
+            &dir.join("pass.log"),
+            Duration::from_secs(20),
+            d1,
+            None,
+        )
+        .unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
         assert!(o.elapsed < Duration::from_secs(20));
         let mut fail = Command::new("sh");
@@ -260,17 +277,29 @@ mod tests {
             "echo '(d1) selftest verdict: FAIL (0 passed, 0 skipped, 1 failed)'",
         ]);
         assert_eq!(
-            run(fail, &dir.join("fail.log"), Duration::from_secs(20), d1)
-                .unwrap()
-                .ending,
+            run(
+                fail,
+                &dir.join("fail.log"),
+                Duration::from_secs(20),
+                d1,
+                None
+            )
+            .unwrap()
+            .ending,
             Ending::Verdict(false)
         );
         let mut quiet = Command::new("sh");
         quiet.args(["-c", "sleep 30"]);
         assert_eq!(
-            run(quiet, &dir.join("t.log"), Duration::from_millis(300), d1)
-                .unwrap()
-                .ending,
+            run(
+                quiet,
+                &dir.join("t.log"),
+                Duration::from_millis(300),
+                d1,
+                None
+            )
+            .unwrap()
+            .ending,
             Ending::Timeout
         );
         let mut crash = Command::new("sh");
@@ -279,7 +308,7 @@ mod tests {
             "echo '(XEN) Domain 1 crashed: rebooting machine'; sleep 30",
         ]);
         assert!(matches!(
-            run(crash, &dir.join("c.log"), Duration::from_secs(20), d1)
+            run(crash, &dir.join("c.log"), Duration::from_secs(20), d1, None)
                 .unwrap()
                 .ending,
             Ending::Crashed(_)
@@ -296,10 +325,31 @@ mod tests {
             &dir.join("x.log"),
             Duration::from_secs(20),
             GuestConsole::Dom0,
+            None,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(false));
         assert_eq!(o.guest_lines[0], "hi");
+        // With an end marker the run goes on after the verdict until the
+        // marker (a Linux dom0's last checks), and no longer.
+        let mut linux = Command::new("sh");
+        linux.args([
+            "-c",
+            "echo '(d1) selftest verdict: PASS (1 passed)'; sleep 1; echo 'dom0: net: ok'; \
+             echo 'dom0: done'; sleep 30",
+        ]);
+        let t = Instant::now();
+        let o = run(
+            linux,
+            &dir.join("l.log"),
+            Duration::from_secs(20),
+            GuestConsole::Domain1,
+            Some("dom0: done"),
+        )
+        .unwrap();
+        assert_eq!(o.ending, Ending::Verdict(true));
+        assert!(o.all_lines.iter().any(|l| l == "dom0: net: ok"));
+        assert!(t.elapsed() < Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

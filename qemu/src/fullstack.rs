@@ -1,0 +1,207 @@
+//! The full-stack rig's pieces (`--dom0 linux fullstack`): the guest's disk,
+//! dom0's side of the checks, and the check of the disk after the run.
+//!
+//! The disk is a FAT image file on the host, given to dom0 as a QEMU virtio
+//! disk (`/dev/vda`) and by dom0 to the guest as `xvda` through Linux's
+//! blkback, so after QEMU exits the host reads what the guest wrote. The
+//! vif sits on dom0's bridge `xenbr0` (10.0.0.1/24); the guest is 10.0.0.2.
+
+use crate::cpio::Entry;
+use std::path::Path;
+use std::process::Command;
+use xenpal_examples::fullstack::{INPUT, OUTPUT, fnv1a64, transform};
+
+/// Bytes of the input file (1 MiB, so the TCP exchange moves at least that
+/// each way).
+pub const INPUT_BYTES: usize = 1 << 20;
+
+/// The input file: deterministic pseudo-random bytes (xorshift64).
+pub fn input() -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..INPUT_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Write the guest's disk to `path`: a FAT volume holding [`INPUT`], with
+/// room for the output.
+///
+/// Errors: a message if the image cannot be built or written.
+pub fn write_disk(path: &Path, data: &[u8]) -> Result<(), String> {
+    let mut img = xenpal_sim::fatimg::FatImage::new();
+    img.add_file(INPUT, data.to_vec())
+        .map_err(|e| format!("disk image: {e}"))?;
+    img.set_free_space(4 * INPUT_BYTES as u64);
+    img.write_file(path)
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The guest's `xl` config: 128 MiB, a vif on `xenbr0` and `/dev/vda` as
+/// `xvda`, with our hotplug scripts (Debian's are bash, with bash-only
+/// helpers). Preserved after shutdown, so dom0 can read its last console
+/// lines and its backends' final states.
+pub fn guest_cfg() -> String {
+    "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
+     on_poweroff = \"preserve\"\non_crash = \"preserve\"\n\
+     vif = ['bridge=xenbr0,mac=00:16:3e:00:00:02,script=/etc/xen/scripts/vif-xenpal']\n\
+     disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-xenpal,target=/dev/vda']\n"
+        .to_string()
+}
+
+/// libxl runs a vif's script with `vif` and `XENBUS_PATH` set, argument
+/// `online` or `offline`: put the backend interface on the bridge.
+const VIF_SCRIPT: &str = r#"#!/bin/sh
+bridge=$(xenstore-read "$XENBUS_PATH/bridge" 2>/dev/null) || bridge=xenbr0
+case "$1" in
+online)
+    ip link set dev "$vif" master "$bridge" && ip link set dev "$vif" up \
+        && xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+offline)
+    ip link set dev "$vif" down 2>/dev/null; true ;;
+esac
+"#;
+
+/// A disk's script (`add` or `remove`): `params` names a block device;
+/// blkback opens it by the major:minor written to `physical-device`.
+const BLOCK_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+add)
+    dev=$(xenstore-read "$XENBUS_PATH/params") || exit 1
+    [ -b "$dev" ] || { echo "block-xenpal: $dev is not a block device" >&2; exit 1; }
+    xenstore-write "$XENBUS_PATH/physical-device" "$(stat -L -c %t:%T "$dev")" \
+        "$XENBUS_PATH/physical-device-path" "$dev" \
+        "$XENBUS_PATH/hotplug-status" connected ;;
+esac
+"#;
+
+/// Run before `xl create`: the bridge's address, the disk present.
+const BEFORE: &str = r#"ip addr add 10.0.0.1/24 dev xenbr0 || fail "address on xenbr0"
+[ -b /dev/vda ] || fail "no /dev/vda (QEMU's virtio disk)"
+say "bridge xenbr0 10.0.0.1/24; guest disk /dev/vda $(cat /sys/block/vda/size) sectors"
+"#;
+
+/// Run while the guest runs: reach it, fetch both files over TCP and
+/// compare them with the copies the runner put here.
+const WITH: &str = r#"n=0
+until ping -c 1 -W 1 10.0.0.2 >/dev/null 2>&1; do
+    n=$((n + 1)); [ $n -gt 90 ] && fail "the guest never answered ping"
+done
+say "net: 10.0.0.2 answers ping after $n tries: $(ping -c 3 -q 10.0.0.2 | tail -n 1)"
+for f in DATA.BIN OUT.BIN; do
+    t0=$(cut -d ' ' -f 1 /proc/uptime)
+    wget -q -O /tmp/$f http://10.0.0.2/$f || fail "wget $f"
+    t1=$(cut -d ' ' -f 1 /proc/uptime)
+    want=$(md5sum < /expected/$f | cut -d ' ' -f 1)
+    got=$(md5sum < /tmp/$f | cut -d ' ' -f 1)
+    [ "$want" = "$got" ] || fail "net: $f differs from the runner's copy ($got, want $want)"
+    say "net: GET /$f: $(wc -c < /tmp/$f) bytes in $t0..$t1 s of uptime, md5 $got as expected"
+done
+"#;
+
+/// Run once the guest has shut down (still preserved): its devices'
+/// final states.
+const AFTER: &str = r#"for d in "vif 0" "vbd 51712"; do
+    set -- $d
+    b=$(xenstore-read /local/domain/0/backend/$1/1/$2/state 2>/dev/null)
+    f=$(xenstore-read /local/domain/1/device/$1/$2/state 2>/dev/null)
+    say "device $1/$2: backend state $b, frontend state $f (6 is Closed)"
+    [ "$f" = 6 ] || fail "$1/$2: the guest's frontend did not reach Closed"
+done
+"#;
+
+/// dom0's extra files: the hotplug scripts, the hooks `/init` runs, and the
+/// runner's copies of both files.
+pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
+    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
+    vec![
+        ("etc/xen/scripts/vif-xenpal".into(), script(VIF_SCRIPT)),
+        ("etc/xen/scripts/block-xenpal".into(), script(BLOCK_SCRIPT)),
+        ("etc/xen/before-guest".into(), script(BEFORE)),
+        ("etc/xen/with-guest".into(), script(WITH)),
+        ("etc/xen/after-guest".into(), script(AFTER)),
+        (
+            format!("expected/{INPUT}"),
+            Entry::File(0o644, data.to_vec()),
+        ),
+        (
+            format!("expected/{OUTPUT}"),
+            Entry::File(0o644, transform(data)),
+        ),
+    ]
+}
+
+/// After QEMU: read [`OUTPUT`] from the disk image with mtools (not our
+/// FAT code) and compare it with what the guest should have written.
+///
+/// Errors: what differs, or why it could not be read.
+pub fn check_disk(image: &Path, data: &[u8]) -> Result<String, String> {
+    let out = Command::new("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(image)
+        .arg(format!("::{OUTPUT}"))
+        .arg("-")
+        .output()
+        .map_err(|e| format!("mcopy: {e} (install mtools)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{OUTPUT} is not on the disk after the run: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let want = transform(data);
+    if out.stdout != want {
+        return Err(format!(
+            "{OUTPUT} on the disk differs: {} bytes, fnv1a64 {:016x}; want {} bytes, {:016x}",
+            out.stdout.len(),
+            fnv1a64(&out.stdout),
+            want.len(),
+            fnv1a64(&want)
+        ));
+    }
+    Ok(format!(
+        "{OUTPUT} read from the image by mtools: {} bytes, fnv1a64 {:016x}, as expected",
+        want.len(),
+        fnv1a64(&want)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_holds_the_input_and_the_check_sees_a_missing_output() {
+        let dir = std::env::temp_dir().join(format!("xtask-fs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("disk.img");
+        let data = input();
+        assert_eq!(data.len(), INPUT_BYTES);
+        write_disk(&img, &data).unwrap();
+        // The guest has not run: no output yet, and the check says so.
+        let e = check_disk(&img, &data).unwrap_err();
+        assert!(e.contains("not on the disk"), "{e}");
+        // With the output put there (by mtools), the check passes, and a
+        // wrong one fails.
+        let out = dir.join("out.bin");
+        for (bytes, ok) in [(transform(&data), true), (data.clone(), false)] {
+            std::fs::write(&out, &bytes).unwrap();
+            let st = Command::new("mcopy")
+                .args(["-o", "-n", "-i"])
+                .arg(&img)
+                .arg(&out)
+                .arg(format!("::{OUTPUT}"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            assert_eq!(check_disk(&img, &data).is_ok(), ok);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
