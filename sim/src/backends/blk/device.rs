@@ -213,6 +213,24 @@ impl Backend<'_> {
                 End::FrontendLeft(s) => {
                     log::info!("blkback {}: the frontend left ({s})", self.dir());
                     self.write_back();
+                    if s == XenbusState::Closing {
+                        // As Linux's blkback: answer Closing with Closing,
+                        // and unmap and go Closed only once the frontend
+                        // is Closed (a frontend waiting for our Closed
+                        // first would wait for ever, as on Linux).
+                        self.switch(XenbusState::Closing).await;
+                        let s = self
+                            .wait_frontend(|s| {
+                                matches!(
+                                    s,
+                                    XenbusState::Closed
+                                        | XenbusState::Initialising
+                                        | XenbusState::Unknown
+                                )
+                            })
+                            .await;
+                        ok_or_log(self.dir(), "waiting for the frontend to close", s);
+                    }
                 }
                 End::RingBroken(e) => {
                     log::warn!("blkback {}: {e}; disconnecting", self.dir());
