@@ -172,6 +172,122 @@ pub fn check_disk(image: &Path, data: &[u8]) -> Result<String, String> {
     ))
 }
 
+/// `GET path` from the simulated guest through the host port `port`
+/// (forwarded by the simulator's gateway): the body of a `200` reply.
+fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 10.0.0.2\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers in the reply")?;
+    if !raw.starts_with(b"HTTP/1.1 200") {
+        return Err(format!(
+            "{}",
+            String::from_utf8_lossy(&raw[..split.min(40)])
+        ));
+    }
+    Ok(raw[split + 4..].to_vec())
+}
+
+/// The same guest code on the simulator: the disk image file `disk` (made
+/// by [`write_disk`]) behind the simulator's blkback, a vif on its switch,
+/// and the host in dom0's place fetching both files through a forwarded
+/// port. Returns the guest's result lines as (name, word), then the host's
+/// checks as further rows.
+///
+/// Errors: a message if the simulation cannot be set up.
+pub fn on_simulator(disk: &Path, data: &[u8]) -> Result<Vec<(String, String)>, String> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
+    use xenpal_sim::backends::net::{NetBackend, add_vif};
+    use xenpal_sim::{DomainConfig, DomainStatus, Mode, Sim, SimConfig};
+
+    let mut sim = Sim::new(SimConfig {
+        mode: Mode::FreeRunning { threads: 2 },
+        ..SimConfig::default()
+    });
+    let guest_ip = std::net::Ipv4Addr::new(10, 0, 0, 2);
+    let mut net = NetBackend::new();
+    net.gateway(std::net::Ipv4Addr::new(10, 0, 0, 1), 24);
+    let port = net
+        .forward(0, guest_ip, 80)
+        .map_err(|e| format!("forwarding a host port: {e}"))?;
+    let blk = Blkback::new();
+    let results: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let r = results.clone();
+    let cfg = DomainConfig::new("fullstack").memory_pages(8192).paused();
+    let guest = sim
+        .spawn(cfg, move |p| async move {
+            let report = xenpal_examples::fullstack::run(
+                &p,
+                xenpal_examples::fullstack::FullstackConfig::default(),
+            )
+            .await;
+            let mut v = r.lock().unwrap();
+            for i in 0..report.results.len() {
+                v.push(crate::line_parts(&report.line(i)));
+            }
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    add_vif(&sim, guest, 0, [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02])?;
+    let d = Disk::file(disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+    let vbd = blk.add_vbd(&sim, guest, 0, d, VbdOptions::default())?;
+    sim.spawn_dom0(move |p| async move {
+        let n = core::pin::pin!(net.serve(&p));
+        let b = core::pin::pin!(blk.serve(&p));
+        let _ = xenpal_sim::hal::task::select(n, b).await;
+    })
+    .map_err(|e| format!("{e:?}"))?;
+    sim.unpause(guest).map_err(|e| format!("{e:?}"))?;
+    let mut host = Vec::new();
+    for (file, want) in [(INPUT, data.to_vec()), (OUTPUT, transform(data))] {
+        let start = Instant::now();
+        let got = loop {
+            match get(port, &format!("/{file}")) {
+                Ok(b) => break Ok(b),
+                Err(_) if start.elapsed() < Duration::from_secs(60) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let word = match got {
+            Ok(b) if b == want => "PASS",
+            _ => "FAIL",
+        };
+        host.push((format!("peer GET /{file}"), word.to_string()));
+    }
+    let start = Instant::now();
+    while !matches!(sim.status(guest), Some(DomainStatus::Exited(_))) {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err("the simulated guest did not stop".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vbd.write_back().map_err(|e| e.to_string())?;
+    let mut v = results.lock().unwrap().clone();
+    v.extend(host);
+    let disk_word = if check_disk(disk, data).is_ok() {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    v.push(("disk image after".into(), disk_word.into()));
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +317,33 @@ mod tests {
                 .unwrap();
             assert!(st.success());
             assert_eq!(check_disk(&img, &data).is_ok(), ok);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_same_guest_passes_on_the_simulator() {
+        let dir = std::env::temp_dir().join(format!("xtask-fs-sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("disk.img");
+        let data = input();
+        write_disk(&img, &data).unwrap();
+        let rows = on_simulator(&img, &data).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "disk-read",
+                "disk-write",
+                "disk-close",
+                "net-serve",
+                "peer GET /DATA.BIN",
+                "peer GET /OUT.BIN",
+                "disk image after"
+            ]
+        );
+        for (n, w) in &rows {
+            assert_eq!(w, "PASS", "{n}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

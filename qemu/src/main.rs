@@ -260,6 +260,11 @@ fn sim_selftest() -> Vec<(String, String)> {
     out.lock().unwrap().clone()
 }
 
+/// `PASS` or `FAIL`.
+fn word(ok: bool) -> String {
+    if ok { "PASS" } else { "FAIL" }.to_string()
+}
+
 /// `selftest NAME: WORD (...)` → `(NAME, WORD)`.
 fn line_parts(line: &str) -> (String, String) {
     let rest = line.strip_prefix("selftest ").unwrap_or(line);
@@ -581,12 +586,47 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
             extra_ok = false;
         }
         if a.guest == "fullstack" {
-            match fullstack::check_disk(&out.join("disk.img"), &fullstack::input()) {
-                Ok(m) => println!("== disk after the run: {m}"),
+            let data = fullstack::input();
+            let disk_ok = match fullstack::check_disk(&out.join("disk.img"), &data) {
+                Ok(m) => {
+                    println!("== disk after the run: {m}");
+                    true
+                }
                 Err(e) => {
                     println!("== disk after the run: {e}");
                     extra_ok = false;
+                    false
                 }
+            };
+            let mut qemu_rows: Vec<(String, String)> = o
+                .guest_lines
+                .iter()
+                .filter(|l| l.starts_with("selftest ") && !l.starts_with("selftest verdict"))
+                .map(|l| line_parts(l))
+                .collect();
+            for f in [
+                xenpal_examples::fullstack::INPUT,
+                xenpal_examples::fullstack::OUTPUT,
+            ] {
+                let fetched = o
+                    .all_lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("dom0: net: GET /{f}:")));
+                qemu_rows.push((format!("peer GET /{f}"), word(fetched)));
+            }
+            qemu_rows.push(("disk image after".into(), word(disk_ok)));
+            let sim_disk = out.join("disk-sim.img");
+            let sim_rows = fullstack::write_disk(&sim_disk, &data)
+                .and_then(|()| fullstack::on_simulator(&sim_disk, &data))
+                .unwrap_or_else(|e| vec![("simulator".into(), format!("FAIL ({e})"))]);
+            println!("== the same guest code on the simulator and against Linux's backends:");
+            println!("   {:<22} {:<10} QEMU, Linux dom0", "check", "simulator");
+            for (n, w) in &qemu_rows {
+                let sim = sim_rows
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .map_or("-", |(_, w)| w.as_str());
+                println!("   {n:<22} {sim:<10} {w}");
             }
         }
     }
