@@ -2,19 +2,23 @@
 //!
 //! ```text
 //! cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20]
-//!                  [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]
+//!                  [--dom0 linux|none] [--timeout SECS] [--features F]
+//!                  [--expect pass|fail|crash] [GUEST]
 //! cargo xtask report
 //! ```
 //!
 //! `qemu` builds guest `GUEST` (default `selftest`, a binary of
 //! `xenpal-guests`), fetches Xen from Debian's archive (cached), boots Xen
 //! under QEMU with the guest — on AArch64 as a dom0less domU (`--gic` picks
-//! the interrupt controller), on x86_64 as the PV dom0 — and judges the
-//! guest's `selftest verdict:` line. Exits 0 if the verdict is what
-//! `--expect` says (default: pass; `crash` expects the guest to report an
-//! unexpected exception or Xen to report it crashed), non-zero otherwise,
-//! on an unexpected crash or on a timeout, after printing the last lines of the log. Logs, results and the
-//! artefacts for real hardware go to `target/xenpal-qemu/out/<run>/<guest>/`.
+//! the interrupt controller) or, with `--dom0 linux` (Xen 4.17), as an `xl`
+//! domU of a Linux dom0 built from Debian's packages; on x86_64 as the PV
+//! dom0 — and judges the guest's `selftest verdict:` line (and a Linux
+//! dom0's own checks). Exits 0 if the verdict is what `--expect` says
+//! (default: pass; `crash` expects the guest to report an unexpected
+//! exception or Xen to report it crashed), non-zero otherwise, on an
+//! unexpected crash or on a timeout, after printing the last lines of the
+//! log. Logs, results and the artefacts for real hardware go to
+//! `target/xenpal-qemu/out/<run>/<guest>/`.
 //!
 //! `report` prints the self-test results of the simulator and of every
 //! QEMU run saved there (those without `--features`), side by side.
@@ -33,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
