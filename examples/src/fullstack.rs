@@ -213,7 +213,7 @@ pub async fn run<H: Hypervisor, C: hal::Clock, A: AlarmHw>(
         };
         let net = match site::run(p, site).await {
             Ok(s) if s.not_found == 0 => Outcome::Pass(format!(
-                "served {} responses from {} files over netfront, then closed the vif and disks",
+                "served {} responses from {} files over netfront; vif and disks closed with every grant back",
                 s.responses, s.files
             )),
             Ok(s) => Outcome::Fail(format!(

@@ -242,10 +242,10 @@ pub struct SiteStats {
 }
 
 /// Serve the site until [`SiteConfig::max_requests`] responses went out (or
-/// forever). Logs what it does.
+/// forever), then close the vif and the disks. Logs what it does.
 ///
 /// Errors: [`SiteError`] if the disks, the volumes or the network cannot
-/// be set up.
+/// be set up, or if a backend still holds grants or pages after closing.
 pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
     p: &XenPlatform<H, C, A>,
     cfg: SiteConfig,
@@ -366,9 +366,15 @@ pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
                 iface.poll(smol_now(p.timer()), &mut nic, &mut sockets);
                 nic.wait(p.timer().now() + Duration::from_millis(10)).await;
             }
-            let _ = nic.close(p.timer().now() + Duration::from_secs(5)).await;
-            for d in &disks {
-                let _ = d.close().await;
+            // Close everything; a backend still holding our grants (or
+            // pages) after closing is an error the caller should see.
+            nic.close(p.timer().now() + Duration::from_secs(5))
+                .await
+                .map_err(|e| SiteError::Net(format!("closing the vif: {e}")))?;
+            for (d, id) in disks.iter().zip(&ids) {
+                d.close()
+                    .await
+                    .map_err(|e| SiteError::Disk(id.clone(), format!("closing: {e}")))?;
             }
             return Ok(stats);
         }
