@@ -65,8 +65,8 @@ impl TimerQueue {
         self.reprogram(hw);
     }
 
-    /// Wake everything due at `now`, then program the next deadline. Returns
-    /// the number woken.
+    /// Wake everything due at `now`, then program the next deadline (again,
+    /// even if unchanged: see the body). Returns the number woken.
     pub fn service(&self, now: Instant, hw: &impl AlarmHw) -> usize {
         let due: Vec<Waker> = {
             let mut entries = self.entries.borrow_mut();
@@ -85,9 +85,14 @@ impl TimerQueue {
         for w in due {
             w.wake();
         }
-        if n > 0 || self.programmed.get().is_some_and(|p| p <= now) {
-            self.programmed.set(None);
-        }
+        // Re-arm whatever is armed. The one-shot timer fires by the
+        // hypervisor's clock, which can be a little ahead of ours: then it
+        // fired, we woke, and by our clock nothing was due yet. Left as it
+        // was, that deadline would never fire again and the guest would
+        // sleep for ever (seen on x86 PV under a Linux dom0, where Xen's
+        // timer fires on another CPU's time record). Setting it again
+        // costs a hypercall per wake-up while a deadline is pending.
+        self.programmed.set(None);
         self.reprogram(hw);
         n
     }
@@ -207,5 +212,28 @@ mod tests {
         // Past deadline wakes at once.
         q.schedule(t(10), &wa, t(80), &hw);
         assert_eq!(a.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_timer_that_fires_before_our_clock_reaches_its_deadline_is_rearmed() {
+        // The hypervisor's clock is a little ahead of ours: its one-shot
+        // fires at 100 by its clock, when ours reads 99.
+        let hw = Hw::default();
+        let q = TimerQueue::new();
+        let a = Arc::new(Count(AtomicUsize::new(0)));
+        let w = Waker::from(a.clone());
+        let t = Instant::from_nanos;
+        q.schedule(t(100), &w, t(0), &hw);
+        assert_eq!(*hw.0.borrow(), [Some(t(100))]);
+        assert_eq!(q.service(t(99), &hw), 0);
+        // Not due by our clock, so armed again: otherwise nothing would
+        // ever wake the guest.
+        assert_eq!(*hw.0.borrow(), [Some(t(100)), Some(t(100))]);
+        assert_eq!(q.service(t(100), &hw), 1);
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        // Nothing left: no more programming.
+        let n = hw.0.borrow().len();
+        q.service(t(200), &hw);
+        assert_eq!(hw.0.borrow().len(), n);
     }
 }
