@@ -112,6 +112,10 @@ fn apt(cache: &Path, suite: &str, arch: &str) -> Result<(PathBuf, Vec<String>), 
             apt.join("sources.list").display()
         ),
         "-oDir::Etc::SourceParts=/dev/null".to_string(),
+        // Not this machine's installed packages: a newer installed version
+        // (say libxen-dev's libraries from a point release) would become
+        // the candidate, and it is not in this list to download.
+        "-oDir::State::status=/dev/null".to_string(),
         "-oAPT::Sandbox::User=root".to_string(),
         "-q".to_string(),
     ];
