@@ -1,4 +1,5 @@
-//! A Linux dom0 for the AArch64 rig, built from Debian's arm64 packages only:
+//! A Linux dom0 for the rig, built from Debian's packages only (arm64 or
+//! amd64):
 //! the distribution kernel with Xen's backend modules, busybox, xenstored,
 //! `xl` and the libraries they load, packed with our `/init` into an
 //! initramfs. `/init` brings the toolstack up and starts the guest with
@@ -9,13 +10,10 @@ use crate::cpio::{Archive, Entry};
 use crate::fetch::{self, XenVersion};
 use std::path::{Path, PathBuf};
 
-/// Xen's backend modules and what they need, in load order (dependencies
-/// first, as the kernel's `modules.dep` gives them; none is built in).
-pub const MODULES: &[&str] = &[
-    "net/llc/llc",
-    "net/802/stp",
-    "net/bridge/bridge",
-    "drivers/block/loop",
+/// The modules dom0 loads: Xen's backend drivers and what the rig uses
+/// (none is built into Debian's kernels). Their dependencies are found in
+/// each module's own `depends=` and loaded first.
+const MODULES: &[&str] = &[
     "drivers/xen/xen-privcmd",
     "drivers/xen/xenfs/xenfs",
     "drivers/xen/xen-evtchn",
@@ -23,10 +21,129 @@ pub const MODULES: &[&str] = &[
     "drivers/xen/xen-gntalloc",
     "drivers/net/xen-netback/xen-netback",
     "drivers/block/xen-blkback/xen-blkback",
-    // QEMU's virtio disks (the full-stack guest's disk image).
-    "drivers/virtio/virtio_mmio",
+    "net/bridge/bridge",
+    "drivers/block/loop",
+    // QEMU's virtio disk (the full-stack guest's disk image).
     "drivers/block/virtio_blk",
 ];
+
+/// The Debian architecture dom0 is built for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// `arm64`: dom0 on Xen for Arm.
+    Arm64,
+    /// `amd64`: a PV dom0 on Xen for x86.
+    Amd64,
+}
+
+impl Arch {
+    /// Debian's name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "amd64",
+        }
+    }
+
+    /// The multiarch library directory's name.
+    fn triple(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "aarch64-linux-gnu",
+            Arch::Amd64 => "x86_64-linux-gnu",
+        }
+    }
+
+    /// Libraries only this architecture's toolstack loads (x86's
+    /// libxenguest decompresses kernels with lzma and zstd).
+    fn extra_libraries(self) -> &'static [&'static str] {
+        match self {
+            Arch::Arm64 => &[],
+            Arch::Amd64 => &["liblzma5", "libzstd1"],
+        }
+    }
+
+    /// The transport of QEMU's virtio disk on this machine.
+    fn virtio_transport(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "drivers/virtio/virtio_mmio",
+            Arch::Amd64 => "drivers/virtio/virtio_pci",
+        }
+    }
+}
+
+/// The `depends=` list in a kernel module's `.modinfo` strings.
+pub fn module_depends(ko: &[u8]) -> Vec<String> {
+    ko.split(|&b| b == 0)
+        .find_map(|s| s.strip_prefix(b"depends="))
+        .map(|d| {
+            String::from_utf8_lossy(d)
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every module file under `dir` (recursively) by module name (`-` and `_`
+/// are the same in a module name): its path relative to `dir`, without
+/// `.ko`.
+fn module_index(dir: &Path, sub: &Path, out: &mut std::collections::HashMap<String, String>) {
+    let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let rel = sub.join(e.file_name());
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            module_index(dir, &rel, out);
+        } else if let Some(stem) = name.strip_suffix(".ko") {
+            let rel = rel.to_string_lossy();
+            out.insert(stem.replace('-', "_"), rel[..rel.len() - 3].to_string());
+        }
+    }
+}
+
+/// `wanted` (paths under `kernel/`, without `.ko`) and their dependencies,
+/// each after what it depends on.
+///
+/// Errors: a module or dependency that is not a file (built in, compressed
+/// or missing), or a dependency cycle.
+fn load_order(kernel: &Path, wanted: &[&str]) -> Result<Vec<String>, String> {
+    let mut index = std::collections::HashMap::new();
+    module_index(kernel, Path::new(""), &mut index);
+    fn visit(
+        kernel: &Path,
+        index: &std::collections::HashMap<String, String>,
+        m: &str,
+        path: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if order.iter().any(|o| o == m) {
+            return Ok(());
+        }
+        if path.iter().any(|p| p == m) {
+            return Err(format!("module dependency cycle through {m}"));
+        }
+        let ko = std::fs::read(kernel.join(format!("{m}.ko")))
+            .map_err(|e| format!("module {m}: {e} (compressed or built in?)"))?;
+        path.push(m.to_string());
+        for d in module_depends(&ko) {
+            let dep = index
+                .get(&d.replace('-', "_"))
+                .ok_or_else(|| format!("module {m} needs {d}, which is not a module file"))?;
+            visit(kernel, index, dep, path, order)?;
+        }
+        path.pop();
+        order.push(m.to_string());
+        Ok(())
+    }
+    let mut order = Vec::new();
+    for m in wanted {
+        visit(kernel, &index, m, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}
 
 /// Shared-library packages `xl`, `xenstored` and the xenstore tools load
 /// (`{v}` is the Xen version). Everything under `lib/` and the multiarch
@@ -69,7 +186,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
 /// What the rig boots as dom0.
 #[derive(Debug)]
 pub struct Dom0 {
-    /// The kernel (an arm64 `Image`).
+    /// The kernel (an arm64 `Image` or an x86 `bzImage`).
     pub kernel: PathBuf,
     /// The initramfs (uncompressed `newc` cpio).
     pub initramfs: PathBuf,
@@ -121,42 +238,50 @@ fn add_tree(
 pub fn build(
     cache: &Path,
     out: &Path,
+    arch: Arch,
     v: XenVersion,
     guest_image: &[u8],
     guest_cfg: &str,
     extra: Vec<(String, Entry)>,
 ) -> Result<Dom0, String> {
     let suite = v.suite();
+    let deb = arch.debian();
     let name = |p: &str| p.replace("{v}", v.as_str());
-    let kernel_pkg = fetch::depends(cache, suite, "arm64", "linux-image-arm64")?
+    let meta = format!("linux-image-{deb}");
+    let kernel_pkg = fetch::depends(cache, suite, deb, &meta)?
         .into_iter()
-        .find(|d| d.starts_with("linux-image-") && d.ends_with("-arm64"))
-        .ok_or("linux-image-arm64 names no kernel package")?;
+        .find(|d| d.starts_with("linux-image-") && d.ends_with(&format!("-{deb}")))
+        .ok_or(format!("{meta} names no kernel package"))?;
     let release = kernel_pkg["linux-image-".len()..].to_string();
-    let kdir = fetch::package(cache, suite, "arm64", &kernel_pkg)?;
+    let kdir = fetch::package(cache, suite, deb, &kernel_pkg)?;
     let kernel = kdir.join(format!("boot/vmlinuz-{release}"));
     if !kernel.exists() {
         return Err(format!("{kernel_pkg} has no boot/vmlinuz-{release}"));
     }
     let mut a = Archive::default();
     let mdir = format!("lib/modules/{release}/kernel");
-    for m in MODULES {
+    let mut wanted = MODULES.to_vec();
+    wanted.insert(wanted.len() - 1, arch.virtio_transport());
+    let modules =
+        load_order(&kdir.join(&mdir), &wanted).map_err(|e| format!("{kernel_pkg}: {e}"))?;
+    for m in &modules {
         let rel = format!("{mdir}/{m}.ko");
-        let bytes = std::fs::read(kdir.join(&rel))
-            .map_err(|e| format!("{kernel_pkg}: module {m}: {e} (compressed or built in?)"))?;
+        let bytes =
+            std::fs::read(kdir.join(&rel)).map_err(|e| format!("{kernel_pkg}: {rel}: {e}"))?;
         a.add(&rel, Entry::File(0o644, bytes))?;
     }
-    for p in LIBRARIES {
+    for p in LIBRARIES.iter().chain(arch.extra_libraries()) {
         let p = name(p);
-        let dir = fetch::package(cache, suite, "arm64", &p)?;
+        let dir = fetch::package(cache, suite, deb, &p)?;
+        let libdir = format!("usr/lib/{}/", arch.triple());
         add_tree(&mut a, &dir, Path::new(""), &|rel| {
-            (rel.starts_with("lib/") || rel.starts_with("usr/lib/aarch64-linux-gnu/"))
+            (rel.starts_with("lib/") || rel.starts_with("lib64/") || rel.starts_with(&libdir))
                 && !rel.contains("/gconv/")
         })?;
     }
     for (p, paths) in PROGRAMS {
         let p = name(p);
-        let dir = fetch::package(cache, suite, "arm64", &p)?;
+        let dir = fetch::package(cache, suite, deb, &p)?;
         let paths: Vec<String> = paths.iter().map(|s| name(s)).collect();
         let before = a.len();
         add_tree(&mut a, &dir, Path::new(""), &|rel| {
@@ -174,7 +299,7 @@ pub fn build(
     ] {
         a.add(d, Entry::Dir(0o755))?;
     }
-    let init = init_script(&release, v.as_str());
+    let init = init_script(&release, v.as_str(), &modules);
     a.add("init", Entry::File(0o755, init.into_bytes()))?;
     // dom0's memory is fixed by `dom0_mem`: nothing to balloon.
     a.add(
@@ -184,7 +309,7 @@ pub fn build(
     for (path, e) in extra {
         a.add(&path, e)?;
     }
-    a.add("guest/Image", Entry::File(0o644, guest_image.to_vec()))?;
+    a.add("guest/kernel", Entry::File(0o644, guest_image.to_vec()))?;
     a.add(
         "etc/xen/guest.cfg",
         Entry::File(0o644, guest_cfg.as_bytes().to_vec()),
@@ -206,8 +331,8 @@ pub fn build(
 /// guest and relay its PV console to ours with the `(d1)` prefix. Ends by
 /// powering off when the guest is gone; any failure is printed as
 /// `dom0: FAILED: ...` first.
-pub fn init_script(release: &str, xen: &str) -> String {
-    let modules = MODULES.join(" ");
+pub fn init_script(release: &str, xen: &str, modules: &[String]) -> String {
+    let modules = modules.join(" ");
     format!(
         r#"#!/bin/sh
 /bin/busybox --install -s
@@ -268,15 +393,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn init_loads_every_module_in_order() {
-        let s = init_script("6.1.0-1-arm64", "4.17");
-        assert!(s.starts_with("#!/bin/sh\n"));
-        let list = s.lines().find(|l| l.starts_with("for m in ")).unwrap();
-        let at = |m: &str| list.find(&format!("{m} ")).unwrap_or(usize::MAX);
-        assert!(at("net/llc/llc") < at("net/802/stp"));
-        assert!(at("net/802/stp") < at("net/bridge/bridge"));
-        assert!(at("drivers/xen/xen-privcmd") < at("drivers/xen/xenfs/xenfs"));
+    fn modules_load_after_their_dependencies() {
+        // A fake module tree: bridge needs stp and llc, stp needs llc;
+        // xenfs needs xen-privcmd (named with '_' in depends=).
+        let dir = std::env::temp_dir().join(format!("xtask-mods-{}", std::process::id()));
+        let ko = |rel: &str, deps: &str| {
+            let p = dir.join(format!("{rel}.ko"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let mut b = b"\x7fELF junk\0license=GPL\0".to_vec();
+            b.extend_from_slice(format!("depends={deps}\0name=x\0").as_bytes());
+            std::fs::write(p, b).unwrap();
+        };
+        ko("net/llc/llc", "");
+        ko("net/802/stp", "llc");
+        ko("net/bridge/bridge", "stp,llc");
+        ko("drivers/xen/xen-privcmd", "");
+        ko("drivers/xen/xenfs/xenfs", "xen_privcmd");
+        ko("drivers/a", "b");
+        ko("drivers/b", "a");
+        let order = load_order(&dir, &["drivers/xen/xenfs/xenfs", "net/bridge/bridge"]).unwrap();
+        assert_eq!(
+            order,
+            [
+                "drivers/xen/xen-privcmd",
+                "drivers/xen/xenfs/xenfs",
+                "net/llc/llc",
+                "net/802/stp",
+                "net/bridge/bridge"
+            ]
+        );
+        assert!(
+            load_order(&dir, &["drivers/a"])
+                .unwrap_err()
+                .contains("cycle")
+        );
+        assert!(load_order(&dir, &["drivers/missing"]).is_err());
+        let s = init_script("6.1.0-1-arm64", "4.17", &order);
+        assert!(s.contains("for m in drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs net/llc/llc"));
         assert!(s.contains("/lib/modules/6.1.0-1-arm64/kernel/$m.ko"));
         assert!(s.contains("/usr/lib/xen-4.17/bin"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

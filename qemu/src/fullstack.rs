@@ -42,14 +42,11 @@ pub fn write_disk(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The guest's `xl` config: 128 MiB, a vif on `xenbr0` and `/dev/vda` as
-/// `xvda`, with our hotplug scripts (Debian's are bash, with bash-only
-/// helpers). Preserved after shutdown, so dom0 can read its last console
-/// lines and its backends' final states.
-pub fn guest_cfg() -> String {
-    "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
-     on_poweroff = \"preserve\"\non_crash = \"preserve\"\n\
-     vif = ['bridge=xenbr0,mac=00:16:3e:00:00:02,script=/etc/xen/scripts/vif-xenpal']\n\
+/// The guest's devices, as `xl` config lines: a vif on `xenbr0` and
+/// `/dev/vda` as `xvda`, with our hotplug scripts (Debian's are bash, with
+/// bash-only helpers).
+pub fn guest_devices() -> String {
+    "vif = ['bridge=xenbr0,mac=00:16:3e:00:00:02,script=/etc/xen/scripts/vif-xenpal']\n\
      disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-xenpal,target=/dev/vda']\n"
         .to_string()
 }

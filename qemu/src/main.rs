@@ -123,9 +123,6 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
             s => a.guest = s.to_string(),
         }
     }
-    if a.dom0_linux && a.arch != "aarch64" {
-        return Err("--dom0 linux is for --arch aarch64".into());
-    }
     if a.dom0_linux && a.xen != XenVersion::V4_17 {
         return Err("--dom0 linux needs --xen 4.17: its toolstack comes from Debian 12, which ships Xen 4.17".into());
     }
@@ -340,8 +337,9 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
 const DOM0_KERNEL_ADDR: u64 = 0x5000_0000;
 const DOM0_INITRD_ADDR: u64 = 0x5400_0000;
 
-/// Build the Linux dom0 (Debian's arm64 packages, our `/init`) that starts
-/// the guest with `xl create`; returns the QEMU command.
+/// Build the Linux dom0 (Debian's packages, our `/init`) that starts the
+/// guest (`image`: an Arm `Image` or an x86 PV ELF) with `xl create`;
+/// returns the QEMU command that boots Xen (`xen`) with it.
 fn linux_dom0_boot(
     a: &QemuArgs,
     base: &Path,
@@ -349,13 +347,18 @@ fn linux_dom0_boot(
     image: &[u8],
     xen: &Path,
 ) -> Result<Command, String> {
-    println!("== building a Linux dom0 from Debian's arm64 packages");
-    // Preserved after shutdown, so dom0 can read its last console lines.
-    let mut cfg = "name = \"xenpal\"\nkernel = \"/guest/Image\"\nmemory = 128\nvcpus = 1\n\
-                   on_poweroff = \"preserve\"\non_crash = \"preserve\"\n"
-        .to_string();
+    let arch = if a.x86() {
+        dom0::Arch::Amd64
+    } else {
+        dom0::Arch::Arm64
+    };
+    println!(
+        "== building a Linux dom0 from Debian's {} packages",
+        arch.debian()
+    );
     let mut extra = Vec::new();
     let mut drive = None;
+    let mut devices = String::new();
     if a.guest == "fullstack" {
         let disk = out.join("disk.img");
         let data = fullstack::input();
@@ -366,11 +369,18 @@ fn linux_dom0_boot(
             xenpal_examples::fullstack::INPUT,
             data.len()
         );
-        cfg = fullstack::guest_cfg();
+        devices = fullstack::guest_devices();
         extra = fullstack::dom0_files(&data);
         drive = Some(disk);
     }
-    let d = dom0::build(&base.join("cache"), out, a.xen, image, &cfg, extra)?;
+    // Preserved after shutdown, so dom0 can read its last console lines
+    // and the devices' final states.
+    let cfg = format!(
+        "name = \"xenpal\"\n{}kernel = \"/guest/kernel\"\nmemory = 128\nvcpus = 1\n\
+         on_poweroff = \"preserve\"\non_crash = \"preserve\"\n{devices}",
+        if a.x86() { "type = \"pv\"\n" } else { "" }
+    );
+    let d = dom0::build(&base.join("cache"), out, arch, a.xen, image, &cfg, extra)?;
     let kernel_size = std::fs::metadata(&d.kernel)
         .map_err(|e| e.to_string())?
         .len();
@@ -384,41 +394,70 @@ fn linux_dom0_boot(
         d.files,
         initrd_size >> 20
     );
-    if DOM0_KERNEL_ADDR + kernel_size > DOM0_INITRD_ADDR {
-        return Err(format!(
-            "dom0's kernel ({kernel_size} bytes) overlaps its initramfs"
-        ));
-    }
-    let base_dtb = dump_dtb(out, a.gic, 2048)?;
-    let modules = dtb::Dom0Modules {
-        kernel: (DOM0_KERNEL_ADDR, kernel_size),
-        ramdisk: (DOM0_INITRD_ADDR, initrd_size),
-        bootargs: "console=hvc0 rdinit=/init quiet".into(),
-    };
-    let dtb = dtb::with_dom0(
-        &base_dtb,
-        "dom0_mem=512M loglvl=all guest_loglvl=all",
-        &modules,
-    )?;
-    let dtb_path = out.join("xen-dom0.dtb");
-    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(machine_args(a.gic, 2048))
-        .arg("-no-reboot")
-        .arg("-kernel")
+    let xen_args = "dom0_mem=512M,max:512M loglvl=all guest_loglvl=all";
+    let dom0_args = "console=hvc0 rdinit=/init quiet";
+    let mut cmd;
+    if a.x86() {
+        // Multiboot modules: dom0's kernel (with its command line after a
+        // space), then its initramfs.
+        for p in [&d.kernel, &d.initramfs] {
+            if p.display().to_string().contains([',', ' ']) {
+                return Err(format!(
+                    "QEMU cannot load a multiboot module from a path with ',' or ' ': {}",
+                    p.display()
+                ));
+            }
+        }
+        // Not `-cpu max`: Linux 6.1 as a PV dom0 dies in its first
+        // exception under TCG with it (Xen cannot write the bounce frame),
+        // and with Skylake too; qemu64 works.
+        cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-machine", "q35", "-cpu", "qemu64", "-m", "2048", "-smp", "2",
+        ])
+        .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(xen)
-        .arg("-dtb")
-        .arg(&dtb_path)
-        .arg("-device")
+        .arg("-append")
+        .arg(format!("console=com1 com1=115200 {xen_args}"))
+        .arg("-initrd")
         .arg(format!(
-            "loader,file={},addr={DOM0_KERNEL_ADDR:#x}",
-            d.kernel.display()
-        ))
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr={DOM0_INITRD_ADDR:#x}",
+            "{} {dom0_args},{}",
+            d.kernel.display(),
             d.initramfs.display()
         ));
+    } else {
+        if DOM0_KERNEL_ADDR + kernel_size > DOM0_INITRD_ADDR {
+            return Err(format!(
+                "dom0's kernel ({kernel_size} bytes) overlaps its initramfs"
+            ));
+        }
+        let base_dtb = dump_dtb(out, a.gic, 2048)?;
+        let modules = dtb::Dom0Modules {
+            kernel: (DOM0_KERNEL_ADDR, kernel_size),
+            ramdisk: (DOM0_INITRD_ADDR, initrd_size),
+            bootargs: dom0_args.into(),
+        };
+        let dtb = dtb::with_dom0(&base_dtb, xen_args, &modules)?;
+        let dtb_path = out.join("xen-dom0.dtb");
+        std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+        cmd = Command::new("qemu-system-aarch64");
+        cmd.args(machine_args(a.gic, 2048))
+            .arg("-no-reboot")
+            .arg("-kernel")
+            .arg(xen)
+            .arg("-dtb")
+            .arg(&dtb_path)
+            .arg("-device")
+            .arg(format!(
+                "loader,file={},addr={DOM0_KERNEL_ADDR:#x}",
+                d.kernel.display()
+            ))
+            .arg("-device")
+            .arg(format!(
+                "loader,file={},addr={DOM0_INITRD_ADDR:#x}",
+                d.initramfs.display()
+            ));
+    }
     if let Some(disk) = drive {
         cmd.arg("-drive")
             .arg(format!(
@@ -426,12 +465,15 @@ fn linux_dom0_boot(
                 disk.display()
             ))
             .arg("-device")
-            .arg("virtio-blk-device,drive=guestdisk");
+            .arg(if a.x86() {
+                "virtio-blk-pci,drive=guestdisk"
+            } else {
+                "virtio-blk-device,drive=guestdisk"
+            });
     }
     println!(
-        "== booting Xen {} + Linux dom0 under qemu-system-aarch64 (GICv{}); dom0 runs `xl create`, timeout {:?}",
+        "== booting Xen {} + Linux dom0 under QEMU; dom0 runs `xl create`, timeout {:?}",
         a.xen.as_str(),
-        a.gic,
         a.timeout
     );
     Ok(cmd)
@@ -447,6 +489,11 @@ fn x86_64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Comm
         in_memory / 1024
     );
     let path = boards::write_x86(out, &a.guest, &image)?;
+    if a.dom0_linux {
+        println!("== fetching Xen {} (amd64) from Debian", a.xen.as_str());
+        let xen = fetch::xen_amd64(&base.join("cache"), a.xen)?;
+        return linux_dom0_boot(a, base, out, &image, &xen);
+    }
     // QEMU's multiboot loader splits -initrd at commas and takes what
     // follows a space as the module's command line.
     let module = path.display().to_string();
@@ -540,7 +587,13 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     let elf = build_guest(&root, &a)?;
     let elf = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let (cmd, console) = if a.x86() {
-        (x86_64_boot(&a, &base, &out, &elf)?, run::GuestConsole::Dom0)
+        // The guest is dom0 unless a Linux dom0 runs it as domain 1.
+        let console = if a.dom0_linux {
+            run::GuestConsole::Domain1
+        } else {
+            run::GuestConsole::Dom0
+        };
+        (x86_64_boot(&a, &base, &out, &elf)?, console)
     } else {
         (
             aarch64_boot(&a, &base, &out, &elf)?,
@@ -728,12 +781,12 @@ mod tests {
             parse(&s(&["--arch", "aarch64", "--dom0", "linux"])).is_err(),
             "needs 4.17"
         );
-        assert!(
-            parse(&s(&[
-                "--arch", "x86_64", "--xen", "4.17", "--dom0", "linux"
-            ]))
-            .is_err()
-        );
+        let x = parse(&s(&[
+            "--arch", "x86_64", "--xen", "4.17", "--dom0", "linux",
+        ]))
+        .unwrap();
+        assert_eq!(x.run_name(), "x86_64-xen4.17-linux-dom0");
+        assert!(parse(&s(&["--arch", "x86_64", "--dom0", "linux"])).is_err());
         assert!(parse(&s(&["--arch", "aarch64", "--dom0", "bsd"])).is_err());
         assert!(
             parse(&s(&["--arch", "aarch64", "--expect", "fail"]))

@@ -1,6 +1,6 @@
 //! The full-stack guest: blkfront and netfront against the toolstack's
 //! backends (`xenpal_examples::fullstack`). Needs a dom0 with a toolstack:
-//! `cargo xtask qemu --arch aarch64 --xen 4.17 --dom0 linux fullstack`.
+//! `cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux fullstack`.
 //! Ends with a `selftest verdict:` line and shuts down (poweroff if every
 //! check passed, crash otherwise).
 
@@ -31,12 +31,14 @@ mod guest {
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 mod guest {
     use xenpal_arch_x86_64 as arch;
+    use xenpal_examples::fullstack::{self, FullstackConfig};
 
-    fn main(_start_info: usize) -> ! {
-        arch::eprintln!(
-            "xenpal fullstack: needs a toolstack's devices; the x86 runner boots guests as dom0"
-        );
-        arch::platform::crash()
+    fn main(start_info: usize) -> ! {
+        arch::eprintln!("xenpal fullstack starting (start_info at {start_info:#x})");
+        arch::platform::run(start_info, |b| async move {
+            let report = fullstack::run(&b.platform, FullstackConfig::default()).await;
+            report.passed()
+        })
     }
 
     arch::entry!(main);
