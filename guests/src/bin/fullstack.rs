@@ -6,48 +6,25 @@
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(target_os = "none")]
 mod guest {
+    #[cfg(target_arch = "aarch64")]
     use xenpal_arch_aarch64 as arch;
-    use xenpal_examples::fullstack::{self, FullstackConfig};
-
-    fn main(dtb: usize) -> ! {
-        arch::eprintln!("xenpal fullstack starting (device tree at {dtb:#x})");
-        arch::platform::run(dtb, |b| async move {
-            let report = fullstack::run(&b.platform, FullstackConfig::default()).await;
-            report.passed()
-        })
-    }
-
-    arch::entry!(main);
-
-    #[panic_handler]
-    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        arch::eprintln!("panic: {info}");
-        arch::platform::crash()
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
-mod guest {
+    #[cfg(target_arch = "x86_64")]
     use xenpal_arch_x86_64 as arch;
     use xenpal_examples::fullstack::{self, FullstackConfig};
 
-    fn main(start_info: usize) -> ! {
-        arch::eprintln!("xenpal fullstack starting (start_info at {start_info:#x})");
-        arch::platform::run(start_info, |b| async move {
+    /// `boot`: the device tree (Arm) or `start_info` (x86) Xen passed.
+    fn main(boot: usize) -> ! {
+        arch::eprintln!("xenpal fullstack starting (boot information at {boot:#x})");
+        arch::platform::run(boot, |b| async move {
             let report = fullstack::run(&b.platform, FullstackConfig::default()).await;
             report.passed()
         })
     }
 
     arch::entry!(main);
-
-    #[panic_handler]
-    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        arch::eprintln!("panic: {info}");
-        arch::platform::crash()
-    }
+    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(not(target_os = "none"))]

@@ -114,11 +114,7 @@ mod guest {
 
     arch::entry!(main);
 
-    #[panic_handler]
-    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        arch::eprintln!("panic: {info}");
-        arch::platform::crash()
-    }
+    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
@@ -191,11 +187,7 @@ mod guest {
 
     arch::entry!(main);
 
-    #[panic_handler]
-    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        arch::eprintln!("panic: {info}");
-        arch::platform::crash()
-    }
+    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(not(target_os = "none"))]
