@@ -1,5 +1,7 @@
 //! Hypercalls on Arm: `hvc #0xEA1` with the call number in `x16` and up to
-//! five arguments in `x0`..`x4`; the result comes back in `x0`.
+//! five arguments in `x0`..`x4`; the result comes back in `x0`. And the
+//! [`Hypervisor`] handle `xen_pv` reaches Xen through, whose block hook is
+//! [`crate::irq::block`].
 
 use hal::mem::Gfn;
 use xen_pv::abi::Errno;
@@ -52,14 +54,25 @@ impl Hypervisor for ArmHypervisor {
     type Mem = RawMemory;
 
     fn hypercall(&self, op: u32, args: [u64; 5], buf: Option<ArgBuf<'_>>) -> isize {
-        if op == xen_pv::abi::op::SCHED_OP && args[0] == u64::from(xen_pv::abi::schedop::BLOCK) {
-            return block();
-        }
         // SAFETY: `marshal` passes addresses only of buffers it keeps alive
         // (and does not otherwise touch) until this call returns: the
         // caller's argument or its own stack copy; Xen accesses only the
         // structure the ABI defines at that address.
         marshal(args, buf, |a| unsafe { hypercall_raw(u64::from(op), a) })
+    }
+
+    /// The block hook: [`crate::irq::block`] around the bare
+    /// `SCHEDOP_block`.
+    fn block(&self) -> isize {
+        crate::irq::block(|| {
+            // SAFETY: SCHEDOP_block takes no pointer argument.
+            unsafe {
+                hypercall_raw(
+                    u64::from(xen_pv::abi::op::SCHED_OP),
+                    [u64::from(xen_pv::abi::schedop::BLOCK), 0, 0, 0, 0],
+                )
+            }
+        })
     }
 
     fn map_frames(&self, gfn: Gfn, count: usize) -> Result<RawMemory, Errno> {
@@ -73,33 +86,4 @@ impl Hypervisor for ArmHypervisor {
         // all access goes through `RawMemory`'s atomic accessors.
         Ok(unsafe { RawMemory::new(ptr, len) })
     }
-}
-
-/// `SCHEDOP_block` without losing a wake-up. The IRQ handler silences the
-/// (level-triggered) virtual timer when it fires, so a timer that fired
-/// after the executor decided to sleep would leave nothing pending to wake
-/// the vCPU. So: mask IRQs, and block only if no interrupt was handled
-/// since the executor last looked. An interrupt arriving after the mask
-/// stays pending in the vGIC, and Xen does not block a vCPU with a pending
-/// interrupt; Xen unmasks IRQs on return, and the handler then runs.
-fn block() -> isize {
-    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-    {
-        // SAFETY: masking IRQs on the only vCPU; undone below or by Xen.
-        unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
-        if crate::irq::take_activity() {
-            // SAFETY: unmasks what we masked just above.
-            unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
-            return 0;
-        }
-        // SAFETY: SCHEDOP_block takes no pointer argument.
-        unsafe {
-            hypercall_raw(
-                u64::from(xen_pv::abi::op::SCHED_OP),
-                [u64::from(xen_pv::abi::schedop::BLOCK), 0, 0, 0, 0],
-            )
-        }
-    }
-    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-    Errno::ENOSYS.ret()
 }

@@ -1,5 +1,5 @@
-//! The GIC (v2 and v3), the IRQ handler, and `critical_section` by masking
-//! interrupts.
+//! How Xen's event interrupt (and the timer's) reaches us: the GIC (v2 and
+//! v3), the IRQ handler, and [`block`], the block hook.
 //!
 //! Interrupts only wake the vCPU: the handler acknowledges, silences the
 //! virtual timer if that is what fired (its output is level-triggered), and
@@ -7,6 +7,9 @@
 //! executor's step, in task context (see `docs/ARCHITECTURE.md`). IRQs are
 //! masked at boot; Xen unmasks them (`PSTATE.I`) when `SCHEDOP_block`
 //! returns, so the pending interrupt is taken and handled right there.
+//!
+//! This module issues no hypercall of its own: [`block`] is handed the
+//! bare `SCHEDOP_block` by `hypercall.rs`, whose `Hypervisor::block` it is.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -45,7 +48,7 @@ pub fn counts() -> (u64, u64, u64) {
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hw {
     use super::*;
-    use crate::dt::Gic;
+    use crate::boot_info::Gic;
     use core::ptr::{read_volatile, write_volatile};
 
     /// The configured GIC (set once at boot).
@@ -182,7 +185,7 @@ mod hw {
 
 /// Set up the GIC; `event_irq` (Xen's event PPI, if any) and `timer_irq`
 /// (the virtual timer) are enabled.
-pub fn init(gic: crate::dt::Gic, event_irq: Option<u32>, timer_irq: u32) {
+pub fn init(gic: crate::boot_info::Gic, event_irq: Option<u32>, timer_irq: u32) {
     EVENT_IRQ.store(event_irq.unwrap_or(0), Ordering::Relaxed);
     TIMER_IRQ.store(timer_irq, Ordering::Relaxed);
     #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -207,28 +210,33 @@ pub fn handle_irq() {
     hw::handle_irq();
 }
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod cs {
-    struct MaskIrqs;
-    critical_section::set_impl!(MaskIrqs);
-
-    // SAFETY: masking IRQs (and FIQs) on the only vCPU excludes every other
-    // context that could run: the IRQ handler. `release` restores exactly
-    // the state `acquire` saw, so nesting works.
-    unsafe impl critical_section::Impl for MaskIrqs {
-        unsafe fn acquire() -> u64 {
-            let daif: u64;
-            // SAFETY: reading DAIF and setting its I and F bits only masks
-            // interrupts.
-            unsafe {
-                core::arch::asm!("mrs {}, daif", "msr daifset, #3", out(reg) daif, options(nomem, nostack));
-            }
-            daif
+/// The block hook (`Hypervisor::block` of `ArmHypervisor`): call
+/// `sched_block`, the bare `SCHEDOP_block`, only if no interrupt came in
+/// since the executor last looked, without losing a wake-up; returns what
+/// it returned, or 0 (at once) if an interrupt came in.
+///
+/// The IRQ handler silences the (level-triggered) virtual timer when it
+/// fires, so a timer that fired after the executor decided to sleep would
+/// leave nothing pending to wake the vCPU. So: mask IRQs, and block only if
+/// no interrupt was handled since ([`take_activity`]). An interrupt
+/// arriving after the mask stays pending in the vGIC, and Xen does not
+/// block a vCPU with a pending interrupt; Xen unmasks IRQs on return, and
+/// the handler then runs.
+pub fn block(sched_block: impl FnOnce() -> isize) -> isize {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    {
+        // SAFETY: masking IRQs on the only vCPU; undone below or by Xen.
+        unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+        if take_activity() {
+            // SAFETY: unmasks what we masked just above.
+            unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+            return 0;
         }
-
-        unsafe fn release(daif: u64) {
-            // SAFETY: restores the interrupt mask `acquire` saved.
-            unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nomem, nostack)) };
-        }
+        sched_block()
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    {
+        let _ = sched_block;
+        xen_pv::abi::Errno::ENOSYS.ret()
     }
 }

@@ -15,8 +15,8 @@
 
 extern crate alloc;
 
+pub mod boot_info;
 pub mod console;
-pub mod dt;
 pub mod exceptions;
 pub mod heap;
 pub mod hypercall;

@@ -11,7 +11,7 @@
 //! table of 1 GiB entries pointing to level-2 tables of 2 MiB blocks.
 //! Regions are rounded out to 2 MiB.
 
-use crate::dt::Region;
+use crate::boot_info::Region;
 use core::fmt;
 
 /// Bytes covered by one level-2 block.

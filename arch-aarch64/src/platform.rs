@@ -1,7 +1,9 @@
-//! Bringing the platform up (device tree, MMU, GIC, timer, Xen's pages) and
-//! bringing the domain down.
+//! Bringing the platform up (device tree, MMU, GIC, timer, Xen's pages),
+//! running the guest and bringing the domain down (the last two are
+//! `xen_pv::platform`'s, the same on every architecture), and
+//! `critical_section` by masking interrupts.
 
-use crate::dt::{self, BootInfo, DtError, Region};
+use crate::boot_info::{BootInfo, DtError, Gic, Region};
 use crate::hypercall::ArmHypervisor;
 use crate::mm::{MemKind, MmError};
 use crate::time::GenericTimer;
@@ -11,7 +13,6 @@ use core::fmt;
 use core::future::Future;
 use hal::DomId;
 use hal::mem::{Gfn, PAGE_SIZE};
-use xen_pv::abi::shutdown;
 use xen_pv::platform::{AutoLayout, XenPlatform};
 
 /// The platform an Arm guest's `main` receives.
@@ -123,10 +124,8 @@ pub fn plan(
     let mut regions: Vec<(Region, MemKind)> =
         info.memory.iter().map(|r| (*r, MemKind::Normal)).collect();
     match info.gic {
-        dt::Gic::V2 { dist, cpu } => {
-            regions.extend([(dist, MemKind::Device), (cpu, MemKind::Device)])
-        }
-        dt::Gic::V3 { dist, redist } => {
+        Gic::V2 { dist, cpu } => regions.extend([(dist, MemKind::Device), (cpu, MemKind::Device)]),
+        Gic::V3 { dist, redist } => {
             regions.extend([(dist, MemKind::Device), (redist, MemKind::Device)])
         }
     }
@@ -190,11 +189,11 @@ pub fn boot(dtb: usize) -> Result<Booted, BootError> {
     // SAFETY: Xen passes the device tree's address in x0; its first 8 bytes
     // (magic, size) are readable RAM. We read them before trusting the size.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
-    let size = dt::blob_size(header)?;
+    let size = crate::boot_info::blob_size(header)?;
     // SAFETY: `blob_size` checked the magic and a plausible size; the blob
     // lies in our RAM, written by Xen before we started and not shared.
     let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
-    let info = dt::parse(blob, dtb as u64)?;
+    let info = crate::boot_info::parse(blob, dtb as u64)?;
     let image = image_range();
     let (layout, mut regions) = plan(&info, image)?;
     // A toolstack-built domain (xl) has its xenstore and console rings in
@@ -242,23 +241,14 @@ pub fn boot(dtb: usize) -> Result<Booted, BootError> {
 
 /// Boot, then run `app` to completion and shut down with poweroff if it
 /// returns `true`, crash if `false`. A boot failure is printed and crashes
-/// the domain.
+/// the domain. (All but the boot is [`xen_pv::platform::run`].)
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn run<F, Fut>(dtb: usize, app: F) -> !
 where
     F: FnOnce(Booted) -> Fut,
     Fut: Future<Output = bool>,
 {
-    match boot(dtb) {
-        Ok(b) => {
-            let runner = b.platform.runner();
-            runner.run_then_shutdown(app(b))
-        }
-        Err(e) => {
-            crate::eprintln!("xenpal: boot failed: {e}");
-            crash()
-        }
-    }
+    xen_pv::platform::run(ArmHypervisor, boot(dtb), |b| &b.platform, app)
 }
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.
@@ -268,13 +258,39 @@ pub fn shutdown(reason: u32) -> ! {
 
 /// Crash the domain (after a fatal error has been reported). Never returns.
 pub fn crash() -> ! {
-    shutdown(shutdown::CRASH)
+    xen_pv::platform::crash(&ArmHypervisor)
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod cs {
+    struct MaskIrqs;
+    critical_section::set_impl!(MaskIrqs);
+
+    // SAFETY: masking IRQs (and FIQs) on the only vCPU excludes every other
+    // context that could run: the IRQ handler. `release` restores exactly
+    // the state `acquire` saw, so nesting works.
+    unsafe impl critical_section::Impl for MaskIrqs {
+        unsafe fn acquire() -> u64 {
+            let daif: u64;
+            // SAFETY: reading DAIF and setting its I and F bits only masks
+            // interrupts.
+            unsafe {
+                core::arch::asm!("mrs {}, daif", "msr daifset, #3", out(reg) daif, options(nomem, nostack));
+            }
+            daif
+        }
+
+        unsafe fn release(daif: u64) {
+            // SAFETY: restores the interrupt mask `acquire` saved.
+            unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nomem, nostack)) };
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dt::{Gic, XenNode};
+    use crate::boot_info::XenNode;
 
     fn info(hyp: bool) -> BootInfo {
         BootInfo {

@@ -9,57 +9,14 @@
 //! address beyond what the header promises. Then it sets up a stack, clears
 //! `.bss`, installs the vectors and calls [`xenpal_rust_start`].
 
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+use crate::exceptions::{ExceptionFrame, VectorKind};
+
 // What a guest binary provides: its entry point, called once the platform
 // is up. Defined by `entry!`.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 unsafe extern "Rust" {
     fn xenpal_app_main(dtb: usize) -> !;
-}
-
-/// Saved registers of an exception, as the vector code pushes them.
-#[repr(C)]
-#[derive(Debug)]
-pub struct ExceptionFrame {
-    /// `x0`..`x18`.
-    pub x: [u64; 19],
-    /// Frame pointer.
-    pub x29: u64,
-    /// Link register.
-    pub x30: u64,
-    /// Exception link register: where the exception happened.
-    pub elr: u64,
-    /// Saved program status.
-    pub spsr: u64,
-    /// Padding to 16 bytes.
-    pub _pad: u64,
-}
-
-/// Which vector an exception came through (index into the vector table).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum VectorKind {
-    /// Synchronous exception from the current EL (a fault, a bad hvc).
-    CurrentSync,
-    /// IRQ from the current EL.
-    CurrentIrq,
-    /// FIQ from the current EL.
-    CurrentFiq,
-    /// SError from the current EL.
-    CurrentSError,
-    /// Anything else (EL0, AArch32, SP_EL0): never expected.
-    Other(u64),
-}
-
-impl VectorKind {
-    /// From the vector number the entry code passes (0..16).
-    pub fn from_index(i: u64) -> Self {
-        match i {
-            4 => VectorKind::CurrentSync,
-            5 => VectorKind::CurrentIrq,
-            6 => VectorKind::CurrentFiq,
-            7 => VectorKind::CurrentSError,
-            n => VectorKind::Other(n),
-        }
-    }
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -1,6 +1,7 @@
 //! Hypercalls on x86_64 PV: `call` into the hypercall page Xen filled in
 //! (entry `op` at `op * 32`), arguments in `rdi, rsi, rdx, r10, r8`, the
-//! result in `rax`.
+//! result in `rax`. And the [`Hypervisor`] handle `xen_pv` reaches Xen
+//! through, whose block hook is [`crate::irq::block`].
 //!
 //! Memory: with `VIRT_BASE` 0 a PV guest's virtual address equals its
 //! pseudo-physical address, so guest frame `n` (a PFN) is at `n << 12` once
@@ -121,14 +122,25 @@ impl Hypervisor for PvHypervisor {
     type Mem = RawMemory;
 
     fn hypercall(&self, op: u32, args: [u64; 5], buf: Option<ArgBuf<'_>>) -> isize {
-        if op == xen_pv::abi::op::SCHED_OP && args[0] == u64::from(xen_pv::abi::schedop::BLOCK) {
-            return crate::events::block();
-        }
         // SAFETY: `marshal` passes addresses only of buffers it keeps alive
         // (and does not otherwise touch) until this call returns: the
         // caller's argument or its own stack copy. They are virtual
         // addresses, which is what a PV guest's hypercalls take.
         marshal(args, buf, |a| unsafe { hypercall_raw(op, a) })
+    }
+
+    /// The block hook: [`crate::irq::block`] around the bare
+    /// `SCHEDOP_block`.
+    fn block(&self) -> isize {
+        crate::irq::block(|| {
+            // SAFETY: SCHEDOP_block takes no pointer argument.
+            unsafe {
+                hypercall_raw(
+                    xen_pv::abi::op::SCHED_OP,
+                    [u64::from(xen_pv::abi::schedop::BLOCK), 0, 0, 0, 0],
+                )
+            }
+        })
     }
 
     fn map_frames(&self, gfn: Gfn, count: usize) -> Result<RawMemory, Errno> {

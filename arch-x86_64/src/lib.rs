@@ -16,16 +16,16 @@
 
 extern crate alloc;
 
+pub mod boot_info;
 pub mod console;
-pub mod events;
+pub mod exceptions;
 pub mod heap;
 pub mod hypercall;
+pub mod irq;
 pub mod mm;
 pub mod platform;
 pub mod start;
-pub mod start_info;
 pub mod time;
-pub mod traps;
 
 pub use hypercall::PvHypervisor;
 

@@ -1,16 +1,17 @@
-//! Bringing an x86_64 PV guest up (start_info, page tables, Xen's pages)
-//! and down.
+//! Bringing an x86_64 PV guest up (start_info, page tables, Xen's pages),
+//! running the guest and bringing the domain down (the last two are
+//! `xen_pv::platform`'s, the same on every architecture), and
+//! `critical_section` by masking event delivery.
 
+use crate::boot_info::{BootInfo, StartInfoError};
 use crate::hypercall::PvHypervisor;
 use crate::mm::{self, MmError, PvMmu};
-use crate::start_info::{BootInfo, StartInfoError};
 use crate::time::PvClock;
 use core::fmt;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 use core::future::Future;
 use hal::mem::PAGE_SIZE;
 use xen_pv::abi::Errno;
-use xen_pv::abi::shutdown;
 use xen_pv::abi::x86_64::MmuUpdate;
 use xen_pv::hypercall;
 use xen_pv::platform::XenPlatform;
@@ -251,7 +252,7 @@ pub fn boot(start_info: usize) -> Result<Booted, BootError> {
     // SAFETY: Xen passes start_info's address in rsi; the page is in the
     // bootstrap area, mapped and ours. It is only read here.
     let bytes = unsafe { core::slice::from_raw_parts(start_info as *const u8, size) };
-    let info = crate::start_info::parse(bytes)?;
+    let info = crate::boot_info::parse(bytes)?;
     // SAFETY: `parse` checked that the p2m list lies inside RAM; Xen
     // mapped it in the bootstrap area, and nothing writes it after boot.
     let p2m: &'static [u64] =
@@ -309,15 +310,15 @@ pub fn boot(start_info: usize) -> Result<Booted, BootError> {
         // SAFETY: shared_info is now mapped at `base` for good; vcpu_info[0]
         // is at its start and its time info inside it.
         unsafe {
-            crate::events::set_vcpu_info(base.cast());
+            crate::irq::set_vcpu_info(base.cast());
             PvClock::set_time_info(
                 base.add(core::mem::offset_of!(xen_pv::abi::x86_64::VcpuInfo, time))
                     .cast(),
             );
         }
         // Xen may start us with delivery unmasked; from here on it is
-        // masked except inside SCHEDOP_block (see `events`).
-        let _ = crate::events::mask();
+        // masked except inside SCHEDOP_block (see `irq`).
+        let _ = crate::irq::mask();
     }
     let mut frames = [0u64; GRANT_FRAMES];
     hypercall::gnttab_setup_table(&h, &mut frames).map_err(|e| BootError::Map("grant table", e))?;
@@ -373,23 +374,14 @@ pub fn boot(start_info: usize) -> Result<Booted, BootError> {
 
 /// Boot, then run `app` to completion and shut down with poweroff if it
 /// returns `true`, crash if `false`. A boot failure is printed and crashes
-/// the domain.
+/// the domain. (All but the boot is [`xen_pv::platform::run`].)
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub fn run<F, Fut>(start_info: usize, app: F) -> !
 where
     F: FnOnce(Booted) -> Fut,
     Fut: Future<Output = bool>,
 {
-    match boot(start_info) {
-        Ok(b) => {
-            let runner = b.platform.runner();
-            runner.run_then_shutdown(app(b))
-        }
-        Err(e) => {
-            crate::eprintln!("xenpal: boot failed: {e}");
-            crash()
-        }
-    }
+    xen_pv::platform::run(PvHypervisor, boot(start_info), |b| &b.platform, app)
 }
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.
@@ -399,13 +391,31 @@ pub fn shutdown(reason: u32) -> ! {
 
 /// Crash the domain (after a fatal error has been reported). Never returns.
 pub fn crash() -> ! {
-    shutdown(shutdown::CRASH)
+    xen_pv::platform::crash(&PvHypervisor)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+mod cs {
+    struct EventMask;
+    critical_section::set_impl!(EventMask);
+
+    // SAFETY: one vCPU; masking event delivery in `vcpu_info` keeps the
+    // event callback (the only code that can interrupt us) from running
+    // until the previous mask is restored.
+    unsafe impl critical_section::Impl for EventMask {
+        unsafe fn acquire() -> u8 {
+            crate::irq::mask()
+        }
+        unsafe fn release(previous: u8) {
+            crate::irq::restore(previous, &crate::PvHypervisor)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::start_info::parse;
+    use crate::boot_info::parse;
     use xen_pv::abi::x86_64::{StartInfo, sif};
     use zerocopy::{FromZeros, IntoBytes};
 

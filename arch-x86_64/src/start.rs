@@ -89,17 +89,17 @@ unsafe extern "Rust" {
 }
 
 /// Rust entry, called by the entry code with `start_info`'s address: the
-/// callbacks and the trap table first (so a fault is reported, not a
+/// trap table and the callbacks first (so a fault is reported, not a
 /// silent crash), then the guest's `main`.
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 #[unsafe(no_mangle)]
 extern "C" fn xenpal_rust_start(start_info: usize) -> ! {
-    if let Err(e) = crate::traps::install() {
-        crate::eprintln!("xenpal: boot failed: set_trap_table: {e}");
+    if let Err((what, e)) = crate::exceptions::install() {
+        crate::eprintln!("xenpal: boot failed: {what}: {e}");
         crate::platform::crash();
     }
-    if let Err(e) = crate::events::register() {
-        crate::eprintln!("xenpal: boot failed: registering callbacks: {e}");
+    if let Err(e) = crate::irq::register(&crate::PvHypervisor) {
+        crate::eprintln!("xenpal: boot failed: registering the event callback: {e}");
         crate::platform::crash();
     }
     // SAFETY: the guest binary defines `xenpal_app_main` with this exact

@@ -89,6 +89,30 @@ pub trait Hypervisor: Clone {
         gfn.addr() + offset as u64
     }
 
+    /// The block hook: sleep in Xen (`SCHEDOP_block`) until an event is
+    /// pending, without losing a wake-up, and return what Xen returned
+    /// (`>= 0` on success, `-errno` on failure). It may return at once, and
+    /// must, if an event or interrupt arrived since the caller last looked.
+    ///
+    /// This is the only way guest code blocks: [`sched_block`] (and so the
+    /// executor, when its task is idle) calls it, never `SCHEDOP_block`
+    /// through [`Hypervisor::hypercall`]. The default issues the bare
+    /// hypercall, which is right where Xen's own check for pending events
+    /// is enough (the simulator). An arch crate on real Xen overrides it with
+    /// its `irq::block`, which closes the window between the executor's
+    /// decision to sleep and the hypercall: on Arm it masks IRQs and blocks
+    /// only if no interrupt was handled since; on x86 PV it keeps event
+    /// delivery masked, which `SCHEDOP_block` clears atomically with its
+    /// check for pending events.
+    #[doc(alias = "SCHEDOP_block")]
+    fn block(&self) -> isize {
+        self.hypercall(
+            op::SCHED_OP,
+            [u64::from(abi::schedop::BLOCK), 0, 0, 0, 0],
+            None,
+        )
+    }
+
     /// The frame number Xen and other domains know our frame `gfn` by, for
     /// grant entries and grant copies. Auto-translated guests (Arm, the
     /// simulator) use `gfn` itself, the default; an x86 PV guest's frames
@@ -295,14 +319,10 @@ pub fn sched_yield<H: Hypervisor>(h: &H) -> Result<(), Errno> {
 
 /// `SCHEDOP_block`: sleep until an event is pending. Returns at once if one
 /// already is. (In the simulator it always returns at once; the domain is
-/// then not scheduled again until an event is pending.)
+/// then not scheduled again until an event is pending.) Goes through the
+/// platform's block hook, [`Hypervisor::block`].
 pub fn sched_block<H: Hypervisor>(h: &H) -> Result<(), Errno> {
-    check(h.hypercall(
-        op::SCHED_OP,
-        [u64::from(abi::schedop::BLOCK), 0, 0, 0, 0],
-        None,
-    ))
-    .map(drop)
+    check(h.block()).map(drop)
 }
 
 /// `SCHEDOP_shutdown` with `reason` (`SHUTDOWN_*`). Does not return on

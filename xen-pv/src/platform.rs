@@ -399,6 +399,42 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
     }
 }
 
+/// A guest's life on real Xen once its arch crate has tried to boot, the
+/// same on every architecture: if `booted` is an error, print
+/// `xenpal: boot failed: {error}` on the emergency console and crash the
+/// domain; else run `app` on what booted (its [`XenPlatform`] reached
+/// through `platform`) with [`Runner::run_then_shutdown`]: poweroff if it
+/// returns `true`, crash if `false`. Never returns.
+///
+/// Each arch crate's `platform::run(boot, app)` is this with its own
+/// hypervisor handle and boot function.
+pub fn run<H, C, A, B, E, F, Fut>(
+    h: H,
+    booted: Result<B, E>,
+    platform: impl FnOnce(&B) -> &XenPlatform<H, C, A>,
+    app: F,
+) -> !
+where
+    H: Hypervisor,
+    C: Clock,
+    A: AlarmHw,
+    E: fmt::Display,
+    F: FnOnce(B) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    match booted {
+        Ok(b) => {
+            let runner = platform(&b).runner();
+            runner.run_then_shutdown(app(b))
+        }
+        Err(e) => {
+            let mut out = hal::console::Io(EmergencyConsole(h.clone()));
+            let _ = fmt::Write::write_fmt(&mut out, format_args!("xenpal: boot failed: {e}\n"));
+            crash(&h)
+        }
+    }
+}
+
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns: if Xen
 /// does not stop the domain at once, it asks again.
 #[doc(alias = "SCHEDOP_shutdown")]
@@ -407,4 +443,10 @@ pub fn shutdown<H: Hypervisor>(h: &H, reason: u32) -> ! {
         let _ = hypercall::sched_shutdown(h, reason);
         core::hint::spin_loop();
     }
+}
+
+/// Crash the domain (`SHUTDOWN_crash`), after a fatal error has been
+/// reported. Never returns.
+pub fn crash<H: Hypervisor>(h: &H) -> ! {
+    shutdown(h, abi::shutdown::CRASH)
 }

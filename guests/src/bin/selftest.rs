@@ -74,7 +74,7 @@ mod guest {
         // SAFETY: the device tree Xen gave us, validated at boot; we only
         // read its header here.
         let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
-        let Ok(size) = arch::dt::blob_size(header) else {
+        let Ok(size) = arch::boot_info::blob_size(header) else {
             return Outcome::Fail("the boot device tree no longer parses".into());
         };
         // SAFETY: as above; `size` is the blob's own, checked, size.
@@ -83,9 +83,9 @@ mod guest {
         let mut bad_magic = alloc::vec::Vec::from(good);
         bad_magic[0] ^= 0xff;
         match (
-            arch::dt::parse(truncated, 0),
-            arch::dt::parse(&bad_magic, 0),
-            arch::dt::parse(good, 0),
+            arch::boot_info::parse(truncated, 0),
+            arch::boot_info::parse(&bad_magic, 0),
+            arch::boot_info::parse(good, 0),
         ) {
             (Err(a), Err(b), Ok(_)) => {
                 Outcome::Pass(format!("truncated copy: {a}; bad magic: {b}"))
@@ -126,7 +126,7 @@ mod guest {
     use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
 
     fn upcalls() -> Outcome {
-        let n = arch::events::upcalls();
+        let n = arch::irq::upcalls();
         let detail = format!("Xen entered the event callback {n} times");
         if n > 0 {
             Outcome::Pass(detail)
@@ -150,10 +150,10 @@ mod guest {
         let mut no_pages = alloc::vec::Vec::from(good);
         no_pages[32..40].fill(0);
         match (
-            arch::start_info::parse(&good[..100]),
-            arch::start_info::parse(&bad_magic),
-            arch::start_info::parse(&no_pages),
-            arch::start_info::parse(good),
+            arch::boot_info::parse(&good[..100]),
+            arch::boot_info::parse(&bad_magic),
+            arch::boot_info::parse(&no_pages),
+            arch::boot_info::parse(good),
         ) {
             (Err(a), Err(b), Err(c), Ok(_)) => {
                 Outcome::Pass(format!("truncated: {a}; bad magic: {b}; no pages: {c}"))

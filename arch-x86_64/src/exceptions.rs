@@ -1,7 +1,9 @@
-//! The trap table: every CPU exception a PV guest can take goes to a stub
-//! that reports it (vector, error code, where, `cr2` for a page fault) on
-//! the emergency console and crashes the domain. A unikernel has no
-//! exception it expects to survive.
+//! Unexpected exceptions: the trap table, where every CPU exception a PV
+//! guest can take goes to a stub that reports it (vector, error code,
+//! where, `cr2` for a page fault) on the emergency console and crashes the
+//! domain, and the failsafe callback, which reports the segments Xen could
+//! not restore and crashes too. A unikernel has no exception it expects to
+//! survive.
 
 /// The name of exception `vector`.
 pub fn name(vector: u8) -> &'static str {
@@ -103,6 +105,40 @@ mod entry {
         static xenpal_trap_addrs: [u64; VECTORS.len()];
     }
 
+    // Xen could not load our segment registers on a return: it enters the
+    // failsafe callback with the frame rcx, r11, ds, es, fs, gs, rip, cs,
+    // rflags, rsp, ss. Report it.
+    core::arch::global_asm!(
+        r#"
+        .section .text.xenpal_traps, "ax"
+        .global xenpal_failsafe_callback
+    xenpal_failsafe_callback:
+        mov     rdi, rsp
+        and     rsp, -16
+        call    xenpal_failsafe
+    2:  jmp     2b
+    "#
+    );
+
+    unsafe extern "C" {
+        fn xenpal_failsafe_callback();
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn xenpal_failsafe(frame: *const [u64; 11]) -> ! {
+        // SAFETY: the entry code passes the frame Xen pushed on our stack.
+        let f = unsafe { frame.read() };
+        crate::eprintln!(
+            "xenpal: unexpected exception: failsafe callback (Xen could not restore segments: ds {:#x} es {:#x} fs {:#x} gs {:#x}) at rip {:#x}",
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6]
+        );
+        crate::platform::crash()
+    }
+
     #[unsafe(no_mangle)]
     extern "C" fn xenpal_trap(vector: u32, frame: *const [u64; 8]) -> ! {
         let vector = vector as u8;
@@ -120,7 +156,7 @@ mod entry {
                 }
             }
         }
-        let cr2 = Address((vector == 14).then(crate::events::fault_address));
+        let cr2 = Address((vector == 14).then(crate::irq::fault_address));
         crate::eprintln!(
             "xenpal: unexpected exception: {} (vector {vector}), error {:#x}, rip {:#x}, rsp {:#x}, rflags {:#x}{cr2}",
             name(vector),
@@ -132,8 +168,9 @@ mod entry {
         crate::platform::crash()
     }
 
-    /// Install the trap table.
-    pub fn install() -> Result<(), xen_pv::abi::Errno> {
+    /// Install the trap table and register the failsafe callback.
+    pub fn install() -> Result<(), (&'static str, xen_pv::abi::Errno)> {
+        use xen_pv::abi::x86_64::callback;
         // SAFETY: a table of code addresses the assembly above defines,
         // read-only and never written.
         let addrs = unsafe { xenpal_trap_addrs };
@@ -149,18 +186,27 @@ mod entry {
                 address: addrs[i],
             };
         }
-        xen_pv::hypercall::set_trap_table(&crate::PvHypervisor, &table)
+        let h = crate::PvHypervisor;
+        xen_pv::hypercall::set_trap_table(&h, &table).map_err(|e| ("set_trap_table", e))?;
+        xen_pv::hypercall::callback_register(
+            &h,
+            callback::FAILSAFE,
+            xenpal_failsafe_callback as *const () as u64,
+            callback::F_MASK_EVENTS,
+        )
+        .map_err(|e| ("registering the failsafe callback", e))
     }
 }
 
-/// Install the trap table with Xen.
+/// Install the trap table and register the failsafe callback with Xen.
 ///
-/// Errors: what `HYPERVISOR_set_trap_table` returns.
-pub fn install() -> Result<(), xen_pv::abi::Errno> {
+/// Errors: the step that failed (`set_trap_table`, `registering the
+/// failsafe callback`) and what Xen returned.
+pub fn install() -> Result<(), (&'static str, xen_pv::abi::Errno)> {
     #[cfg(all(target_arch = "x86_64", target_os = "none"))]
     return entry::install();
     #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-    Err(xen_pv::abi::Errno::ENOSYS)
+    Err(("set_trap_table", xen_pv::abi::Errno::ENOSYS))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `start_info`: what Xen (or the domain builder) tells a PV guest at boot,
-//! checked before anything relies on it.
+//! The boot information: `start_info`, what Xen (or the domain builder)
+//! tells a PV guest at boot, checked before anything relies on it.
 //!
 //! The page is written by Xen, not by a peer, but a broken domain builder or
 //! a guest booted the wrong way (as an HVM guest, or by a boot loader that

@@ -1,6 +1,7 @@
-//! Event delivery on x86_64 PV: the event callback Xen enters when an event
-//! is pending and delivery is unmasked, the failsafe callback, blocking
-//! without losing a wake-up, and `critical_section` by masking delivery.
+//! How Xen's event upcall reaches us on x86_64 PV: the event callback Xen
+//! enters when an event is pending and delivery is unmasked, the delivery
+//! mask (which `critical_section`, in `platform.rs`, sets), and [`block`],
+//! the block hook, which blocks without losing a wake-up.
 //!
 //! Delivery stays masked (`vcpu_info.evtchn_upcall_mask` = 1, as Xen starts
 //! us) except inside `SCHEDOP_block`, which unmasks it atomically with the
@@ -10,9 +11,14 @@
 //! the upcall and returns with delivery masked again. The events themselves
 //! are dispatched by `xen_pv::event::Events` from the bitmaps, in the
 //! executor, never in the callback.
+//!
+//! This module never names the arch's hypervisor handle: the hypercalls it
+//! needs are handed in ([`block`] gets the bare `SCHEDOP_block` from
+//! `hypercall.rs`, whose `Hypervisor::block` it is).
 
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use xen_pv::abi::x86_64::VcpuInfo;
+use xen_pv::hypercall::Hypervisor;
 
 /// `vcpu_info[0]` inside the mapped `shared_info`, or null before boot.
 static VCPU_INFO: AtomicPtr<VcpuInfo> = AtomicPtr::new(core::ptr::null_mut());
@@ -66,28 +72,26 @@ pub fn mask() -> u8 {
 }
 
 /// Restore the mask `previous` from [`mask`]. Unmasking with an event
-/// pending makes Xen deliver it now (any hypercall returns through the
-/// delivery check).
-pub fn restore(previous: u8) {
+/// pending makes Xen deliver it now: this makes a hypercall on `h` (any
+/// hypercall returns through the delivery check).
+pub fn restore<H: Hypervisor>(previous: u8, h: &H) {
     let Some(m) = byte(MASK) else { return };
     m.store(previous, Ordering::SeqCst);
     if previous == 0 && byte(PENDING).is_some_and(|p| p.load(Ordering::SeqCst) != 0) {
-        let _ = xen_pv::hypercall::xen_version(&crate::PvHypervisor);
+        let _ = xen_pv::hypercall::xen_version(h);
     }
 }
 
-/// `SCHEDOP_block`: sleep until an event is pending. Xen unmasks delivery
-/// as it blocks; the callback on wake-up masks it again, and so does this
+/// The block hook (`Hypervisor::block` of `PvHypervisor`): call
+/// `sched_block`, the bare `SCHEDOP_block`, with event delivery masked, and
+/// return what it returned. Xen unmasks delivery as it blocks, atomically
+/// with its check for pending events, so an event that arrived after the
+/// executor decided to sleep keeps `upcall_pending` set and Xen does not
+/// block. The callback on wake-up masks delivery again, and so does this
 /// function in case Xen returned without delivering.
-pub fn block() -> isize {
+pub fn block(sched_block: impl FnOnce() -> isize) -> isize {
     let _ = mask();
-    // SAFETY: SCHEDOP_block takes no pointer argument.
-    let ret = unsafe {
-        crate::hypercall::hypercall_raw(
-            xen_pv::abi::op::SCHED_OP,
-            [u64::from(xen_pv::abi::schedop::BLOCK), 0, 0, 0, 0],
-        )
-    };
+    let ret = sched_block();
     let _ = mask();
     ret
 }
@@ -137,15 +141,6 @@ mod entry {
         pop     rax
         push    0                       // flags: not returning from syscall
         jmp     xenpal_hypercall_page + {iret} * 32
-
-        // Xen could not load our segment registers on a return: frame
-        // rcx, r11, ds, es, fs, gs, rip, cs, rflags, rsp, ss. Report it.
-        .global xenpal_failsafe_callback
-    xenpal_failsafe_callback:
-        mov     rdi, rsp
-        and     rsp, -16
-        call    xenpal_failsafe
-    2:  jmp     2b
     "#,
         iret = const xen_pv::abi::op::IRET,
     );
@@ -155,82 +150,62 @@ mod entry {
         super::UPCALLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 
-    #[unsafe(no_mangle)]
-    extern "C" fn xenpal_failsafe(frame: *const [u64; 11]) -> ! {
-        // SAFETY: the entry code passes the frame Xen pushed on our stack.
-        let f = unsafe { frame.read() };
-        crate::eprintln!(
-            "xenpal: unexpected exception: failsafe callback (Xen could not restore segments: ds {:#x} es {:#x} fs {:#x} gs {:#x}) at rip {:#x}",
-            f[2],
-            f[3],
-            f[4],
-            f[5],
-            f[6]
-        );
-        crate::platform::crash()
-    }
-
     unsafe extern "C" {
         fn xenpal_event_callback();
-        fn xenpal_failsafe_callback();
     }
 
-    /// Register the event and failsafe callbacks.
-    pub fn register() -> Result<(), xen_pv::abi::Errno> {
-        use xen_pv::abi::x86_64::callback;
-        let h = crate::PvHypervisor;
-        xen_pv::hypercall::callback_register(
-            &h,
-            callback::EVENT,
-            xenpal_event_callback as *const () as u64,
-            0,
-        )?;
-        xen_pv::hypercall::callback_register(
-            &h,
-            callback::FAILSAFE,
-            xenpal_failsafe_callback as *const () as u64,
-            callback::F_MASK_EVENTS,
-        )
+    /// The event callback's address.
+    pub fn callback() -> u64 {
+        xenpal_event_callback as *const () as u64
     }
 }
 
-/// Register the event and failsafe callbacks with Xen.
+/// Register the event callback with Xen, through `h`.
 ///
 /// Errors: what `CALLBACKOP_register` returns.
-pub fn register() -> Result<(), xen_pv::abi::Errno> {
+pub fn register<H: Hypervisor>(h: &H) -> Result<(), xen_pv::abi::Errno> {
     #[cfg(all(target_arch = "x86_64", target_os = "none"))]
-    return entry::register();
+    return xen_pv::hypercall::callback_register(
+        h,
+        xen_pv::abi::x86_64::callback::EVENT,
+        entry::callback(),
+        0,
+    );
     #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-    Err(xen_pv::abi::Errno::ENOSYS)
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "none"))]
-mod cs {
-    struct EventMask;
-    critical_section::set_impl!(EventMask);
-
-    // SAFETY: one vCPU; masking event delivery in `vcpu_info` keeps the
-    // event callback (the only code that can interrupt us) from running
-    // until the previous mask is restored.
-    unsafe impl critical_section::Impl for EventMask {
-        unsafe fn acquire() -> u8 {
-            super::mask()
-        }
-        unsafe fn release(previous: u8) {
-            super::restore(previous)
-        }
+    {
+        let _ = h;
+        Err(xen_pv::abi::Errno::ENOSYS)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hal::mem::Gfn;
+    use xen_pv::abi::Errno;
+    use xen_pv::hypercall::ArgBuf;
+    use xen_pv::shm::RawMemory;
+
+    /// A hypervisor that must not be called.
+    #[derive(Clone)]
+    struct Unused;
+
+    impl Hypervisor for Unused {
+        type Mem = RawMemory;
+        fn hypercall(&self, _op: u32, _args: [u64; 5], _buf: Option<ArgBuf<'_>>) -> isize {
+            panic!("no hypercall expected")
+        }
+        fn map_frames(&self, _gfn: Gfn, _count: usize) -> Result<RawMemory, Errno> {
+            Err(Errno::EINVAL)
+        }
+    }
 
     #[test]
     fn before_shared_info_is_mapped_delivery_counts_as_masked() {
         assert_eq!(mask(), 1);
-        restore(0);
+        restore(0, &Unused);
         assert_eq!(upcalls(), 0);
-        assert_eq!(register(), Err(xen_pv::abi::Errno::ENOSYS));
+        assert_eq!(register(&Unused), Err(Errno::ENOSYS));
+        assert_eq!(block(|| 7), 7);
     }
 }

@@ -1,5 +1,6 @@
-//! Reading the device tree Xen (or a boot loader) hands the guest in `x0`:
-//! memory, the `/hypervisor` node, the GIC, the timer, a PL011.
+//! The boot information: the device tree Xen (or a boot loader) hands the
+//! guest in `x0`, read for memory, the `/hypervisor` node, the GIC, the
+//! timer and a PL011.
 //!
 //! The `fdt` crate walks the structure; property values are decoded here
 //! with every length checked, so a malformed or missing node is a
