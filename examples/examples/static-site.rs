@@ -4,57 +4,69 @@
 //! ```text
 //! cargo run --release --example static-site                  # serve the demo site
 //! cargo run --release --example static-site -- --site DIR    # serve your own directory
+//! cargo run --release --example static-site -- --config FILE # the guest an xl config describes
 //! cargo run --release --example static-site -- --check       # fetch and verify every page, then exit
 //! ```
 //!
-//! The site is packed into FAT disk images on the fly (several if it is
-//! large) and attached to a guest as disks served by blkback; the guest
+//! The launcher is a thin user of the simulator's toolstack
+//! (`xenpal_sim::toolstack`): it describes the guest as xl's domain config
+//! does (`xenpal_sim::xl::DomainSpec`: a vif at 10.0.0.2/24, the site's
+//! directory as disk `xvda`, host port `--port` forwarded to the guest's
+//! port 80), or reads that description from an xl config file
+//! (`examples/site.cfg` is the demo's), and lets the toolstack build it. The
+//! site is packed into FAT disk images on the fly (several if it is large)
+//! and attached as disks served by blkback; the guest
 //! (`xenpal_examples::site`, which knows nothing of the simulator) reads
 //! them with blkfront and serves HTTP over netfront. dom0 runs netback, a
 //! virtual switch and a gateway that forwards a TCP port on 127.0.0.1 into
 //! the virtual network. The simulator runs free (real time, two threads),
 //! so `curl` on the host talks to the guest as it runs.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use xenpal_examples::site::{self, SiteConfig};
-use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::backends::net::{NetBackend, add_vif};
-use xenpal_sim::fatimg;
-use xenpal_sim::hal::task::select;
-use xenpal_sim::{DomainConfig, DomainStatus, Mode, Sim, SimConfig};
+use xenpal_sim::toolstack::{Toolstack, ToolstackError};
+use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec};
+use xenpal_sim::{DomainStatus, Mode, SimConfig};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02];
+/// The guest's HTTP port.
+const HTTP: u16 = 80;
 
 struct Args {
     check: bool,
-    site: PathBuf,
-    port: u16,
+    site: Option<PathBuf>,
+    port: Option<u16>,
     image_mib: u64,
+    config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         check: false,
-        site: Path::new(env!("CARGO_MANIFEST_DIR")).join("site"),
-        port: 8080,
+        site: None,
+        port: None,
         image_mib: 64,
+        config: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--check" => a.check = true,
-            "--site" => a.site = PathBuf::from(value("--site")?),
+            "--site" => a.site = Some(PathBuf::from(value("--site")?)),
+            "--config" => a.config = Some(PathBuf::from(value("--config")?)),
             "--port" => {
                 let v = value("--port")?;
-                a.port = v
-                    .parse()
-                    .map_err(|_| format!("--port needs a port number, not {v:?}"))?;
+                a.port = Some(
+                    v.parse()
+                        .map_err(|_| format!("--port needs a port number, not {v:?}"))?,
+                );
             }
             "--image-mib" => {
                 let v = value("--image-mib")?;
@@ -70,10 +82,52 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if !a.site.is_dir() {
-        return Err(format!("--site {}: not a directory", a.site.display()));
+    if a.config.is_some() && a.site.is_some() {
+        return Err("--site and --config: the config names the site's disks".into());
+    }
+    if let Some(site) = &a.site
+        && !site.is_dir()
+    {
+        return Err(format!("--site {}: not a directory", site.display()));
     }
     Ok(a)
+}
+
+/// The guest's description: from `--config`, else the demo's (what
+/// `examples/site.cfg` says, with `--site` and `--port`). `--check` takes
+/// any free host port, so it never clashes with a server already running;
+/// `--port` overrides the config's.
+fn domain_spec(args: &Args) -> Result<DomainSpec, String> {
+    let mut spec = match &args.config {
+        Some(path) => {
+            DomainSpec::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => {
+            let site = args
+                .site
+                .clone()
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("site"));
+            DomainSpec::new("static-site")
+                .memory_mib(32)
+                .vif(VifSpec::new().ip(GUEST_IP, 24).mac(GUEST_MAC))
+                .disk(DiskSpec::new(site, "xvda").read_only())
+                .forward(args.port.unwrap_or(8080), HTTP)
+        }
+    };
+    if !spec.forwards.iter().any(|f| f.guest_port == HTTP) {
+        return Err(format!(
+            "the config forwards no host port to the guest's port {HTTP} \
+             (add xenpal_forward = [ '8080:{HTTP}' ])"
+        ));
+    }
+    for f in spec.forwards.iter_mut().filter(|f| f.guest_port == HTTP) {
+        if args.check {
+            f.host_port = 0;
+        } else if let Some(p) = args.port {
+            f.host_port = p;
+        }
+    }
+    Ok(spec)
 }
 
 /// Every file of the site: (URL path, contents).
@@ -184,6 +238,21 @@ fn check(port: u16, files: &[(String, Vec<u8>)]) -> Vec<String> {
     failures
 }
 
+/// Whether a toolstack error is the user's input (exit status 2) rather
+/// than a failure to run.
+fn is_input_error(e: &ToolstackError) -> bool {
+    !matches!(
+        e,
+        ToolstackError::Forward { .. }
+            | ToolstackError::Spawn(_)
+            | ToolstackError::Xenstore { .. }
+            | ToolstackError::AddVif { .. }
+            | ToolstackError::AddVbd { .. }
+            | ToolstackError::Dom0(_)
+            | ToolstackError::Unpause { .. }
+    )
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -191,106 +260,98 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("static-site: {e}");
             }
-            eprintln!("usage: static-site [--check] [--site DIR] [--port N] [--image-mib N]");
+            eprintln!(
+                "usage: static-site [--check] [--site DIR | --config FILE] [--port N] [--image-mib N]"
+            );
             return ExitCode::from(2);
         }
     };
-    let files = match site_files(&args.site) {
-        Ok(f) if !f.is_empty() => f,
-        Ok(_) => {
-            eprintln!("static-site: {} has no files", args.site.display());
-            return ExitCode::from(2);
-        }
+    let spec = match domain_spec(&args) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("static-site: reading the site: {e}");
+            eprintln!("static-site: {e}");
             return ExitCode::from(2);
         }
     };
-    let images = match fatimg::split(
-        files.iter().map(|(p, d)| (p.as_str(), d.clone())),
-        args.image_mib << 20,
-    )
-    .and_then(|imgs| {
-        imgs.iter()
-            .map(|i| i.build())
-            .collect::<Result<Vec<_>, _>>()
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("static-site: packing the site into FAT images: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let total: usize = files.iter().map(|(_, d)| d.len()).sum();
-    println!(
-        "static-site: {} files ({} KiB) from {} packed into {} FAT image(s)",
-        files.len(),
-        total / 1024,
-        args.site.display(),
-        images.len()
-    );
 
-    let mut sim = Sim::new(SimConfig {
+    let mut ts = Toolstack::new(SimConfig {
         mode: Mode::FreeRunning { threads: 2 },
         echo_console: true,
         ..SimConfig::default()
     });
-    let mut net = NetBackend::new();
-    net.gateway(GATEWAY_IP, 24);
-    let port = match net.forward(if args.check { 0 } else { args.port }, GUEST_IP, 80) {
-        Ok(p) => p,
+    ts.fat_image_max_bytes(args.image_mib << 20);
+    let guest = match ts.create(&spec, |p| async move {
+        let config = SiteConfig::default();
+        if let Err(e) = site::run(&p, config).await {
+            log::error!("site: {e}");
+        }
+    }) {
+        Ok(d) => d,
+        Err(e @ ToolstackError::Forward { .. }) => {
+            eprintln!("static-site: {e} (try --port)");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!(
-                "static-site: cannot listen on 127.0.0.1:{}: {e} (try --port)",
-                args.port
-            );
+            eprintln!("static-site: creating the guest: {e}");
+            return if is_input_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+
+    // The site's files, as the guest indexes them (the first disk wins),
+    // for the summary and for --check.
+    let mut files = BTreeMap::new();
+    let mut packed: Vec<(PathBuf, usize)> = Vec::new();
+    for d in ts
+        .domain(guest)
+        .map(|i| i.disks.as_slice())
+        .unwrap_or_default()
+    {
+        if let Some(p) = d.packed.filter(|p| p.index == 0) {
+            packed.push((d.target.clone(), p.count));
+        }
+    }
+    for (dir, images) in &packed {
+        let here = match site_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("static-site: reading the site: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let total: usize = here.iter().map(|(_, d)| d.len()).sum();
+        println!(
+            "static-site: {} files ({} KiB) from {} packed into {images} FAT image(s)",
+            here.len(),
+            total / 1024,
+            dir.display(),
+        );
+        for (path, data) in here {
+            files.entry(path).or_insert(data);
+        }
+    }
+    let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
+
+    let running = match ts.start() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("static-site: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let blk = Blkback::new();
-    let cfg = DomainConfig::new("static-site").memory_pages(8192).paused();
-    let guest = sim
-        .spawn(cfg, |p| async move {
-            let config = SiteConfig::default();
-            if let Err(e) = site::run(&p, config).await {
-                log::error!("site: {e}");
-            }
-        })
-        .expect("build the guest");
-    let setup = || -> Result<(), String> {
-        sim.xenstore_write(
-            &format!("/local/domain/{}/data/ip", guest.0),
-            &format!("{GUEST_IP}/24"),
-        )?;
-        add_vif(&sim, guest, 0, [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02])?;
-        for (i, img) in images.into_iter().enumerate() {
-            blk.add_vbd(
-                &sim,
-                guest,
-                i as u32,
-                Disk::memory(img),
-                VbdOptions::default().read_only(),
-            )?;
-        }
-        Ok(())
-    };
-    if let Err(e) = setup() {
-        eprintln!("static-site: setting up the guest's devices: {e}");
+    let Some(port) = running.forwarded_port(guest, HTTP) else {
+        eprintln!("static-site: no host port forwarded to the guest's port {HTTP}");
         return ExitCode::FAILURE;
-    }
-    sim.spawn_dom0(move |p| async move {
-        let n = core::pin::pin!(net.serve(&p));
-        let b = core::pin::pin!(blk.serve(&p));
-        let _ = select(n, b).await;
-    })
-    .expect("start dom0");
-    sim.unpause(guest).expect("the guest exists");
+    };
     println!("static-site: serving http://127.0.0.1:{port}/ (Ctrl-C to stop)");
 
     // Wait for the site to answer.
     let start = Instant::now();
     loop {
-        if let Some(DomainStatus::Exited(e)) = sim.status(guest) {
+        if let Some(DomainStatus::Exited(e)) = running.status(guest) {
             eprintln!("static-site: the guest stopped: {e:?}");
             return ExitCode::FAILURE;
         }
@@ -325,7 +386,7 @@ fn main() -> ExitCode {
     } else {
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            if let Some(DomainStatus::Exited(e)) = sim.status(guest) {
+            if let Some(DomainStatus::Exited(e)) = running.status(guest) {
                 eprintln!("static-site: the guest stopped: {e:?}");
                 return ExitCode::FAILURE;
             }

@@ -52,11 +52,15 @@ mod memory;
 mod sched;
 mod services;
 mod sim;
+pub mod toolstack;
+pub mod xl;
 
 pub use crate::core::{Exit, Rng};
 pub use guest::{SimClock, SimHypervisor, SimPlatform};
 pub use sim::{
     DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, seed_from_env,
 };
+pub use toolstack::{Running, Toolstack, ToolstackError};
 pub use xen_pv;
 pub use xen_pv::hal;
+pub use xl::{DomainSpec, XlError};
