@@ -5,6 +5,8 @@
 //!                  [--dom0 linux|none] [--timeout SECS] [--features F]
 //!                  [--expect pass|fail|crash] [GUEST]
 //! cargo xtask report
+//! cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF
+//! cargo xtask new PATH
 //! ```
 //!
 //! `qemu` builds guest `GUEST` (default `selftest`, a binary of
@@ -20,6 +22,16 @@
 //! log. Logs, results and the artefacts for real hardware go to
 //! `target/xenpal-qemu/out/<run>/<guest>/`.
 //!
+//! `run` boots a guest ELF someone else built (a unikernel's own crate:
+//! this is the `runner` its `.cargo/config.toml` names), streams its console
+//! and exits with its status: 0 when it powers off, 1 when it crashes,
+//! fails or times out. The architecture comes from the ELF; the options may
+//! also come from the environment (`XENPAL_XEN`, `XENPAL_GIC`,
+//! `XENPAL_DOM0`, `XENPAL_TIMEOUT`), so a fixed `runner` line serves every
+//! setting. The board artefacts go beside the ELF, in `xenpal/<name>/`.
+//!
+//! `new` writes a standalone unikernel crate at PATH (see `template.rs`).
+//!
 //! `report` prints the self-test results of the simulator and of every
 //! QEMU run saved there (those without `--features`), side by side.
 
@@ -31,13 +43,14 @@ mod elf;
 mod fetch;
 mod fullstack;
 mod run;
+mod template;
 
 use fetch::XenVersion;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
@@ -66,6 +79,9 @@ struct QemuArgs {
     /// instead of the guest alone (dom0less).
     dom0_linux: bool,
     guest: String,
+    /// `run`: the guest ELF to boot (built elsewhere), instead of building
+    /// `guest` from this workspace.
+    elf: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<QemuArgs, String> {
@@ -78,6 +94,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         expect: Expect::Pass,
         dom0_linux: false,
         guest: "selftest".into(),
+        elf: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -123,6 +140,11 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
             s => a.guest = s.to_string(),
         }
     }
+    check(a)
+}
+
+/// Reject option combinations that cannot work, and an unknown `--arch`.
+fn check(a: QemuArgs) -> Result<QemuArgs, String> {
     if a.dom0_linux && a.xen != XenVersion::V4_17 {
         return Err("--dom0 linux needs --xen 4.17: its toolstack comes from Debian 12, which ships Xen 4.17".into());
     }
@@ -131,6 +153,80 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         "" => Err("--arch is required".into()),
         other => Err(format!("--arch must be aarch64 or x86_64, not {other:?}")),
     }
+}
+
+/// The architecture of an ELF file, from its header: `aarch64` or
+/// `x86_64`.
+///
+/// Errors: a message if it is not a 64-bit little-endian ELF of either.
+fn elf_arch(elf: &[u8]) -> Result<&'static str, String> {
+    if elf.len() < 20 || &elf[..4] != b"\x7fELF" {
+        return Err("not an ELF file".into());
+    }
+    if elf[4] != 2 || elf[5] != 1 {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    match u16::from_le_bytes([elf[18], elf[19]]) {
+        183 => Ok("aarch64"),
+        62 => Ok("x86_64"),
+        m => Err(format!(
+            "an ELF file for machine {m}, not aarch64 (183) or x86_64 (62)"
+        )),
+    }
+}
+
+/// `cargo xtask run`'s arguments: options from the environment
+/// (`XENPAL_XEN`, `XENPAL_GIC`, `XENPAL_DOM0`, `XENPAL_TIMEOUT`), then from
+/// the command line, then the ELF (what cargo's `runner` passes). Arguments
+/// after the ELF (`cargo run -- ...`) are refused: a guest has no argv.
+fn parse_run(args: &[String]) -> Result<QemuArgs, String> {
+    let mut opts: Vec<String> = Vec::new();
+    for (var, flag) in [
+        ("XENPAL_XEN", "--xen"),
+        ("XENPAL_GIC", "--gic"),
+        ("XENPAL_DOM0", "--dom0"),
+        ("XENPAL_TIMEOUT", "--timeout"),
+    ] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            opts.extend([flag.to_string(), v]);
+        }
+    }
+    let mut elf = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--xen" | "--gic" | "--dom0" | "--timeout" => {
+                let v = it.next().ok_or(format!("{arg} needs a value"))?;
+                opts.extend([arg.clone(), v.clone()]);
+            }
+            s if s.starts_with('-') && elf.is_none() => {
+                return Err(format!("unknown option {s}"));
+            }
+            s if elf.is_none() => elf = Some(PathBuf::from(s)),
+            s => {
+                return Err(format!(
+                    "a guest takes no arguments ({s:?}): configure it through xenstore or its build"
+                ));
+            }
+        }
+    }
+    let elf = elf.ok_or("no guest ELF given")?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let arch = elf_arch(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
+    opts.extend(["--arch".to_string(), arch.to_string()]);
+    if !opts.iter().any(|o| o == "--timeout") {
+        opts.extend(["--timeout".to_string(), "300".to_string()]);
+    }
+    let mut a = parse(&opts)?;
+    a.guest = elf
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{}: no file name", elf.display()))?;
+    a.elf = Some(elf);
+    Ok(a)
 }
 
 impl QemuArgs {
@@ -581,10 +677,26 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     let root = root();
     let run_name = a.run_name();
     let base = root.join("target/xenpal-qemu");
-    let out = base.join("out").join(&run_name).join(&a.guest);
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    println!("== {run_name}: building guest {}", a.guest);
-    let elf = build_guest(&root, &a)?;
+    // A guest built elsewhere keeps its artefacts beside its ELF.
+    let out = match &a.elf {
+        Some(elf) => elf
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("xenpal")
+            .join(&a.guest),
+        None => base.join("out").join(&run_name).join(&a.guest),
+    };
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let elf = match &a.elf {
+        Some(e) => {
+            println!("== {run_name}: {}", e.display());
+            e.clone()
+        }
+        None => {
+            println!("== {run_name}: building guest {}", a.guest);
+            build_guest(&root, &a)?
+        }
+    };
     let elf = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let (cmd, console) = if a.x86() {
         // The guest is dom0 unless a Linux dom0 runs it as domain 1.
@@ -603,9 +715,12 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     let log = out.join("qemu.log");
     let _ = std::fs::remove_file(out.join(RESULTS));
     let end_marker = a.dom0_linux.then_some("dom0: done");
-    let o = run::run(cmd, &log, a.timeout, console, end_marker)?;
-    for l in &o.guest_lines {
-        println!("   | {l}");
+    let echo = a.elf.is_some();
+    let o = run::run(cmd, &log, a.timeout, console, end_marker, echo)?;
+    if !echo {
+        for l in &o.guest_lines {
+            println!("   | {l}");
+        }
     }
     if let Some(t) = o.first_line {
         println!(
@@ -617,7 +732,7 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     println!("   log: {}", log.display());
     // The table compares platforms: runs built with extra features (to
     // fail or crash on purpose) stay out of it.
-    if a.guest == "selftest" && a.features.is_none() {
+    if a.guest == "selftest" && a.features.is_none() && a.elf.is_none() {
         let results: Vec<(String, String)> = o
             .guest_lines
             .iter()
@@ -706,6 +821,14 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
             );
             ok
         }
+        run::Ending::PoweredOff => {
+            let ok = a.expect == Expect::Pass;
+            println!(
+                "== the guest powered off ({})",
+                if ok { "as expected" } else { "NOT as expected" }
+            );
+            ok
+        }
         other => {
             println!("== no verdict: {other:?}");
             false
@@ -734,6 +857,24 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 eprintln!("xtask qemu: {e}\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        Some("run") => match parse_run(&args[1..]).and_then(qemu) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("xtask run: {e}\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        Some("new") => match template::new_crate(&args[1..], &root()) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask new: {e}\n{USAGE}");
                 ExitCode::from(2)
             }
         },
@@ -798,5 +939,47 @@ mod tests {
             line_parts("selftest alarm: PASS (3 alarms)"),
             ("alarm".into(), "PASS".into())
         );
+    }
+
+    #[test]
+    fn elf_machines() {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18] = 183;
+        assert_eq!(elf_arch(&h), Ok("aarch64"));
+        h[18] = 62;
+        assert_eq!(elf_arch(&h), Ok("x86_64"));
+        h[18] = 40;
+        assert!(elf_arch(&h).unwrap_err().contains("machine 40"));
+        h[4] = 1;
+        assert!(elf_arch(&h).is_err(), "32-bit");
+        assert!(elf_arch(b"#!/bin/sh").is_err());
+    }
+
+    #[test]
+    fn run_arguments() {
+        let dir = std::env::temp_dir().join(format!("xtask-runargs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let elf = dir.join("myguest");
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18] = 62;
+        std::fs::write(&elf, &h).unwrap();
+        let p = elf.display().to_string();
+        let a = parse_run(&s(&["--xen", "4.17", &p])).unwrap();
+        assert_eq!((a.arch.as_str(), a.guest.as_str()), ("x86_64", "myguest"));
+        assert_eq!(a.xen, XenVersion::V4_17);
+        assert!(
+            parse_run(&s(&[&p, "extra"])).is_err(),
+            "guests take no argv"
+        );
+        assert!(parse_run(&s(&["--bogus", &p])).is_err());
+        assert!(parse_run(&s(&[])).is_err());
+        assert!(parse_run(&s(&[&dir.join("missing").display().to_string()])).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

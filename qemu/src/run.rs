@@ -16,6 +16,10 @@ pub enum Ending {
     /// Linux dom0 failed (`dom0: FAILED ...`, a kernel panic), first: the
     /// line.
     Crashed(String),
+    /// The guest said it powers off (`xenpal: exit: poweroff`, the line a
+    /// `#[xenpal::main]` guest prints when `main` returns `Ok`), with no
+    /// verdict before.
+    PoweredOff,
     /// No verdict before the timeout.
     Timeout,
     /// QEMU exited before a verdict (its status).
@@ -92,6 +96,7 @@ impl Classifier {
 /// failure, a panic, an unexpected exception.
 pub fn is_fatal(text: &str) -> bool {
     text.starts_with("xenpal: boot failed")
+        || text.starts_with("xenpal: exit: crash")
         || text.starts_with("panic:")
         || text.starts_with("xenpal: unexpected exception")
 }
@@ -106,7 +111,11 @@ fn kill(child: &mut Child) {
 /// `timeout` passes. The guest's lines are picked out as `console` says.
 /// With an `end_marker`, a verdict does not end the run: it goes on (up to
 /// 90 s more) until a line starting with the marker, so a dom0 can finish
-/// its own checks. QEMU is always stopped at the end.
+/// its own checks. A guest's `xenpal: exit: poweroff` line ends the run
+/// like a verdict does ([`Ending::PoweredOff`]), unless a verdict came
+/// first. With `echo`, each guest line is also printed as it arrives (for
+/// `cargo xtask run`, whose user watches the console). QEMU is always
+/// stopped at the end.
 ///
 /// Errors: a message if QEMU cannot be started or the log written.
 pub fn run(
@@ -115,6 +124,7 @@ pub fn run(
     timeout: Duration,
     console: GuestConsole,
     end_marker: Option<&str>,
+    echo: bool,
 ) -> Result<Outcome, String> {
     let mut classify = Classifier::new(console);
     let start = Instant::now();
@@ -172,6 +182,15 @@ pub fn run(
                 if let Some(text) = classify.guest_text(&line) {
                     out.first_line.get_or_insert_with(|| start.elapsed());
                     out.guest_lines.push(text.to_string());
+                    if echo {
+                        println!("{text}");
+                    }
+                    if stop_at.is_none() && text == "xenpal: exit: poweroff" {
+                        out.ending = Ending::PoweredOff;
+                        out.elapsed = start.elapsed();
+                        let linger = if end_marker.is_some() { 90 } else { 1 };
+                        stop_at = Some(Instant::now() + Duration::from_secs(linger));
+                    }
                     if stop_at.is_none() && is_fatal(text) {
                         out.ending = Ending::Crashed(line.clone());
                         out.elapsed = start.elapsed();
@@ -187,7 +206,7 @@ pub fn run(
                         let linger = if end_marker.is_some() { 90 } else { 2 };
                         stop_at = Some(Instant::now() + Duration::from_secs(linger));
                     }
-                } else if let (Some(m), Some(_), Ending::Verdict(_)) =
+                } else if let (Some(m), Some(_), Ending::Verdict(_) | Ending::PoweredOff) =
                     (end_marker, stop_at, &out.ending)
                     && line.starts_with(m)
                 {
@@ -267,6 +286,7 @@ mod tests {
             Duration::from_secs(20),
             d1,
             None,
+            false,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
@@ -282,7 +302,8 @@ mod tests {
                 &dir.join("fail.log"),
                 Duration::from_secs(20),
                 d1,
-                None
+                None,
+                false
             )
             .unwrap()
             .ending,
@@ -296,7 +317,8 @@ mod tests {
                 &dir.join("t.log"),
                 Duration::from_millis(300),
                 d1,
-                None
+                None,
+                false
             )
             .unwrap()
             .ending,
@@ -308,9 +330,16 @@ mod tests {
             "echo '(XEN) Domain 1 crashed: rebooting machine'; sleep 30",
         ]);
         assert!(matches!(
-            run(crash, &dir.join("c.log"), Duration::from_secs(20), d1, None)
-                .unwrap()
-                .ending,
+            run(
+                crash,
+                &dir.join("c.log"),
+                Duration::from_secs(20),
+                d1,
+                None,
+                false
+            )
+            .unwrap()
+            .ending,
             Ending::Crashed(_)
         ));
         // dom0 on x86: Xen's own line first, then the guest's, unprefixed.
@@ -326,6 +355,7 @@ mod tests {
             Duration::from_secs(20),
             GuestConsole::Dom0,
             None,
+            false,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(false));
@@ -345,11 +375,45 @@ mod tests {
             Duration::from_secs(20),
             GuestConsole::Domain1,
             Some("dom0: done"),
+            false,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
         assert!(o.all_lines.iter().any(|l| l == "dom0: net: ok"));
         assert!(t.elapsed() < Duration::from_secs(10));
+        // A xenpal guest's exit lines: poweroff ends the run cleanly; an
+        // error returned from main is a crash.
+        let mut off = Command::new("sh");
+        off.args([
+            "-c",
+            "echo '(d1) hi'; echo '(d1) xenpal: exit: poweroff'; sleep 30",
+        ]);
+        let o = run(
+            off,
+            &dir.join("o.log"),
+            Duration::from_secs(20),
+            d1,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.ending, Ending::PoweredOff);
+        assert!(o.elapsed < Duration::from_secs(20));
+        let mut err = Command::new("sh");
+        err.args([
+            "-c",
+            "echo '(d1) xenpal: exit: crash: main returned an error: no vif'; sleep 30",
+        ]);
+        let o = run(
+            err,
+            &dir.join("e.log"),
+            Duration::from_secs(20),
+            d1,
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(matches!(o.ending, Ending::Crashed(_)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

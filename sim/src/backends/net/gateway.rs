@@ -172,7 +172,7 @@ impl Gateway {
                     log::warn!("gateway: connecting to {}: {e}", f.to);
                     continue;
                 }
-                log::info!("gateway: host connection forwarded to {}", f.to);
+                log::debug!("gateway: host connection forwarded to {}", f.to);
                 self.accepted += 1;
                 let socket = self.sockets.add(sock);
                 self.conns.push(Conn {
