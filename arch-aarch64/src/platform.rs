@@ -239,14 +239,14 @@ pub fn boot(dtb: usize) -> Result<Booted, BootError> {
     Ok(Booted { platform, info })
 }
 
-/// Boot, then run `app` to completion and shut down with poweroff if it
-/// returns `true`, crash if `false`. A boot failure is printed and crashes
+/// Boot, then run `app` to completion and shut down for the reason its
+/// result gives (`true`: poweroff, `false`: crash, or a `SHUTDOWN_*` code). A boot failure is printed and crashes
 /// the domain. (All but the boot is [`xen_pv::platform::run`].)
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn run<F, Fut>(dtb: usize, app: F) -> !
 where
     F: FnOnce(Booted) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output: xen_pv::platform::ShutdownReason>,
 {
     xen_pv::platform::run(ArmHypervisor, boot(dtb), |b| &b.platform, app)
 }

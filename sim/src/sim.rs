@@ -610,7 +610,17 @@ impl Sim {
             let _ = self.xenstore_write(&p, "");
             let _ = self.xenstore_set_perms(&p, &[&format!("n{id}"), "r0"]);
         }
-        let _ = own;
+        // `control`: the toolstack's, readable by the guest, with the nodes
+        // the guest answers in (and, for `feature-*`, advertises in)
+        // writable by it, as libxl makes them.
+        let control = format!("{home}/control");
+        let _ = self.xenstore_write(&control, "");
+        let _ = self.xenstore_set_perms(&control, &["n0", &read]);
+        for node in ["shutdown", "feature-poweroff", "feature-reboot"] {
+            let p = format!("{control}/{node}");
+            let _ = self.xenstore_write(&p, "");
+            let _ = self.xenstore_set_perms(&p, &["n0", &own]);
+        }
         let _ = self.xenstore_write(
             &format!("{home}/memory/target"),
             &(cfg.memory_pages * PAGE_SIZE / 1024).to_string(),

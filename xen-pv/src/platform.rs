@@ -385,17 +385,36 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
     }
 
     /// Run a guest's main task to completion, let the console backend take
-    /// what is left to print (up to a second), then shut the domain down:
-    /// poweroff if it returned `true`, crash if `false`.
-    pub fn run_then_shutdown<F: Future<Output = bool>>(&self, fut: F) -> ! {
-        let ok = self.run(fut);
+    /// what is left to print (up to a second), then shut the domain down
+    /// for the reason its result gives (see [`ShutdownReason`]).
+    pub fn run_then_shutdown<F: Future<Output: ShutdownReason>>(&self, fut: F) -> ! {
+        let reason = self.run(fut).shutdown_reason();
         self.run(self.console.drain(&*self.timer, Duration::from_secs(1)));
-        let reason = if ok {
+        shutdown(self.events.hypervisor(), reason)
+    }
+}
+
+/// How a guest's main task ended, as the `SHUTDOWN_*` reason Xen is given:
+/// `true` is a poweroff and `false` a crash; a `u32` is the reason itself
+/// (`abi::shutdown::REBOOT` after the toolstack asked for a reboot).
+pub trait ShutdownReason {
+    /// The `SHUTDOWN_*` reason.
+    fn shutdown_reason(self) -> u32;
+}
+
+impl ShutdownReason for bool {
+    fn shutdown_reason(self) -> u32 {
+        if self {
             abi::shutdown::POWEROFF
         } else {
             abi::shutdown::CRASH
-        };
-        shutdown(self.events.hypervisor(), reason)
+        }
+    }
+}
+
+impl ShutdownReason for u32 {
+    fn shutdown_reason(self) -> u32 {
+        self
     }
 }
 
@@ -403,8 +422,8 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
 /// same on every architecture: if `booted` is an error, print
 /// `xenpal: boot failed: {error}` on the emergency console and crash the
 /// domain; else run `app` on what booted (its [`XenPlatform`] reached
-/// through `platform`) with [`Runner::run_then_shutdown`]: poweroff if it
-/// returns `true`, crash if `false`. Never returns.
+/// through `platform`) with [`Runner::run_then_shutdown`], which shuts the
+/// domain down for the reason `app`'s result gives. Never returns.
 ///
 /// Each arch crate's `platform::run(boot, app)` is this with its own
 /// hypervisor handle and boot function.
@@ -420,7 +439,7 @@ where
     A: AlarmHw,
     E: fmt::Display,
     F: FnOnce(B) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output: ShutdownReason>,
 {
     match booted {
         Ok(b) => {

@@ -2,7 +2,7 @@
 //!
 //! The one dependency a Xen unikernel needs. Write the guest once:
 //!
-//! ```ignore
+//! ```no_run
 //! #![cfg_attr(target_os = "none", no_std, no_main)]
 //!
 //! #[xenpal::main]
@@ -39,6 +39,7 @@ compile_error!(
     "xenpal runs on aarch64-unknown-none, x86_64-unknown-none, or the host (the simulator)"
 );
 
+pub mod control;
 pub mod net;
 pub mod rt;
 

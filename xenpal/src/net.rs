@@ -1,7 +1,7 @@
 //! A guest's network in a few lines: [`Stack`] opens a vif with netfront,
 //! finds the guest's address, and runs a `smoltcp` interface over it.
 //!
-//! ```ignore
+//! ```text
 //! let mut net = xenpal::net::Stack::open(&p, "0").await?;
 //! let h = net.sockets().add(tcp_socket);
 //! loop {

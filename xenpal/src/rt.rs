@@ -5,8 +5,11 @@
 //! tree or `start_info`, MMU, interrupts, Xen's pages, the heap), the logger
 //! is attached to the PV console, `main` runs, and its result decides the
 //! shutdown. The last line the guest prints says how it ended, in a fixed
-//! form the runner (`cargo xtask run`) reads: [`EXIT_POWEROFF`], or a line
-//! starting with [`EXIT_CRASH`] (or `panic:`).
+//! form the runner (`cargo xtask run`) reads: [`EXIT_POWEROFF`],
+//! [`EXIT_REBOOT`], or a line starting with [`EXIT_CRASH`] (or `panic:`).
+//!
+//! Meanwhile the guest answers the toolstack: `xl shutdown` and `xl reboot`
+//! (see [`crate::control`]) end `main` early with a poweroff or a reboot.
 //!
 //! On the host ([`host_main`]): the same `main` runs in a domain of the
 //! simulator, with the devices the domain config gives it, and the process
@@ -18,6 +21,9 @@ use core::fmt::Display;
 /// The line a guest prints when `main` returned `()` or `Ok`, just before
 /// it powers off.
 pub const EXIT_POWEROFF: &str = "xenpal: exit: poweroff";
+/// The line a guest prints before it reboots, when the toolstack asked it
+/// to (`xl reboot`).
+pub const EXIT_REBOOT: &str = "xenpal: exit: reboot";
 /// How the line starts that a guest prints when `main` returned `Err`,
 /// before the domain crashes; the error follows.
 pub const EXIT_CRASH: &str = "xenpal: exit: crash";
@@ -63,10 +69,56 @@ pub fn exit_line(outcome: &Result<(), MainError>) -> String {
     }
 }
 
+/// Run `main` on `p` until it returns or the toolstack asks for a shutdown
+/// or a reboot (`control/shutdown`), whichever comes first. Returns the
+/// `SHUTDOWN_*` reason to give Xen and the exit line to print (see
+/// [`EXIT_POWEROFF`]); `main` is dropped unfinished if the toolstack asked.
+pub async fn run_main<F, Fut>(p: crate::Platform, main: F) -> (u32, String)
+where
+    F: FnOnce(crate::Platform) -> Fut,
+    Fut: core::future::Future,
+    Fut::Output: MainResult,
+{
+    use core::pin::pin;
+    use hal::task::{Either, select};
+    use xen_pv::abi::shutdown;
+
+    let xs = p.xenstore().cloned();
+    let watch = async move {
+        if let Some(xs) = xs {
+            match crate::control::shutdown_request(&xs).await {
+                Ok(req) => return req,
+                Err(e) => log::warn!("xenpal: not watching control/shutdown: {e}"),
+            }
+        }
+        core::future::pending().await
+    };
+    match select(pin!(main(p)), pin!(watch)).await {
+        Either::First(out) => {
+            let outcome = out.into_outcome();
+            let reason = if outcome.is_ok() {
+                shutdown::POWEROFF
+            } else {
+                shutdown::CRASH
+            };
+            (reason, exit_line(&outcome))
+        }
+        Either::Second(req) => {
+            log::info!("xenpal: the toolstack asked for {req}");
+            let line = match req {
+                crate::control::ShutdownRequest::Poweroff => EXIT_POWEROFF,
+                crate::control::ShutdownRequest::Reboot => EXIT_REBOOT,
+            };
+            (req.reason(), line.to_string())
+        }
+    }
+}
+
 /// Boot the platform from the boot information Xen passed (`boot`: the
-/// device tree's address on Arm, `start_info`'s on x86), run `main`, and
-/// shut down: poweroff if it returned `()` or `Ok`, crash if `Err`. Called by
-/// the entry point `#[xenpal::main]` generates.
+/// device tree's address on Arm, `start_info`'s on x86), run `main` (with
+/// [`run_main`]), and shut down: poweroff if it returned `()` or `Ok`, crash
+/// if `Err`, or what the toolstack asked for. Called by the entry point
+/// `#[xenpal::main]` generates.
 #[cfg(target_os = "none")]
 pub fn bare_metal_main<F, Fut>(boot: usize, main: F) -> !
 where
@@ -76,11 +128,10 @@ where
 {
     crate::arch::platform::run(boot, move |b| async move {
         crate::logger::attach(&b.platform);
-        let outcome = main(b.platform).await.into_outcome();
-        let mut line = exit_line(&outcome);
+        let (reason, mut line) = run_main(b.platform, main).await;
         line.push('\n');
         crate::logger::write(line.as_bytes());
-        outcome.is_ok()
+        reason
     })
 }
 
@@ -99,7 +150,7 @@ pub use host::host_main;
 
 #[cfg(not(target_os = "none"))]
 mod host {
-    use super::{MainResult, exit_line};
+    use super::MainResult;
     use std::path::PathBuf;
     use std::process::ExitCode;
     use std::time::Duration;
@@ -149,16 +200,12 @@ mod host {
         });
         let dom = match ts.create(&spec, move |p| async move {
             let h = p.hypervisor().clone();
-            let outcome = main(p).await.into_outcome();
-            let line = exit_line(&outcome);
-            match &outcome {
-                Ok(()) => log::info!("{line}"),
-                Err(_) => log::error!("{line}"),
+            let (reason, line) = super::run_main(p, main).await;
+            if reason == xen_pv::abi::shutdown::CRASH {
+                log::error!("{line}");
+            } else {
+                log::info!("{line}");
             }
-            let reason = match outcome {
-                Ok(()) => xen_pv::abi::shutdown::POWEROFF,
-                Err(_) => xen_pv::abi::shutdown::CRASH,
-            };
             let _ = xen_pv::hypercall::sched_shutdown(&h, reason);
         }) {
             Ok(d) => d,
@@ -186,6 +233,14 @@ mod host {
             if let Some(DomainStatus::Exited(e)) = running.status(dom) {
                 return match e {
                     Exit::Shutdown(r) if r == xen_pv::abi::shutdown::POWEROFF => ExitCode::SUCCESS,
+                    // The simulator's runner does not restart a domain.
+                    Exit::Shutdown(r) if r == xen_pv::abi::shutdown::REBOOT => {
+                        eprintln!(
+                            "xenpal: domain {:?} asked to reboot; not restarted",
+                            spec.name
+                        );
+                        ExitCode::SUCCESS
+                    }
                     other => {
                         eprintln!("xenpal: domain {:?} ended: {other:?}", spec.name);
                         ExitCode::FAILURE
