@@ -8,10 +8,7 @@
 
 #[cfg(target_os = "none")]
 mod guest {
-    #[cfg(target_arch = "aarch64")]
-    use xenpal_arch_aarch64 as arch;
-    #[cfg(target_arch = "x86_64")]
-    use xenpal_arch_x86_64 as arch;
+    use xenpal::arch;
     use xenpal_examples::fullstack::{self, FullstackConfig};
 
     /// `boot`: the device tree (Arm) or `start_info` (x86) Xen passed.
@@ -24,7 +21,6 @@ mod guest {
     }
 
     arch::entry!(main);
-    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(not(target_os = "none"))]

@@ -48,7 +48,7 @@ mod guest {
     extern crate alloc;
     use alloc::format;
     use core::sync::atomic::{AtomicUsize, Ordering};
-    use xenpal_arch_aarch64 as arch;
+    use xenpal::arch;
     use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
 
     fn interrupts() -> Outcome {
@@ -113,8 +113,6 @@ mod guest {
     }
 
     arch::entry!(main);
-
-    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
@@ -122,7 +120,7 @@ mod guest {
     extern crate alloc;
     use alloc::format;
     use core::sync::atomic::{AtomicUsize, Ordering};
-    use xenpal_arch_x86_64 as arch;
+    use xenpal::arch;
     use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
 
     fn upcalls() -> Outcome {
@@ -138,7 +136,7 @@ mod guest {
     static START_INFO: AtomicUsize = AtomicUsize::new(0);
 
     fn bad_start_info() -> Outcome {
-        use xen_pv::abi::x86_64::StartInfo;
+        use xenpal::xen_pv::abi::x86_64::StartInfo;
         let at = START_INFO.load(Ordering::Relaxed);
         // SAFETY: start_info's page, mapped since boot and never written
         // after Xen filled it; read only.
@@ -186,8 +184,6 @@ mod guest {
     }
 
     arch::entry!(main);
-
-    xenpal_guests::panic_crashes!(arch);
 }
 
 #[cfg(not(target_os = "none"))]
