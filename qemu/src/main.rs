@@ -28,7 +28,9 @@
 //! fails or times out. The architecture comes from the ELF; the options may
 //! also come from the environment (`XENPAL_XEN`, `XENPAL_GIC`,
 //! `XENPAL_DOM0`, `XENPAL_TIMEOUT`), so a fixed `runner` line serves every
-//! setting. The board artefacts go beside the ELF, in `xenpal/<name>/`.
+//! setting. The board artefacts go beside the ELF, in `xenpal/<name>/`; their
+//! `xl` config is the crate's own `xenpal.cfg` (or `XENPAL_CONFIG`) with a
+//! `kernel` line added.
 //!
 //! `new` writes a standalone unikernel crate at PATH (see `template.rs`).
 //!
@@ -82,6 +84,10 @@ struct QemuArgs {
     /// `run`: the guest ELF to boot (built elsewhere), instead of building
     /// `guest` from this workspace.
     elf: Option<PathBuf>,
+    /// `run`: the guest crate's domain config (`XENPAL_CONFIG`, else
+    /// `xenpal.cfg` beside its `Cargo.toml`), which the `xl` config among
+    /// the board artefacts is made from.
+    domain_cfg: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<QemuArgs, String> {
@@ -95,6 +101,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         dom0_linux: false,
         guest: "selftest".into(),
         elf: None,
+        domain_cfg: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -226,7 +233,25 @@ fn parse_run(args: &[String]) -> Result<QemuArgs, String> {
         .filter(|n| !n.is_empty())
         .ok_or_else(|| format!("{}: no file name", elf.display()))?;
     a.elf = Some(elf);
+    a.domain_cfg = domain_config()?;
     Ok(a)
+}
+
+/// The domain config of the crate being run, from `XENPAL_CONFIG` (a
+/// guest crate's `.cargo/config.toml` sets it to its `xenpal.cfg`, the
+/// file the simulator reads on the host; `CARGO_MANIFEST_DIR` cannot
+/// serve, as the `cargo run` that starts this runner sets it to xtask's).
+/// `None` if unset.
+///
+/// Errors: a message naming the file if it cannot be read.
+fn domain_config() -> Result<Option<String>, String> {
+    let Some(path) = std::env::var_os("XENPAL_CONFIG").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl QemuArgs {
@@ -388,7 +413,7 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
         image.len(),
         loaded / 1024
     );
-    boards::write(out, &a.guest, &image)?;
+    boards::write(out, &a.guest, &image, a.domain_cfg.as_deref())?;
     println!("== fetching Xen {} (arm64) from Debian", a.xen.as_str());
     let xen = fetch::xen_arm64(&base.join("cache"), a.xen)?;
     if a.dom0_linux {
@@ -584,7 +609,7 @@ fn x86_64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Comm
         image.len(),
         in_memory / 1024
     );
-    let path = boards::write_x86(out, &a.guest, &image)?;
+    let path = boards::write_x86(out, &a.guest, &image, a.domain_cfg.as_deref())?;
     if a.dom0_linux {
         println!("== fetching Xen {} (amd64) from Debian", a.xen.as_str());
         let xen = fetch::xen_amd64(&base.join("cache"), a.xen)?;
