@@ -370,8 +370,10 @@ log=/var/log/xen/console/guest-xenpal.log
 n=0
 until [ -e $log ]; do n=$((n + 1)); [ $n -gt 30 ] && fail "no console log from the guest"; sleep 1; done
 # From the first line; not sed, which holds each line back until it has
-# read the next one.
-tail -n +1 -f $log | while IFS= read -r line; do echo "(d1) $line"; done &
+# read the next one. Hooks read the whole console from $seen: after a
+# reboot xenconsoled starts $log afresh.
+seen=/run/guest-console
+tail -n +1 -f $log | while IFS= read -r line; do echo "(d1) $line"; echo "$line" >> $seen; done &
 [ -x /etc/xen/with-guest ] && . /etc/xen/with-guest
 # The guest's config preserves it after shutdown, so its last console
 # lines can be read before it is destroyed.

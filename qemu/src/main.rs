@@ -38,6 +38,7 @@
 //! QEMU run saved there (those without `--features`), side by side.
 
 mod boards;
+mod control;
 mod cpio;
 mod dom0;
 mod dtb;
@@ -152,6 +153,9 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
 
 /// Reject option combinations that cannot work, and an unknown `--arch`.
 fn check(a: QemuArgs) -> Result<QemuArgs, String> {
+    if a.guest == "control" && !a.dom0_linux && a.elf.is_none() {
+        return Err("the control guest waits for xl shutdown or xl reboot: run it with --xen 4.17 --dom0 linux".into());
+    }
     if a.dom0_linux && a.xen != XenVersion::V4_17 {
         return Err("--dom0 linux needs --xen 4.17: its toolstack comes from Debian 12, which ships Xen 4.17".into());
     }
@@ -493,6 +497,8 @@ fn linux_dom0_boot(
         devices = fullstack::guest_devices();
         extra = fullstack::dom0_files(&data);
         drive = Some(disk);
+    } else if a.guest == "control" {
+        extra = control::dom0_files();
     }
     // Preserved after shutdown, so dom0 can read its last console lines
     // and the devices' final states.

@@ -211,6 +211,14 @@ pub fn run(
                     && line.starts_with(m)
                 {
                     stop_at = Some(Instant::now() + Duration::from_secs(1));
+                } else if let (Some(_), Some(_), Ending::Verdict(true) | Ending::PoweredOff) =
+                    (end_marker, stop_at, &out.ending)
+                    && line.starts_with("dom0: FAILED")
+                {
+                    // dom0's checks after the guest ended can still fail
+                    // the run.
+                    out.ending = Ending::Crashed(line.clone());
+                    stop_at = Some(Instant::now() + Duration::from_secs(1));
                 } else if stop_at.is_none()
                     && (line.starts_with("(XEN)")
                         && (line.contains("crashed") || line.contains("Panic on CPU"))
@@ -381,6 +389,28 @@ mod tests {
         assert_eq!(o.ending, Ending::Verdict(true));
         assert!(o.all_lines.iter().any(|l| l == "dom0: net: ok"));
         assert!(t.elapsed() < Duration::from_secs(10));
+        // ... and a check of dom0's that fails after the guest's verdict
+        // fails the run.
+        let mut late = Command::new("sh");
+        late.args([
+            "-c",
+            "echo '(d1) xenpal: exit: poweroff'; sleep 1; \
+             echo 'dom0: FAILED: the guest did not clear control/shutdown'; sleep 30",
+        ]);
+        let o = run(
+            late,
+            &dir.join("f.log"),
+            Duration::from_secs(20),
+            GuestConsole::Domain1,
+            Some("dom0: done"),
+            false,
+        )
+        .unwrap();
+        assert!(
+            matches!(&o.ending, Ending::Crashed(l) if l.contains("control/shutdown")),
+            "{:?}",
+            o.ending
+        );
         // A xenpal guest's exit lines: poweroff ends the run cleanly; an
         // error returned from main is a crash.
         let mut off = Command::new("sh");

@@ -1,0 +1,51 @@
+//! The `control` rig (`--dom0 linux control`): dom0 drives the guest with
+//! `xl reboot`, an unknown request written into `control/shutdown`, and
+//! `xl shutdown`, and checks on the guest's console and in `xl list` that it
+//! rebooted, ignored the unknown request, and powered off.
+
+use crate::cpio::Entry;
+
+/// Sourced by dom0's `/init` once the guest is created (`say`, `fail` and
+/// `$seen`, the guest's whole console, come from there).
+const WITH: &str = r#"ready() { grep -c 'waiting for xl shutdown or xl reboot' $seen 2>/dev/null || echo 0; }
+# wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND each second until it
+# succeeds (its arguments are expanded once: put checks in functions).
+wait_for() {
+    t=$1; what=$2; shift 2; n=0
+    until "$@"; do n=$((n + 1)); [ $n -gt $t ] && fail "$what"; sleep 1; done
+}
+up_once() { test "$(ready)" -ge 1; }
+up_twice() { test "$(ready)" -ge 2; }
+cleared() { test -z "$(xenstore-read /local/domain/$second/control/shutdown)"; }
+wait_for 60 "the guest never said it was waiting" up_once
+first=$(xl domid xenpal)
+say "control: guest up as domain $first; xl reboot"
+xl reboot xenpal || fail "xl reboot"
+wait_for 60 "the guest did not reboot (no exit line)" grep -q 'xenpal: exit: reboot' $seen
+wait_for 60 "xl did not restart the guest after its reboot" up_twice
+second=$(xl domid xenpal)
+[ "$second" != "$first" ] || fail "the rebooted guest kept domain id $first"
+say "control: xl reboot: the guest rebooted and came back as domain $second"
+xenstore-write /local/domain/$second/control/shutdown bogus || fail "xenstore-write"
+wait_for 30 "the guest did not report the unknown request" grep -q '"bogus" is not supported' $seen
+wait_for 30 "the guest did not clear control/shutdown" cleared
+xl list xenpal | tail -n 1 | tr -s ' ' | cut -d ' ' -f 5 | grep -q '^[rb-]*$' \
+    || fail "an unknown request stopped the guest"
+say "control: an unknown request was acknowledged and ignored"
+say "control: xl shutdown"
+xl shutdown xenpal || fail "xl shutdown"
+"#;
+
+/// Run once the guest has shut down (still preserved): how it ended.
+const AFTER: &str = r#"grep -q 'xenpal: exit: poweroff' $seen || fail "xl shutdown: no poweroff line"
+say "control: xl shutdown: the guest powered off"
+"#;
+
+/// dom0's extra files: the hooks `/init` runs.
+pub fn dom0_files() -> Vec<(String, Entry)> {
+    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
+    vec![
+        ("etc/xen/with-guest".into(), script(WITH)),
+        ("etc/xen/after-guest".into(), script(AFTER)),
+    ]
+}
