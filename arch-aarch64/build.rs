@@ -2,7 +2,7 @@
 //! ships `link.x`: it is copied into `OUT_DIR` as `xenpal-aarch64.ld`, and that
 //! folder is put on the linker's search path of every crate that depends on
 //! this one. A guest's `.cargo/config.toml` then names it with
-//! `-Txenpal-aarch64.ld` (see `xenpal/README.md`); the guest needs no build
+//! `-Txenpal-aarch64.ld` (`cargo xtask new` writes it); the guest needs no build
 //! script of its own.
 
 use std::path::PathBuf;
