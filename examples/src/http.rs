@@ -145,17 +145,21 @@ pub fn content_type(path: &str) -> &'static str {
 /// A complete response: status line, headers and (unless `head_only`) the
 /// body. The connection closes after it.
 pub fn response(status: (u16, &str), content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nServer: xenpal\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        status.0,
-        status.1,
-        body.len()
-    )
-    .into_bytes();
+    let mut out = head(status, content_type, body.len() as u64);
     if !head_only {
         out.extend_from_slice(body);
     }
     out
+}
+
+/// The head of a response whose body is `length` bytes (the connection
+/// closes after it).
+pub fn head(status: (u16, &str), content_type: &str, length: u64) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {} {}\r\nServer: xenpal\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+        status.0, status.1
+    )
+    .into_bytes()
 }
 
 /// The page for an error status.

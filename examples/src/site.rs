@@ -178,34 +178,59 @@ where
     Ok(())
 }
 
-/// Read a whole file.
-fn read_file<D: SdBlockDevice>(
+/// Why a file could not be served.
+enum ReadError {
+    /// Not enough memory for it now (other responses hold it): worth a
+    /// retry later.
+    NoMemory,
+    /// The volume or the file could not be read.
+    Fat(String),
+}
+
+/// Append a whole file to `out`. The memory is reserved first, fallibly:
+/// a burst of clients asking for large files gets [`ReadError::NoMemory`]
+/// (and a 503), not a guest that aborts.
+fn read_file_into<D: SdBlockDevice>(
     vm: &VolumeManager<D, FixedTime, 4, 4, 1>,
     loc: &Located,
-) -> Result<Vec<u8>, String>
+    out: &mut Vec<u8>,
+) -> Result<(), ReadError>
 where
     D::Error: fmt::Debug,
 {
-    let volume = vm.open_volume(VolumeIdx(0)).map_err(|e| format!("{e:?}"))?;
-    let mut dir = volume.open_root_dir().map_err(|e| format!("{e:?}"))?;
-    let (name, dirs) = loc.shorts.split_last().ok_or("empty path")?;
+    let fat = |e: &dyn fmt::Debug| ReadError::Fat(format!("{e:?}"));
+    let volume = vm.open_volume(VolumeIdx(0)).map_err(|e| fat(&e))?;
+    let mut dir = volume.open_root_dir().map_err(|e| fat(&e))?;
+    let (name, dirs) = loc
+        .shorts
+        .split_last()
+        .ok_or(ReadError::Fat("empty path".into()))?;
     for d in dirs {
-        dir = dir.open_dir(d.as_str()).map_err(|e| format!("{e:?}"))?;
+        dir = dir.open_dir(d.as_str()).map_err(|e| fat(&e))?;
     }
     let file = dir
         .open_file_in_dir(name.as_str(), Mode::ReadOnly)
-        .map_err(|e| format!("{e:?}"))?;
-    let mut data = vec![0u8; loc.size as usize];
-    let mut at = 0;
-    while at < data.len() {
-        let n = file.read(&mut data[at..]).map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| fat(&e))?;
+    let size = usize::try_from(loc.size).map_err(|_| ReadError::NoMemory)?;
+    out.try_reserve_exact(size)
+        .map_err(|_| ReadError::NoMemory)?;
+    let start = out.len();
+    out.resize(start + size, 0);
+    let mut at = start;
+    while at < out.len() {
+        let n = file.read(&mut out[at..]).map_err(|e| fat(&e))?;
         if n == 0 {
             break;
         }
         at += n;
     }
-    data.truncate(at);
-    Ok(data)
+    if at != out.len() {
+        return Err(ReadError::Fat(format!(
+            "{} bytes where the directory says {size}",
+            at - start
+        )));
+    }
+    Ok(())
 }
 
 /// One connection's progress.
@@ -417,21 +442,36 @@ where
         .get(&path)
         .or_else(|| index.get(&format!("{path}/index.html")));
     match found {
-        Some(loc) => match read_file(&vms[loc.disk], loc) {
-            Ok(body) => {
-                log::info!(
-                    "site: 200 {} ({} bytes, disk {}) for {me}",
-                    req.path,
-                    body.len(),
-                    loc.disk
-                );
-                http::response((200, "OK"), http::content_type(&path), &body, req.head_only)
+        Some(loc) => {
+            let mut reply = http::head((200, "OK"), http::content_type(&path), u64::from(loc.size));
+            if req.head_only {
+                return reply;
             }
-            Err(why) => {
-                log::error!("site: reading {}: {why}", req.path);
-                http::error_page((500, "Internal Server Error"), req.head_only)
+            match read_file_into(&vms[loc.disk], loc, &mut reply) {
+                Ok(()) => {
+                    log::info!(
+                        "site: 200 {} ({} bytes, disk {}) for {me}",
+                        req.path,
+                        loc.size,
+                        loc.disk
+                    );
+                    reply
+                }
+                Err(ReadError::NoMemory) => {
+                    drop(reply);
+                    log::warn!(
+                        "site: 503 {} ({} bytes): no memory for it now",
+                        req.path,
+                        loc.size
+                    );
+                    http::error_page((503, "Service Unavailable"), false)
+                }
+                Err(ReadError::Fat(why)) => {
+                    log::error!("site: reading {}: {why}", req.path);
+                    http::error_page((500, "Internal Server Error"), false)
+                }
             }
-        },
+        }
         None => {
             stats.not_found += 1;
             log::info!("site: 404 {}", req.path);
