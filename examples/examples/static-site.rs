@@ -23,12 +23,12 @@
 //! so `curl` on the host talks to the guest as it runs.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use xenpal_examples::site::{self, SiteConfig};
+use xenpal_examples::site_client::{check, get, site_files};
 use xenpal_sim::toolstack::{Toolstack, ToolstackError};
 use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec};
 use xenpal_sim::{DomainStatus, Mode, SimConfig};
@@ -128,114 +128,6 @@ fn domain_spec(args: &Args) -> Result<DomainSpec, String> {
         }
     }
     Ok(spec)
-}
-
-/// Every file of the site: (URL path, contents).
-fn site_files(root: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let mut out = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let path = e.path();
-            let ty = e
-                .file_type()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if ty.is_dir() {
-                stack.push((path, format!("{prefix}/{name}")));
-            } else if ty.is_file() {
-                let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                out.push((format!("{prefix}/{name}"), data));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Percent-encode a path for a request line.
-fn encode(path: &str) -> String {
-    let mut s = String::new();
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
-/// `GET path` on the forwarded port: (status, body).
-fn get(port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        encode(path)
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers in the reply")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("no status in the reply")?;
-    let body = raw[split + 4..].to_vec();
-    let length: Option<usize> = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .and_then(|v| v.parse().ok());
-    if length.is_some_and(|n| n != body.len()) {
-        return Err(format!(
-            "Content-Length {length:?} but {} bytes of body",
-            body.len()
-        ));
-    }
-    Ok((status, body))
-}
-
-/// Fetch every page and compare it with the file; `/` and a missing page
-/// too. Returns the failures.
-fn check(port: u16, files: &[(String, Vec<u8>)]) -> Vec<String> {
-    let mut failures = Vec::new();
-    let mut expect = |path: &str, status: u16, body: Option<&[u8]>| match get(port, path) {
-        Ok((s, b)) if s == status && body.is_none_or(|want| want == b.as_slice()) => {
-            println!("check: ok   {status} {path} ({} bytes)", b.len());
-        }
-        Ok((s, b)) => {
-            println!("check: FAIL {path}: status {s}, {} bytes", b.len());
-            failures.push(path.to_string());
-        }
-        Err(e) => {
-            println!("check: FAIL {path}: {e}");
-            failures.push(path.to_string());
-        }
-    };
-    for (path, data) in files {
-        expect(path, 200, Some(data));
-    }
-    if let Some((_, index)) = files.iter().find(|(p, _)| p == "/index.html") {
-        expect("/", 200, Some(index));
-    }
-    expect("/no/such/page.html", 404, None);
-    failures
 }
 
 /// Whether a toolstack error is the user's input (exit status 2) rather

@@ -8,9 +8,13 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+#[cfg(not(target_os = "none"))]
+extern crate std;
 
 pub mod exchange;
 pub mod fullstack;
 pub mod http;
 pub mod selftest;
 pub mod site;
+#[cfg(not(target_os = "none"))]
+pub mod site_client;

@@ -23,7 +23,9 @@ const MODULES: &[&str] = &[
     "drivers/block/xen-blkback/xen-blkback",
     "net/bridge/bridge",
     "drivers/block/loop",
-    // QEMU's virtio disk (the full-stack guest's disk image).
+    // QEMU's virtio disks (the full-stack guest's disk image, the site's
+    // images) and NIC (the site: host to guest through QEMU's hostfwd).
+    "drivers/net/virtio_net",
     "drivers/block/virtio_blk",
 ];
 

@@ -112,13 +112,22 @@ const AFTER: &str = r#"for d in "vif 0" "vbd 51712"; do
 done
 "#;
 
-/// dom0's extra files: the hotplug scripts, the hooks `/init` runs, and the
-/// runner's copies of both files.
-pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
+/// Our hotplug scripts (`vif-xenpal`, `block-xenpal`), for dom0's
+/// `/etc/xen/scripts`.
+pub fn hotplug_scripts() -> Vec<(String, Entry)> {
     let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
     vec![
         ("etc/xen/scripts/vif-xenpal".into(), script(VIF_SCRIPT)),
         ("etc/xen/scripts/block-xenpal".into(), script(BLOCK_SCRIPT)),
+    ]
+}
+
+/// dom0's extra files: the hotplug scripts, the hooks `/init` runs, and the
+/// runner's copies of both files.
+pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
+    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
+    let mut files = hotplug_scripts();
+    files.extend([
         ("etc/xen/before-guest".into(), script(BEFORE)),
         ("etc/xen/with-guest".into(), script(WITH)),
         ("etc/xen/after-guest".into(), script(AFTER)),
@@ -130,7 +139,8 @@ pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
             format!("expected/{OUTPUT}"),
             Entry::File(0o644, transform(data)),
         ),
-    ]
+    ]);
+    files
 }
 
 /// After QEMU: read [`OUTPUT`] from the disk image with mtools (not our

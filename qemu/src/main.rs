@@ -46,6 +46,7 @@ mod elf;
 mod fetch;
 mod fullstack;
 mod run;
+mod site;
 mod template;
 
 use fetch::XenVersion;
@@ -53,7 +54,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
@@ -89,6 +90,9 @@ struct QemuArgs {
     /// `xenpal.cfg` beside its `Cargo.toml`), which the `xl` config among
     /// the board artefacts is made from.
     domain_cfg: Option<String>,
+    /// `--site DIR` and its options: the site guest's directory, image
+    /// size, host port, and whether to check it.
+    site: Option<site::SiteArgs>,
 }
 
 fn parse(args: &[String]) -> Result<QemuArgs, String> {
@@ -103,6 +107,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         guest: "selftest".into(),
         elf: None,
         domain_cfg: None,
+        site: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -144,6 +149,28 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
                     v => return Err(format!("--expect must be pass, fail or crash, not {v:?}")),
                 }
             }
+            "--site" => {
+                a.site.get_or_insert_with(Default::default).dir = PathBuf::from(value("--site")?);
+            }
+            "--image-mib" => {
+                let v = value("--image-mib")?;
+                let mib: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|m| (3..=4096).contains(m))
+                    .ok_or(format!("--image-mib needs MiB from 3 to 4096, not {v:?}"))?;
+                a.site.get_or_insert_with(Default::default).image_mib = mib;
+            }
+            "--port" => {
+                let v = value("--port")?;
+                let port: u16 = v
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or(format!("--port needs a port from 1 to 65535, not {v:?}"))?;
+                a.site.get_or_insert_with(Default::default).port = port;
+            }
+            "--check" => a.site.get_or_insert_with(Default::default).check = true,
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => a.guest = s.to_string(),
         }
@@ -153,6 +180,21 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
 
 /// Reject option combinations that cannot work, and an unknown `--arch`.
 fn check(a: QemuArgs) -> Result<QemuArgs, String> {
+    match (&a.site, a.guest.as_str()) {
+        (None, "site") => return Err("the site guest needs --site DIR".into()),
+        (Some(_), "site") if !a.dom0_linux => {
+            return Err("the site guest runs as an xl domU: add --xen 4.17 --dom0 linux".into());
+        }
+        (Some(s), "site") if !s.dir.is_dir() => {
+            return Err(format!("--site {}: not a directory", s.dir.display()));
+        }
+        (Some(_), g) if g != "site" => {
+            return Err(format!(
+                "--site, --image-mib, --port and --check are for the site guest, not {g}"
+            ));
+        }
+        _ => {}
+    }
     if a.guest == "control" && !a.dom0_linux && a.elf.is_none() {
         return Err("the control guest waits for xl shutdown or xl reboot: run it with --xen 4.17 --dom0 linux".into());
     }
@@ -483,6 +525,7 @@ fn linux_dom0_boot(
     );
     let mut extra = Vec::new();
     let mut drive = None;
+    let mut site_images = Vec::new();
     let mut devices = String::new();
     if a.guest == "fullstack" {
         let disk = out.join("disk.img");
@@ -499,6 +542,17 @@ fn linux_dom0_boot(
         drive = Some(disk);
     } else if a.guest == "control" {
         extra = control::dom0_files();
+    } else if let Some(site) = &a.site {
+        let images = site::pack(&site.dir, site.image_mib, out)?;
+        println!(
+            "   site: {} packed into {} FAT image(s) of at most {} MiB",
+            site.dir.display(),
+            images.len(),
+            site.image_mib
+        );
+        devices = site::guest_devices(images.len());
+        extra = site::dom0_files(images.len());
+        site_images = images;
     }
     // Preserved after shutdown, so dom0 can read its last console lines
     // and the devices' final states.
@@ -597,6 +651,9 @@ fn linux_dom0_boot(
             } else {
                 "virtio-blk-device,drive=guestdisk"
             });
+    }
+    if let Some(site) = &a.site {
+        site::qemu_devices(&mut cmd, &site_images, site.port, a.x86());
     }
     println!(
         "== booting Xen {} + Linux dom0 under QEMU; dom0 runs `xl create`, timeout {:?}",
@@ -744,6 +801,9 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         )
     };
     let log = out.join("qemu.log");
+    if let Some(site) = &a.site {
+        return site::serve(cmd, &log, site, a.timeout);
+    }
     let _ = std::fs::remove_file(out.join(RESULTS));
     let end_marker = a.dom0_linux.then_some("dom0: done");
     let echo = a.elf.is_some();

@@ -106,28 +106,11 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Run `cmd` (QEMU), logging every line to `log`, until the guest prints
-/// `selftest verdict: PASS|FAIL`, Xen reports a crash, QEMU exits, or
-/// `timeout` passes. The guest's lines are picked out as `console` says.
-/// With an `end_marker`, a verdict does not end the run: it goes on (up to
-/// 90 s more) until a line starting with the marker, so a dom0 can finish
-/// its own checks. A guest's `xenpal: exit: poweroff` line ends the run
-/// like a verdict does ([`Ending::PoweredOff`]), unless a verdict came
-/// first. With `echo`, each guest line is also printed as it arrives (for
-/// `cargo xtask run`, whose user watches the console). QEMU is always
-/// stopped at the end.
+/// Start `cmd` (QEMU) with its stdout and stderr piped; every line of
+/// either arrives on the returned channel, which closes when both end.
 ///
-/// Errors: a message if QEMU cannot be started or the log written.
-pub fn run(
-    mut cmd: Command,
-    log: &Path,
-    timeout: Duration,
-    console: GuestConsole,
-    end_marker: Option<&str>,
-    echo: bool,
-) -> Result<Outcome, String> {
-    let mut classify = Classifier::new(console);
-    let start = Instant::now();
+/// Errors: a message if the command cannot be started.
+pub fn spawn_lines(cmd: &mut Command) -> Result<(Child, mpsc::Receiver<String>), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,6 +142,32 @@ pub fn run(
         });
     }
     drop(tx);
+    Ok((child, rx))
+}
+
+/// Run `cmd` (QEMU), logging every line to `log`, until the guest prints
+/// `selftest verdict: PASS|FAIL`, Xen reports a crash, QEMU exits, or
+/// `timeout` passes. The guest's lines are picked out as `console` says.
+/// With an `end_marker`, a verdict does not end the run: it goes on (up to
+/// 90 s more) until a line starting with the marker, so a dom0 can finish
+/// its own checks. A guest's `xenpal: exit: poweroff` line ends the run
+/// like a verdict does ([`Ending::PoweredOff`]), unless a verdict came
+/// first. With `echo`, each guest line is also printed as it arrives (for
+/// `cargo xtask run`, whose user watches the console). QEMU is always
+/// stopped at the end.
+///
+/// Errors: a message if QEMU cannot be started or the log written.
+pub fn run(
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    console: GuestConsole,
+    end_marker: Option<&str>,
+    echo: bool,
+) -> Result<Outcome, String> {
+    let mut classify = Classifier::new(console);
+    let start = Instant::now();
+    let (mut child, rx) = spawn_lines(&mut cmd)?;
     let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut out = Outcome {
         ending: Ending::Timeout,

@@ -305,6 +305,19 @@ impl fmt::Display for FetchError {
 
 impl core::error::Error for FetchError {}
 
+/// The address vif `id` is configured with: `data/ip` (which xenpal's
+/// simulator toolstack writes), else the `ip` node of the vif's backend
+/// (which `xl` writes from `vif = [ 'ip=...' ]`); a bare address gets
+/// prefix 24. For a guest that runs its own stack over netfront.
+///
+/// Errors: [`NetError::NoXenstore`]; [`NetError::NoAddress`] if neither
+/// node exists; [`NetError::BadAddress`] if the value is not an IPv4
+/// address (with an optional `/prefix`).
+pub async fn vif_address(p: &crate::Platform, id: &str) -> Result<Ipv4Cidr, NetError> {
+    let xs = p.xenstore().ok_or(NetError::NoXenstore)?;
+    address(xs, id).await
+}
+
 /// The vif's address from `data/ip`, else its backend's `ip` node.
 async fn address(
     xs: &xen_pv::xenstore::XenStore<crate::Hypervisor>,
