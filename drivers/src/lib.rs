@@ -16,7 +16,7 @@
 extern crate alloc;
 
 pub mod blk;
-pub mod block;
+pub mod block_device;
 pub mod console;
 pub mod net;
 pub mod xenbus;

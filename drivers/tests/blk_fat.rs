@@ -12,7 +12,7 @@ use blk_support::{FatImage, FixedTime, Scratch, finish, fsck, mcopy_out, pattern
 use core::ops::ControlFlow;
 use embedded_sdmmc::{BlockDevice, LfnBuffer, Mode, TimeSource, VolumeIdx, VolumeManager};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::BlockDevice as _;
+use xenpal_drivers::block_device::BlockDevice as _;
 use xenpal_sim::DomainConfig;
 use xenpal_sim::backends::blk::{Disk, VbdOptions};
 

@@ -6,7 +6,7 @@ mod blk_support;
 
 use blk_support::{finish, join_all, pattern, sim, usage};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::{BlockDevice, BlockError, DisconnectReason, Operation};
+use xenpal_drivers::block_device::{BlockDevice, BlockError, DisconnectReason, Operation};
 use xenpal_sim::backends::blk::{Disk, VbdOptions};
 use xenpal_sim::{DomainConfig, SimPlatform};
 

@@ -8,7 +8,7 @@ mod blk_support;
 use blk_support::{finish, join_all, pattern, port_closed, sim, usage};
 use std::sync::{Arc, Mutex};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::{BlockDevice, BlockError, DisconnectReason};
+use xenpal_drivers::block_device::{BlockDevice, BlockError, DisconnectReason};
 use xenpal_sim::DomainConfig;
 use xenpal_sim::backends::blk::{Disk, FaultKind, Vbd, VbdOptions};
 

@@ -25,7 +25,7 @@ use xen_pv::Hypervisor;
 use xen_pv::platform::XenPlatform;
 use xen_pv::timer::AlarmHw;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::BlockDevice;
+use xenpal_drivers::block_device::BlockDevice;
 
 /// The file the guest reads (in the volume's root directory).
 pub const INPUT: &str = "DATA.BIN";

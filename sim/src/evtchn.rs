@@ -1,7 +1,7 @@
 //! `event_channel_op`: Xen's event-channel operations, 2-level ABI.
 
-use crate::core::{Chan, Core, Domain, NR_PORTS, NR_VIRQS, Service};
 use crate::hypercall::{Args, HResult};
+use crate::hypervisor::{Chan, Core, Domain, NR_PORTS, NR_VIRQS, Service};
 use hal::DomId;
 use std::sync::Arc;
 use xen_pv::abi::{self, Errno, evtchnop, evtchnstat};

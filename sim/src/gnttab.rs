@@ -6,8 +6,8 @@
 //! the shared entry (by compare-and-exchange, retried a bounded number of
 //! times) while pins exist, so the granter's `end_access` fails meanwhile.
 
-use crate::core::{Core, Domain, MapEntry, Pin};
 use crate::hypercall::{Args, HResult};
+use crate::hypervisor::{Core, Domain, MapEntry, Pin};
 use hal::DomId;
 use hal::mem::{Gfn, PAGE_SIZE, SharedMemory, WordMemory};
 use std::sync::Arc;

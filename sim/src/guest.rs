@@ -1,7 +1,7 @@
 //! What a guest sees of the simulator: a [`Hypervisor`] handle and a clock.
 //! Everything else a guest uses is `xenpal-xen-pv`'s real code.
 
-use crate::core::{Core, Domain};
+use crate::hypervisor::{Core, Domain};
 use hal::mem::{Gfn, WordMemory};
 use hal::time::{Clock, Instant};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! check (`EFAULT` if the buffer is missing, at the wrong argument or too
 //! short), every value is validated, and unknown operations are `ENOSYS`.
 
-use crate::core::{Core, Domain, HVM_NR_PARAMS, TimerKind};
+use crate::hypervisor::{Core, Domain, HVM_NR_PARAMS, TimerKind};
 use hal::DomId;
 use hal::mem::Gfn;
 use std::sync::Arc;

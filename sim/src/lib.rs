@@ -40,14 +40,14 @@
 #![forbid(unsafe_code)]
 
 pub mod backends;
-mod core;
 mod evtchn;
 pub mod fatimg;
 mod gnttab;
 mod guest;
+mod guest_log;
 mod hypercall;
+mod hypervisor;
 pub mod layout;
-mod log;
 mod memory;
 mod sched;
 mod services;
@@ -55,7 +55,7 @@ mod sim;
 pub mod toolstack;
 pub mod xl;
 
-pub use crate::core::{Exit, Rng};
+pub use crate::hypervisor::{Exit, Rng};
 pub use guest::{SimClock, SimHypervisor, SimPlatform};
 pub use sim::{
     DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, seed_from_env,

@@ -9,8 +9,8 @@
 //! call, as Xen runs other vCPUs while one is blocked, so synchronous guest
 //! code (a blocking `BlockDevice::read`, say) works in the simulator too.
 
-use crate::core::{Core, Domain, Exit, Queues, Rng, Task};
 use crate::guest::{SimClock, SimHypervisor, SimPlatform};
+use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task};
 use crate::{evtchn, gnttab, layout, services};
 use hal::DomId;
 use std::cell::RefCell;
@@ -319,7 +319,7 @@ fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool
         destroy(core, dom, Exit::Shutdown(reason));
         return false;
     }
-    let _current = crate::log::enter(dom);
+    let _current = crate::guest_log::enter(dom);
     if slot.fut.is_none() {
         let h = SimHypervisor {
             core: core.clone(),
@@ -341,7 +341,7 @@ fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool
                 return false;
             }
         };
-        crate::log::attach(dom, &platform);
+        crate::guest_log::attach(dom, &platform);
         slot.runner = Some(platform.runner());
         let start = slot.start.take().expect("start closure present until boot");
         match catch_unwind(AssertUnwindSafe(|| start(platform))) {
@@ -429,7 +429,7 @@ pub(crate) fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
         st.timer = None;
         st.poll = None;
         let ports: Vec<u32> = (1..st.ports.len() as u32)
-            .filter(|&p| !matches!(st.ports[p as usize], crate::core::Chan::Free))
+            .filter(|&p| !matches!(st.ports[p as usize], crate::hypervisor::Chan::Free))
             .collect();
         let handles: Vec<u32> = (0..st.maptrack.len() as u32)
             .filter(|&h| st.maptrack[h as usize].is_some())
@@ -443,7 +443,7 @@ pub(crate) fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
         gnttab::unmap_handle(core, dom, h, None);
     }
     dom.mem.release();
-    crate::log::detach(dom);
+    crate::guest_log::detach(dom);
     let notes = {
         let mut x = core.xenstored.lock().unwrap();
         x.release(dom.id);

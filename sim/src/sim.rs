@@ -1,8 +1,8 @@
 //! The simulator's public face: build domains, run them, look at what they
 //! did.
 
-use crate::core::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
 use crate::guest::SimPlatform;
+use crate::hypervisor::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
 use crate::sched::{self, LocalSched, MainFuture, NewGuest, Stop};
 use crate::{evtchn, layout};
 use hal::mem::PAGE_SIZE;
@@ -263,7 +263,7 @@ pub struct Sim {
 impl Sim {
     /// A simulator with dom0 (privileged, no guest task) and nothing else.
     pub fn new(config: SimConfig) -> Self {
-        crate::log::install();
+        crate::guest_log::install();
         let queues = match config.mode {
             Mode::Deterministic => Queues::Det(Mutex::new(Vec::new())),
             Mode::FreeRunning { threads } => Queues::Free(

@@ -10,7 +10,7 @@ use smoltcp::socket::udp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::BlockDevice;
+use xenpal_drivers::block_device::BlockDevice;
 use xenpal_drivers::net::NetConfig;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::backends::net::{NetBackend, add_vif};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
-use xenpal_drivers::block::BlockDevice;
+use xenpal_drivers::block_device::BlockDevice;
 use xenpal_sim::hal::DomId;
 use xenpal_sim::toolstack::{Toolstack, ToolstackError};
 use xenpal_sim::xen_pv::xenstore::TxId;

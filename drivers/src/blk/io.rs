@@ -3,7 +3,7 @@
 //! requests.
 
 use super::conn::{Conn, Page};
-use crate::block::{BlockError, Operation};
+use crate::block_device::{BlockError, Operation};
 use embedded_sdmmc::Block;
 use hal::mem::{PAGE_SIZE, SharedMemory};
 use xen_pv::Hypervisor;

@@ -79,7 +79,9 @@ mod io;
 
 pub use conn::Transport;
 
-use crate::block::{BlockDevice, BlockError, BlockInfo, DiscardInfo, DisconnectReason, Operation};
+use crate::block_device::{
+    BlockDevice, BlockError, BlockInfo, DiscardInfo, DisconnectReason, Operation,
+};
 use crate::xenbus::{XenbusDevice, list_devices, peer_gone};
 use alloc::format;
 use alloc::string::{String, ToString};

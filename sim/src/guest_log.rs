@@ -6,8 +6,8 @@
 //! the current thread (the innermost, if waits are nested) and writes to its
 //! console. Records from outside any guest go to standard error.
 
-use crate::core::Domain;
 use crate::guest::SimPlatform;
+use crate::hypervisor::Domain;
 use hal::{Console, DomId, Platform};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
