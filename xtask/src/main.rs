@@ -337,7 +337,7 @@ impl QemuArgs {
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("qemu/ is in the workspace")
+        .expect("xtask/ is in the workspace")
         .to_path_buf()
 }
 

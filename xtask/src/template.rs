@@ -1,6 +1,6 @@
 //! `cargo xtask new PATH`: write a standalone unikernel crate at PATH that
 //! depends on this checkout's `xenpal` by path. The files are
-//! `qemu/template/*.in`, with `{{name}}` (the package name, from PATH's last
+//! `xtask/template/*.in`, with `{{name}}` (the package name, from PATH's last
 //! component), `{{crate}}` (the same as a Rust identifier), `{{xenpal}}`
 //! (this checkout) and `{{toolchain}}` (our pinned Rust) filled in.
 
