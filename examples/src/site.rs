@@ -319,10 +319,10 @@ pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
 
     // Network.
     let deadline = p.timer().now() + Duration::from_secs(30);
-    Netfront::wait_for_device(p, &xs, "0", deadline)
+    Netfront::wait_for_device(p, "0", deadline)
         .await
         .map_err(|e| SiteError::Net(e.to_string()))?;
-    let mut nic = Netfront::open(p, &xs, "0", NetConfig::default())
+    let mut nic = Netfront::open(p, "0", NetConfig::default())
         .await
         .map_err(|e| SiteError::Net(e.to_string()))?;
     nic.wait_up(deadline)

@@ -41,11 +41,8 @@ fn now(p: &SimPlatform) -> SmolInstant {
 
 /// GET each path from 10.0.0.2:80; returns (path, status, body).
 async fn client(p: SimPlatform, paths: Vec<String>) -> Vec<Fetched> {
-    let xs = p.xenstore().unwrap().clone();
     let deadline = p.timer().now() + Duration::from_secs(10);
-    let mut nic = Netfront::open(&p, &xs, "0", NetConfig::default())
-        .await
-        .unwrap();
+    let mut nic = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
     nic.wait_up(deadline).await.unwrap();
     let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now(&p));
     iface.update_ip_addrs(|a| {

@@ -227,9 +227,7 @@ async fn victim(p: SimPlatform, errors: Arc<Mutex<Vec<NetError>>>) {
     let base = Baseline::take(&p);
     let xs = p.xenstore().unwrap().clone();
     let deadline = p.timer().now() + Duration::from_secs(5);
-    let mut nic: Nic<'_> = Netfront::open(&p, &xs, "0", NetConfig::default())
-        .await
-        .unwrap();
+    let mut nic: Nic<'_> = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
     nic.wait_up(deadline).await.unwrap();
     {
         use smoltcp::phy::{Device, TxToken};

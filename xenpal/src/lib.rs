@@ -92,6 +92,35 @@ pub type Platform = xenpal_sim::SimPlatform;
 #[cfg(not(target_os = "none"))]
 pub type Hypervisor = xenpal_sim::SimHypervisor;
 
+/// The clock of this target.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub type Clock = arch::time::GenericTimer;
+/// The one-shot alarm of this target.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub type Alarm = arch::time::GenericTimer;
+/// The clock of this target.
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub type Clock = arch::time::PvClock;
+/// The one-shot alarm of this target.
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub type Alarm = xen_pv::timer::XenAlarm<Hypervisor>;
+/// The clock of this target.
+#[cfg(not(target_os = "none"))]
+pub type Clock = xenpal_sim::SimClock;
+/// The one-shot alarm of this target.
+#[cfg(not(target_os = "none"))]
+pub type Alarm = xen_pv::timer::XenAlarm<Hypervisor>;
+
+/// A vif's frontend on this target's platform (see [`drivers::net`]).
+#[doc(alias = "netfront")]
+pub type Netfront<'p> = drivers::net::Netfront<'p, Hypervisor, Clock, Alarm>;
+/// A disk's frontend on this target's platform (see [`drivers::blk`]).
+#[doc(alias = "blkfront")]
+pub type Blkfront<'p> = drivers::blk::Blkfront<'p, Hypervisor, Clock, Alarm>;
+
+// `Platform` is `XenPlatform<Hypervisor, Clock, Alarm>` on every target.
+const _: fn(Platform) -> xen_pv::platform::XenPlatform<Hypervisor, Clock, Alarm> = |p| p;
+
 /// Expands to the bare-metal entry point for the user's `main` (used by
 /// `#[xenpal::main]`; not for direct use).
 #[doc(hidden)]

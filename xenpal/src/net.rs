@@ -91,7 +91,7 @@ pub fn smol_now<C: Clock + ?Sized>(c: &C) -> SmolInstant {
 /// One vif, up, with a `smoltcp` interface and its sockets.
 pub struct Stack<'p> {
     p: &'p crate::Platform,
-    nic: Netfront<'p, crate::Platform, crate::Hypervisor>,
+    nic: crate::Netfront<'p>,
     iface: Interface,
     sockets: SocketSet<'static>,
     address: Ipv4Cidr,
@@ -136,7 +136,7 @@ impl<'p> Stack<'p> {
                 .map_err(|_| NetError::BadAddress("data/gateway".into(), v.clone()))?;
             gateway = Some(ip);
         }
-        let mut nic = Netfront::open(p, &xs, id, NetConfig::default()).await?;
+        let mut nic = Netfront::open(p, id, NetConfig::default()).await?;
         nic.wait_up(deadline).await?;
         let mut config = Config::new(nic.hardware_address());
         config.random_seed = u64::from(p.domid().0.max(1)) * 0x9e37_79b9 + 7;

@@ -8,11 +8,13 @@
 use super::front::Netfront;
 use super::rings::{Block, TxSide};
 use super::{ETHERNET_HEADER, NetStats};
-use hal::Platform;
 use hal::mem::PAGE_SIZE;
+use hal::{Clock, Platform};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as SmolInstant;
 use xen_pv::Hypervisor;
+use xen_pv::platform::XenPlatform;
+use xen_pv::timer::AlarmHw;
 
 /// A received packet, already copied out of shared memory.
 pub struct NetRxToken<'a> {
@@ -67,7 +69,7 @@ impl<P: Platform> TxToken for NetTxToken<'_, P> {
     }
 }
 
-impl<'p, P: Platform, H: Hypervisor> Netfront<'p, P, H> {
+impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
     /// Transmit buffers to keep free for one full-sized frame.
     fn reserve(&self) -> usize {
         (self.mtu() + ETHERNET_HEADER).div_ceil(PAGE_SIZE)
@@ -105,13 +107,13 @@ impl<'p, P: Platform, H: Hypervisor> Netfront<'p, P, H> {
 ///   (the backend is notified to tell us when there is), or no link.
 /// - [`capabilities`](Device::capabilities): Ethernet, MTU
 ///   [`Netfront::mtu`] + 14, checksums computed and checked by smoltcp.
-impl<'p, P: Platform, H: Hypervisor> Device for Netfront<'p, P, H> {
+impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
     type RxToken<'a>
         = NetRxToken<'a>
     where
         Self: 'a;
     type TxToken<'a>
-        = NetTxToken<'a, P>
+        = NetTxToken<'a, XenPlatform<H, C, A>>
     where
         Self: 'a;
 

@@ -19,6 +19,8 @@ use hal::time::Timer;
 use hal::{Clock, EventChannel, Instant, Platform};
 use xen_pv::Hypervisor;
 use xen_pv::abi::Errno;
+use xen_pv::platform::XenPlatform;
+use xen_pv::timer::AlarmHw;
 use xen_pv::xenstore::{TxId, XenStore, XsError};
 
 /// First delay between attempts to end grants the backend still holds;
@@ -45,15 +47,15 @@ pub async fn vif_ids<H: Hypervisor>(xs: &XenStore<H>) -> Result<Vec<String>, Net
 /// It borrows the platform for its lifetime: grants, pages, event channels
 /// and the timer come from there.
 #[doc(alias = "netfront")]
-pub struct Netfront<'p, P: Platform, H: Hypervisor> {
-    pub(super) p: &'p P,
+pub struct Netfront<'p, H: Hypervisor, C: Clock, A: AlarmHw> {
+    pub(super) p: &'p XenPlatform<H, C, A>,
     dev: XenbusDevice<H>,
     cfg: NetConfig,
     mac: [u8; 6],
     mtu: usize,
     pub(super) state: LinkState,
-    pub(super) conn: Option<Conn<Block<P>>>,
-    drain: Drain<Block<P>>,
+    pub(super) conn: Option<Conn<Block<XenPlatform<H, C, A>>>>,
+    drain: Drain<Block<XenPlatform<H, C, A>>>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     error: Option<NetError>,
@@ -69,7 +71,7 @@ pub struct Netfront<'p, P: Platform, H: Hypervisor> {
     pub(super) tx_buf: Vec<u8>,
 }
 
-impl<P: Platform, H: Hypervisor> core::fmt::Debug for Netfront<'_, P, H> {
+impl<H: Hypervisor, C: Clock, A: AlarmHw> core::fmt::Debug for Netfront<'_, H, C, A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Netfront")
             .field("dir", &self.dev.own_dir())
@@ -80,18 +82,18 @@ impl<P: Platform, H: Hypervisor> core::fmt::Debug for Netfront<'_, P, H> {
     }
 }
 
-impl<'p, P: Platform, H: Hypervisor> Netfront<'p, P, H> {
+impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
     /// Wait until the toolstack has created vif `id` (its `state` node,
     /// which toolstacks write last, exists): for a vif added after boot.
     /// Returns at once if it is there.
     ///
     /// Errors: [`NetError::Timeout`] at `deadline`; xenstore failures.
     pub async fn wait_for_device(
-        platform: &P,
-        xs: &XenStore<H>,
+        platform: &XenPlatform<H, C, A>,
         id: &str,
         deadline: Instant,
     ) -> Result<(), NetError> {
+        let xs = platform.xenstore().ok_or(NetError::NoXenstore)?;
         let path = format!("device/vif/{id}/state");
         let token = format!("netfront:appear:{id}");
         let present = || async {
@@ -127,11 +129,11 @@ impl<'p, P: Platform, H: Hypervisor> Netfront<'p, P, H> {
     /// Errors: [`NetError::Xenbus`] if the device is missing or its
     /// `backend` nodes are bad; [`NetError::BadMac`]; xenstore failures.
     pub async fn open(
-        platform: &'p P,
-        xs: &XenStore<H>,
+        platform: &'p XenPlatform<H, C, A>,
         id: &str,
         cfg: NetConfig,
     ) -> Result<Self, NetError> {
+        let xs = platform.xenstore().ok_or(NetError::NoXenstore)?;
         let dev = XenbusDevice::open_frontend(xs, "vif", id).await?;
         let mac_node = dev.read_own("mac").await?;
         let mac = mac_node
@@ -336,7 +338,7 @@ impl<'p, P: Platform, H: Hypervisor> Netfront<'p, P, H> {
         let xs_port = self.dev.xenstore().port();
         let port = self.conn.as_ref().map(|c| c.port).filter(|_| !xs_only);
         poll_fn(|cx| {
-            let hit = |events: &P::Events| {
+            let hit = |events: &xen_pv::event::Events<H>| {
                 events.take_pending(xs_port) | port.is_some_and(|p| events.take_pending(p))
             };
             if hit(events) {
@@ -587,8 +589,8 @@ impl core::fmt::Display for MacDisplay {
 ///
 /// A guest is one task, and a vif's `wait` listens only to its own event
 /// channel; a guest with several vifs must wait on all of them here.
-pub async fn wait_any<P: Platform, H: Hypervisor>(
-    nics: &mut [&mut Netfront<'_, P, H>],
+pub async fn wait_any<H: Hypervisor, C: Clock, A: AlarmHw>(
+    nics: &mut [&mut Netfront<'_, H, C, A>],
     deadline: Instant,
 ) {
     let Some(timer_of) = nics.first().map(|n| n.p) else {

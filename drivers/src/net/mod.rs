@@ -39,10 +39,9 @@
 //! NetBackend::new().spawn(&mut sim).unwrap(); // dom0: netback and a switch
 //! let guest = sim
 //!     .spawn(DomainConfig::new("guest"), |p| async move {
-//!         let xs = p.xenstore().unwrap().clone();
 //!         let now = || SmolInstant::from_micros((p.timer().now().as_nanos() / 1000) as i64);
 //!         let soon = |ms| p.timer().now() + Duration::from_millis(ms);
-//!         let mut nic = Netfront::open(&p, &xs, "0", NetConfig::default()).await.unwrap();
+//!         let mut nic = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
 //!         nic.wait_up(soon(5000)).await.unwrap();
 //!         let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now());
 //!         iface.update_ip_addrs(|a| {
@@ -257,6 +256,8 @@ impl fmt::Display for Violation {
 /// Why a vif failed or an operation on it did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetError {
+    /// The guest has no xenstore, so no vif.
+    NoXenstore,
     /// xenbus: a required node missing or malformed, or the backend gone
     /// while we waited for it.
     Xenbus(XenbusError),
@@ -288,6 +289,7 @@ pub enum NetError {
 impl fmt::Display for NetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            NetError::NoXenstore => f.write_str("this guest has no xenstore"),
             NetError::Xenbus(e) => write!(f, "{e}"),
             NetError::Xenstore(e) => write!(f, "{e}"),
             NetError::Grant(e) => write!(f, "grant: {e}"),

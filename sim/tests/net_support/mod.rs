@@ -14,10 +14,11 @@ use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_sim::backends::net::add_vif;
 use xenpal_sim::hal::{Clock, DomId, EventChannel, GrantTable, Instant, PageAlloc, Platform};
+use xenpal_sim::xen_pv::timer::XenAlarm;
 use xenpal_sim::{DomainConfig, Sim};
-use xenpal_sim::{SimHypervisor, SimPlatform};
+use xenpal_sim::{SimClock, SimHypervisor, SimPlatform};
 
-pub type Nic<'p> = Netfront<'p, SimPlatform, SimHypervisor>;
+pub type Nic<'p> = Netfront<'p, SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
 
 /// A guest's MAC address: `00:16:3e:00:<domid>:<index>`.
 pub fn mac(domid: DomId, index: u32) -> [u8; 6] {
@@ -59,11 +60,10 @@ pub struct Stack<'p> {
 impl<'p> Stack<'p> {
     /// Open vif `vif`, wait for the link, and give it `ip`/24.
     pub async fn up(p: &'p SimPlatform, vif: &str, ip: Ipv4Address, cfg: NetConfig) -> Stack<'p> {
-        let xs = p.xenstore().unwrap().clone();
         let deadline = p.timer().now() + Duration::from_secs(5);
         // In free-running mode the guest may boot before its vif exists.
-        Nic::wait_for_device(p, &xs, vif, deadline).await.unwrap();
-        let mut nic = Netfront::open(p, &xs, vif, cfg).await.unwrap();
+        Nic::wait_for_device(p, vif, deadline).await.unwrap();
+        let mut nic = Netfront::open(p, vif, cfg).await.unwrap();
         nic.wait_up(deadline).await.unwrap();
         let mut config = Config::new(nic.hardware_address());
         config.random_seed = u64::from(p.domid().0) * 7919 + 1;
