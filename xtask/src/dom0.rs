@@ -372,10 +372,10 @@ log=/var/log/xen/console/guest-xenpal.log
 n=0
 until [ -e $log ]; do n=$((n + 1)); [ $n -gt 30 ] && fail "no console log from the guest"; sleep 1; done
 # From the first line; not sed, which holds each line back until it has
-# read the next one. Hooks read the whole console from $seen: after a
-# reboot xenconsoled starts $log afresh.
+# read the next one. -F: after a reboot xenconsoled may start $log afresh,
+# and tail then reopens it. $seen keeps the whole console for the hooks.
 seen=/run/guest-console
-tail -n +1 -f $log | while IFS= read -r line; do echo "(d1) $line"; echo "$line" >> $seen; done &
+tail -n +1 -F $log 2>/dev/null | while IFS= read -r line; do echo "(d1) $line"; echo "$line" >> $seen; done &
 [ -x /etc/xen/with-guest ] && . /etc/xen/with-guest
 # The guest's config preserves it after shutdown, so its last console
 # lines can be read before it is destroyed.
