@@ -182,29 +182,10 @@ pub fn check_disk(image: &Path, data: &[u8]) -> Result<String, String> {
 /// `GET path` from the simulated guest through the host port `port`
 /// (forwarded by the simulator's gateway): the body of a `200` reply.
 fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 10.0.0.2\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers in the reply")?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return Err(format!(
-            "{}",
-            String::from_utf8_lossy(&raw[..split.min(40)])
-        ));
+    match xenpal_examples::site_client::get(port, path)? {
+        (200, body) => Ok(body),
+        (status, _) => Err(format!("status {status}")),
     }
-    Ok(raw[split + 4..].to_vec())
 }
 
 /// The same guest code on the simulator: the disk image file `disk` (made
