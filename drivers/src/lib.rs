@@ -1,7 +1,7 @@
 //! # xenpal-drivers
 //!
-//! PV drivers for Xen guests, generic over `xenpal_hal::Platform` and
-//! written once for every platform: the xenbus frontend building blocks
+//! PV drivers for Xen guests, taking `xen_pv`'s `XenPlatform` (over any
+//! hypervisor, clock and alarm) and written once for every platform: the xenbus frontend building blocks
 //! ([`xenbus`]), console logging ([`console`]), and the network and block
 //! frontends.
 //!

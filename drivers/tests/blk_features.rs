@@ -468,7 +468,7 @@ fn free_running_guests_and_backend_on_several_threads() {
                         // Guests start at once here: wait for the toolstack.
                         while vbd_ids(&p).await.unwrap().len() < 2 {
                             xenpal_sim::hal::time::sleep(
-                                xenpal_sim::hal::Platform::timer(&p),
+                                p.timer(),
                                 core::time::Duration::from_millis(1),
                             )
                             .await;

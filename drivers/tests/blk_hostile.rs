@@ -242,7 +242,7 @@ mod raw {
     use xenpal_sim::SimPlatform;
     use xenpal_sim::hal::event::wait_event;
     use xenpal_sim::hal::mem::{PageAlloc, Pages, SharedMemory};
-    use xenpal_sim::hal::{Access, EventChannel, EventPort, FrontRing, GrantTable, Platform};
+    use xenpal_sim::hal::{Access, EventChannel, EventPort, FrontRing, GrantTable};
     use xenpal_sim::xen_pv::abi::io::{
         BLKIF_DISCARD_SECURE, BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect,
         BlkifRequestSegment, BlkifResponse, blkif_op, blkif_rsp,

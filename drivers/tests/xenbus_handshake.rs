@@ -9,8 +9,7 @@ use xenpal_drivers::xenbus::{
 };
 use xenpal_sim::hal::mem::{PageAlloc, Pages};
 use xenpal_sim::hal::{
-    Access, BackRing, EventChannel, EventPort, FrontRing, GrantRef, GrantTable, Platform,
-    event::wait_event,
+    Access, BackRing, EventChannel, EventPort, FrontRing, GrantRef, GrantTable, event::wait_event,
 };
 use xenpal_sim::xen_pv::xenstore::TxId;
 use xenpal_sim::{DomainConfig, Sim, SimConfig};

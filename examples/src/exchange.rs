@@ -13,11 +13,9 @@ use alloc::string::String;
 use core::fmt;
 use hal::event::wait_event;
 use hal::mem::{PageAlloc, Pages};
-use hal::{
-    Access, Console, DomId, EventChannel, EventPort, GrantRef, GrantTable, Platform, SharedMemory,
-};
-use xen_pv::Hypervisor;
+use hal::{Access, Console, DomId, EventChannel, EventPort, GrantRef, GrantTable, SharedMemory};
 use xen_pv::xenstore::{Perm, PermAccess, TxId, XenStore, XsError};
+use xenpal::{Hypervisor, Platform};
 
 /// Why the exchange failed.
 #[derive(Debug)]
@@ -68,14 +66,14 @@ impl From<hal::AllocError> for ExchangeError {
 }
 
 /// Print a line on the guest's console (never blocks; drops on overflow).
-pub fn say<P: Platform>(p: &P, args: fmt::Arguments<'_>) {
+pub fn say(p: &Platform, args: fmt::Arguments<'_>) {
     let mut line = String::new();
     let _ = fmt::write(&mut line, args);
     line.push('\n');
     p.console().write_lossy(line.as_bytes());
 }
 
-async fn peer<H: Hypervisor>(xs: &XenStore<H>) -> Result<DomId, ExchangeError> {
+async fn peer(xs: &XenStore<Hypervisor>) -> Result<DomId, ExchangeError> {
     let id = xs.read_u64(TxId::NONE, "data/peer").await?;
     u16::try_from(id)
         .map(DomId)
@@ -83,10 +81,7 @@ async fn peer<H: Hypervisor>(xs: &XenStore<H>) -> Result<DomId, ExchangeError> {
 }
 
 /// The offering side. Returns the reply the peer wrote into the page.
-pub async fn offerer<P: Platform, H: Hypervisor>(
-    p: &P,
-    xs: &XenStore<H>,
-) -> Result<String, ExchangeError> {
+pub async fn offerer(p: &Platform, xs: &XenStore<Hypervisor>) -> Result<String, ExchangeError> {
     let me = xs.read_u64(TxId::NONE, "domid").await?;
     let peer = peer(xs).await?;
     let page = p.pages().alloc(1)?;
@@ -159,10 +154,7 @@ pub async fn offerer<P: Platform, H: Hypervisor>(
 }
 
 /// The answering side. Returns the message it found in the page.
-pub async fn answerer<P: Platform, H: Hypervisor>(
-    p: &P,
-    xs: &XenStore<H>,
-) -> Result<String, ExchangeError> {
+pub async fn answerer(p: &Platform, xs: &XenStore<Hypervisor>) -> Result<String, ExchangeError> {
     let me = xs.read_u64(TxId::NONE, "domid").await?;
     let peer = peer(xs).await?;
     let dir = format!("/local/domain/{}/data/exchange", peer.0);

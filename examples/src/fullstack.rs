@@ -20,10 +20,8 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use embedded_sdmmc::{Mode, VolumeIdx, VolumeManager};
-use hal::{Console, Platform};
-use xen_pv::Hypervisor;
-use xen_pv::platform::XenPlatform;
-use xen_pv::timer::AlarmHw;
+use hal::Console;
+use xenpal::Platform;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::BlockDevice;
 
@@ -80,9 +78,7 @@ fn read_all(
 
 /// The disk half: read [`INPUT`], write and verify [`OUTPUT`], flush,
 /// close. Returns (read outcome, write outcome, close outcome).
-async fn disk<H: Hypervisor, C: hal::Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-) -> [(&'static str, Outcome); 3] {
+async fn disk(p: &Platform) -> [(&'static str, Outcome); 3] {
     let fail = |why: String| {
         [
             ("disk-read", Outcome::Fail(why)),
@@ -186,10 +182,7 @@ async fn disk<H: Hypervisor, C: hal::Clock, A: AlarmHw>(
 
 /// Run the check, printing each result line on the console as it completes
 /// and the verdict last.
-pub async fn run<H: Hypervisor, C: hal::Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-    cfg: FullstackConfig,
-) -> Report {
+pub async fn run(p: &Platform, cfg: FullstackConfig) -> Report {
     let mut report = Report::default();
     let say = |report: &Report| {
         let line = report.line(report.results.len() - 1);

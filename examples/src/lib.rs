@@ -1,8 +1,8 @@
 //! # xenpal-examples
 //!
-//! Example guests ("unikernels") for xenpal. Each is written against the
-//! platform traits only — the same code runs in the simulator and on real
-//! Xen; the files under `examples/` boot them in the simulator.
+//! Example guests ("unikernels") for xenpal. Each takes `xenpal::Platform`
+//! and nothing else a user's crate could not have — the same code runs in
+//! the simulator and on real Xen; the files under `examples/` boot them in the simulator.
 
 #![no_std]
 #![forbid(unsafe_code)]

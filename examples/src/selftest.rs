@@ -8,8 +8,8 @@
 //! selftest verdict: PASS (7 passed, 1 skipped, 0 failed)
 //! ```
 //!
-//! The tests use only the platform (`XenPlatform` over any hypervisor, clock
-//! and alarm) plus checks the platform adds itself ([`Extra`]): interrupt
+//! The tests use only the platform (`xenpal::Platform`, whatever the
+//! target) plus checks the platform adds itself ([`Extra`]): interrupt
 //! counts on Arm, a device-tree error path, and so on.
 
 use alloc::format;
@@ -19,12 +19,10 @@ use core::time::Duration;
 use hal::event::wait_event;
 use hal::mem::{PageAlloc, Pages};
 use hal::time::{Clock, sleep, sleep_until, with_timeout};
-use hal::{Access, Console, DomId, EventChannel, GrantTable, Platform, SharedMemory};
-use xen_pv::Hypervisor;
+use hal::{Access, Console, DomId, EventChannel, GrantTable, SharedMemory};
 use xen_pv::abi::evtchnstat;
 use xen_pv::hypercall;
-use xen_pv::platform::XenPlatform;
-use xen_pv::timer::AlarmHw;
+use xenpal::Platform;
 
 /// The outcome of one test.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +116,7 @@ impl Report {
     }
 }
 
-fn say<P: Platform>(p: &P, line: &str) {
+fn say(p: &Platform, line: &str) {
     p.console().write_lossy(line.as_bytes());
     p.console().write_lossy(b"\n");
 }
@@ -126,9 +124,7 @@ fn say<P: Platform>(p: &P, line: &str) {
 /// Our domain id, learnt the way a guest without xenstore can: allocate an
 /// unbound port for `DOMID_SELF` (Xen records our real id as the remote)
 /// and ask for its status.
-pub fn discover_domid<H: Hypervisor, C: Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-) -> Option<DomId> {
+pub fn discover_domid(p: &Platform) -> Option<DomId> {
     let port = p.events().alloc_unbound(DomId::SELF).ok()?;
     let st = hypercall::evtchn_status(p.hypervisor(), port).ok();
     let _ = p.events().close(port);
@@ -136,7 +132,7 @@ pub fn discover_domid<H: Hypervisor, C: Clock, A: AlarmHw>(
     (st.status == evtchnstat::UNBOUND).then_some(DomId(st.u[0] as u16))
 }
 
-async fn clock_monotonic<P: Platform>(p: &P) -> Outcome {
+async fn clock_monotonic(p: &Platform) -> Outcome {
     let t = p.timer();
     let mut last = t.now();
     for _ in 0..10_000 {
@@ -173,10 +169,7 @@ fn runstate_time<M: SharedMemory>(area: &M) -> u64 {
     0
 }
 
-async fn clock_rate<H: Hypervisor, C: Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-    tol: Tolerances,
-) -> Outcome {
+async fn clock_rate(p: &Platform, tol: Tolerances) -> Outcome {
     let h = p.hypervisor();
     let t = p.timer();
     let page = match p.pages().alloc(1) {
@@ -216,7 +209,7 @@ async fn clock_rate<H: Hypervisor, C: Clock, A: AlarmHw>(
     }
 }
 
-async fn alarm<P: Platform>(p: &P, tol: Tolerances) -> Outcome {
+async fn alarm(p: &Platform, tol: Tolerances) -> Outcome {
     let t = p.timer();
     let mut worst = Duration::ZERO;
     for ms in [3u64, 10, 25] {
@@ -238,7 +231,7 @@ async fn alarm<P: Platform>(p: &P, tol: Tolerances) -> Outcome {
     }
 }
 
-async fn event_loopback<P: Platform>(p: &P) -> Outcome {
+async fn event_loopback(p: &Platform) -> Outcome {
     let ev = p.events();
     let t = p.timer();
     let a = match ev.alloc_unbound(DomId::SELF) {
@@ -276,8 +269,8 @@ async fn event_loopback<P: Platform>(p: &P) -> Outcome {
     Outcome::Pass(format!("{a} -> {b}: {rounds} events delivered"))
 }
 
-async fn grant_self<H: Hypervisor, C: Clock, A: AlarmHw>(p: &XenPlatform<H, C, A>) -> Outcome {
-    if p.xen_grants().capacity() == 0 {
+async fn grant_self(p: &Platform) -> Outcome {
+    if p.grants().capacity() == 0 {
         return Outcome::Skip(
             "no grant table (no /hypervisor region; Xen 4.17 dom0less without xen,enhanced)".into(),
         );
@@ -332,11 +325,7 @@ async fn grant_self<H: Hypervisor, C: Clock, A: AlarmHw>(p: &XenPlatform<H, C, A
 
 /// Run every test, printing each line on the console as it completes and the
 /// verdict last. `extra` adds platform-specific checks.
-pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-    tol: Tolerances,
-    extra: &[Extra],
-) -> Report {
+pub async fn run(p: &Platform, tol: Tolerances, extra: &[Extra]) -> Report {
     let mut report = Report::default();
     let record = |name: &'static str, o: Outcome, report: &mut Report| {
         report.results.push((name, o));

@@ -2,7 +2,7 @@
 //! `embedded-sdmmc`), served over HTTP (netfront and `smoltcp`).
 //!
 //! This is the example to copy when starting your own: it uses only the
-//! platform (`XenPlatform` over any hypervisor, clock and alarm) and the
+//! platform (`xenpal::Platform`, whatever the target) and the
 //! drivers, so it runs unchanged in the simulator and on Xen.
 //!
 //! - Every disk the toolstack gives the guest (`device/vbd/*`) is a FAT
@@ -29,16 +29,14 @@ use core::time::Duration;
 use embedded_sdmmc::{
     BlockDevice as SdBlockDevice, LfnBuffer, Mode, TimeSource, Timestamp, VolumeIdx, VolumeManager,
 };
+use hal::DomId;
 use hal::time::{Clock, Instant};
-use hal::{DomId, Platform};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
-use xen_pv::Hypervisor;
-use xen_pv::platform::XenPlatform;
-use xen_pv::timer::AlarmHw;
 use xen_pv::xenstore::TxId;
+use xenpal::Platform;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::net::{NetConfig, Netfront};
 
@@ -271,10 +269,7 @@ pub struct SiteStats {
 ///
 /// Errors: [`SiteError`] if the disks, the volumes or the network cannot
 /// be set up, or if a backend still holds grants or pages after closing.
-pub async fn run<H: Hypervisor, C: Clock, A: AlarmHw>(
-    p: &XenPlatform<H, C, A>,
-    cfg: SiteConfig,
-) -> Result<SiteStats, SiteError> {
+pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> {
     let xs = p.xenstore().ok_or(SiteError::NoXenstore)?.clone();
     let mut address = cfg.address;
     let mut gateway = cfg.gateway;

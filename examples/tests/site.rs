@@ -12,8 +12,8 @@ use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_examples::site::{self, SiteConfig};
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::hal::Clock;
 use xenpal_sim::hal::task::select;
-use xenpal_sim::hal::{Clock, Platform};
 use xenpal_sim::{DomainConfig, Sim, SimConfig, SimPlatform, fatimg};
 
 /// A fetched page: path, status, body.

@@ -6,8 +6,9 @@
 //! shared-ring protocol ([`ring`]), and consoles ([`console`]).
 //!
 //! The arch crates (`xenpal-arch-x86_64`, `xenpal-arch-aarch64`) implement them
-//! on real Xen, and `xenpal-sim` on a simulated Xen in user space. Drivers are
-//! generic over [`Platform`], so the same driver code runs on all three.
+//! on real Xen, and `xenpal-sim` on a simulated Xen in user space. Drivers take
+//! `xen_pv`'s concrete platform, which is built from these parts, so the same
+//! driver code runs on all three.
 //!
 //! Trait documentation is normative: MUST and MAY bind implementations, and
 //! every error a method can return is listed on the method.
@@ -33,34 +34,3 @@ pub use grant::{Access, GrantError, GrantRef, GrantTable};
 pub use mem::{AllocError, Gfn, PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 pub use ring::{BackRing, FrontRing, RingError, RingIdx};
 pub use time::{Clock, Instant, Timer};
-
-/// Everything a guest's drivers need from the platform, in one bundle.
-///
-/// Implemented by each arch crate's platform type and by the simulator's
-/// per-domain handle. All accessors are cheap and infallible.
-pub trait Platform {
-    /// The clock and alarm.
-    type Timer: Timer;
-    /// Event channels.
-    type Events: EventChannel;
-    /// The grant table.
-    type Grants: GrantTable;
-    /// The page allocator.
-    type Pages: PageAlloc;
-    /// The console the platform offers for output (the PV console if
-    /// connected, else the emergency console).
-    type Console: Console;
-
-    /// The clock and alarm.
-    fn timer(&self) -> &Self::Timer;
-    /// Event channels.
-    fn events(&self) -> &Self::Events;
-    /// The grant table.
-    fn grants(&self) -> &Self::Grants;
-    /// The page allocator.
-    fn pages(&self) -> &Self::Pages;
-    /// The console.
-    fn console(&self) -> &Self::Console;
-    /// This domain's id, if the platform knows it (else [`DomId::SELF`]).
-    fn domid(&self) -> DomId;
-}

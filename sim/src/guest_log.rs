@@ -8,7 +8,7 @@
 
 use crate::guest::SimPlatform;
 use crate::hypervisor::Domain;
-use hal::{Console, DomId, Platform};
+use hal::{Console, DomId};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

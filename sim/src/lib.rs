@@ -23,7 +23,6 @@
 //! let mut sim = Sim::new(SimConfig::seeded(1));
 //! let d = sim
 //!     .spawn(DomainConfig::new("hello"), |p| async move {
-//!         use xenpal_sim::hal::Platform;
 //!         p.console().write_lossy(b"hello from a simulated guest\n");
 //!     })
 //!     .unwrap();

@@ -8,7 +8,6 @@ use xenpal_sim::hal::grant::GrantError;
 use xenpal_sim::hal::mem::{PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use xenpal_sim::hal::{
     Access, Clock, Console, DomId, EventChannel, EventError, EventPort, GrantRef, GrantTable,
-    Platform,
 };
 use xenpal_sim::hal::{event::wait_event, task::yield_now, time::sleep};
 use xenpal_sim::xen_pv::abi::{self, Errno};
@@ -623,7 +622,7 @@ fn sched_poll_blocks_until_pending_or_timeout_while_others_run() {
                 break;
             }
             // The executor dispatches events; do it by hand in sync code.
-            p.xen_events().dispatch();
+            p.events().dispatch();
             if ev.take_pending(remote) {
                 break;
             }

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
 use xenpal_sim::backends::net::{NetBackend, add_vif};
-use xenpal_sim::hal::{Clock, DomId, Platform};
+use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Mode, Sim, SimConfig, SimPlatform};
 
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);

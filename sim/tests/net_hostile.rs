@@ -20,8 +20,8 @@ use xenpal_drivers::net::{LinkState, NetConfig, NetError, Netfront, RingKind, Vi
 use xenpal_drivers::xenbus::{DeviceChange, DeviceWatcher, XenbusDevice, XenbusState};
 use xenpal_sim::backends::net::add_vif;
 use xenpal_sim::hal::{
-    Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable, Platform,
-    SharedMemory, event::wait_event,
+    Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable, SharedMemory,
+    event::wait_event,
 };
 use xenpal_sim::xen_pv::abi::io::{
     NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, netif_rsp, netrxf,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, vif_ids, wait_any};
 use xenpal_sim::backends::net::{NetBackend, VifConfig, add_vif_with};
-use xenpal_sim::hal::{Clock, DomId, Platform};
+use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
 const ROUTER: [Ipv4Address; 2] = [Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 1, 0, 1)];

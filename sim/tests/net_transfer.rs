@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
 use xenpal_sim::backends::net::{NetBackend, add_vif};
-use xenpal_sim::hal::{Clock, DomId, Platform};
+use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
 /// Run a TCP transfer of `total` bytes from d1 to d2; returns the outcome

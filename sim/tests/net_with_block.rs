@@ -15,7 +15,7 @@ use xenpal_drivers::net::NetConfig;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::backends::net::{NetBackend, add_vif};
 use xenpal_sim::hal::task::select;
-use xenpal_sim::hal::{Clock, DomId, Platform};
+use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
 const MESSAGE: &[u8] = b"from the network to the disk";

@@ -4,9 +4,7 @@
 //! does not depend on how many guests there are.
 
 use std::sync::{Arc, Mutex};
-use xenpal_sim::hal::{
-    DomId, EventChannel, EventPort, Platform, event::wait_event, task::yield_now,
-};
+use xenpal_sim::hal::{DomId, EventChannel, EventPort, event::wait_event, task::yield_now};
 use xenpal_sim::xen_pv::xenstore::TxId;
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 

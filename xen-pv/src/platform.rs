@@ -2,8 +2,8 @@
 //! sequence of an auto-translated guest (Arm, the simulator); an x86 PV
 //! guest maps Xen's pages itself and calls [`XenPlatform::assemble`].
 //!
-//! [`XenPlatform`] implements [`hal::Platform`] for any [`Hypervisor`], clock
-//! and one-shot timer; an arch crate or the simulator supplies those three and
+//! [`XenPlatform`] bundles the `hal` parts (events, grants, timer, pages,
+//! console) for any [`Hypervisor`], clock and one-shot timer; an arch crate or the simulator supplies those three and
 //! a [`AutoLayout`] (what a device tree would say), calls
 //! [`XenPlatform::boot_auto`], and hands the platform to the guest's `main`.
 //! A [`Runner`] taken from the platform first drives `main`.
@@ -294,14 +294,35 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
         &self.emergency
     }
 
-    /// The event channels, as their concrete type.
-    pub fn xen_events(&self) -> &Events<H> {
+    /// Event channels.
+    pub fn events(&self) -> &Events<H> {
         &self.events
     }
 
-    /// The grant table, as its concrete type.
-    pub fn xen_grants(&self) -> &Grants<H> {
+    /// The grant table.
+    pub fn grants(&self) -> &Grants<H> {
         &self.grants
+    }
+
+    /// The clock and alarm ([`hal::Timer`]).
+    pub fn timer(&self) -> &QueueTimer<C, A> {
+        &self.timer
+    }
+
+    /// The page allocator for memory shared with other domains.
+    pub fn pages(&self) -> &FramePool<H> {
+        &self.pages
+    }
+
+    /// The console for output: the PV console if connected, else the
+    /// emergency console.
+    pub fn console(&self) -> &GuestConsole<H> {
+        &self.console
+    }
+
+    /// This domain's id, if known (else [`DomId::SELF`]).
+    pub fn domid(&self) -> DomId {
+        self.domid
     }
 
     /// Wallclock time at system time zero, from `shared_info`:
@@ -330,33 +351,6 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> XenPlatform<H, C, A> {
     /// return; in the simulator it returns and the domain is not run again.
     pub fn shutdown(&self, reason: u32) -> Result<(), Errno> {
         hypercall::sched_shutdown(&self.h, reason)
-    }
-}
-
-impl<H: Hypervisor, C: Clock, A: AlarmHw> hal::Platform for XenPlatform<H, C, A> {
-    type Timer = QueueTimer<C, A>;
-    type Events = Events<H>;
-    type Grants = Grants<H>;
-    type Pages = FramePool<H>;
-    type Console = GuestConsole<H>;
-
-    fn timer(&self) -> &Self::Timer {
-        &self.timer
-    }
-    fn events(&self) -> &Self::Events {
-        &self.events
-    }
-    fn grants(&self) -> &Self::Grants {
-        &self.grants
-    }
-    fn pages(&self) -> &Self::Pages {
-        &self.pages
-    }
-    fn console(&self) -> &Self::Console {
-        &self.console
-    }
-    fn domid(&self) -> DomId {
-        self.domid
     }
 }
 

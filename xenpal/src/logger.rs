@@ -5,7 +5,6 @@
 use alloc::boxed::Box;
 use core::cell::RefCell;
 use hal::Console;
-use hal::Platform as _;
 use xen_pv::console::EmergencyConsole;
 use xenpal_drivers::console::ConsoleLogger;
 

@@ -14,9 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use hal::mem::{PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use hal::ring::ring_size_for_order;
-use hal::{
-    Access, DomId, EventChannel, EventPort, FrontRing, GrantError, GrantRef, GrantTable, Platform,
-};
+use hal::{Access, DomId, EventChannel, EventPort, FrontRing, GrantError, GrantRef, GrantTable};
 use xen_pv::Hypervisor;
 use xen_pv::abi::io::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGS_PER_INDIRECT_FRAME, BlkifRequest,
@@ -165,7 +163,7 @@ impl<H: Hypervisor> Conn<H> {
         data_pages: usize,
     ) -> Result<(), String> {
         let pages = p.pages();
-        let grants = p.xen_grants();
+        let grants = p.grants();
         let ring_pages = 1usize << self.order;
         let block = pages
             .alloc(ring_pages)
@@ -187,7 +185,7 @@ impl<H: Hypervisor> Conn<H> {
         self.shadow = (0..slots).map(|_| None).collect();
         self.free_ids = (0..slots as u32).rev().collect();
         self.port = Some(
-            p.xen_events()
+            p.events()
                 .alloc_unbound(backend)
                 .map_err(|e| format!("allocating an event channel: {e}"))?,
         );
@@ -232,9 +230,9 @@ impl<H: Hypervisor> Conn<H> {
     /// returned, to be retried later. Requests in flight are forgotten.
     pub fn dismantle<C: hal::Clock, A: AlarmHw>(self, p: &XenPlatform<H, C, A>) -> Vec<Held<H>> {
         if let Some(port) = self.port {
-            let _ = p.xen_events().close(port);
+            let _ = p.events().close(port);
         }
-        let grants = p.xen_grants();
+        let grants = p.grants();
         let mut held = Vec::new();
         drop(self.ring);
         if let Some(block) = self.ring_block {

@@ -93,8 +93,8 @@ use core::future::{Future, poll_fn};
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 use embedded_sdmmc::{Block, BlockCount, BlockIdx};
+use hal::EventChannel;
 use hal::mem::PageAlloc;
-use hal::{EventChannel, Platform};
 use io::{Buffer, Job, Part, Single, SingleJob, Transfer};
 use xen_pv::Hypervisor;
 use xen_pv::abi::Errno;
@@ -673,7 +673,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
         let mut st = self.st.borrow_mut();
         let held = core::mem::take(&mut st.held);
         for mut h in held {
-            if h.try_end(self.p.xen_grants()) {
+            if h.try_end(self.p.grants()) {
                 self.p.pages().free(h.page);
             } else {
                 st.held.push(h);
@@ -815,7 +815,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 return Poll::Ready(());
             }
             if let Some(port) = conn.port {
-                self.p.xen_events().register_waker(port, cx.waker());
+                self.p.events().register_waker(port, cx.waker());
             }
             if starving && !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 st.waiters.push(cx.waker().clone());
@@ -887,7 +887,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                         staged = true;
                     }
                     if staged {
-                        conn.push(self.p.xen_events());
+                        conn.push(self.p.events());
                     }
                 }
                 if flight.parts.is_empty() && (failure.is_some() || job.all_staged()) {
@@ -943,7 +943,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             .unwrap_or_else(|| Waker::noop().clone());
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(fut);
-        let events = self.p.xen_events();
+        let events = self.p.events();
         loop {
             // Events handled here happened before the poll below, which
             // sees their effect; later ones stay pending and end the sleep.

@@ -8,8 +8,8 @@
 use super::front::Netfront;
 use super::rings::{Block, TxSide};
 use super::{ETHERNET_HEADER, NetStats};
+use hal::Clock;
 use hal::mem::PAGE_SIZE;
-use hal::{Clock, Platform};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as SmolInstant;
 use xen_pv::Hypervisor;
@@ -34,14 +34,14 @@ impl RxToken for NetRxToken<'_> {
 /// meantime (only possible for the token [`Device::receive`] hands out with
 /// a packet), the packet is dropped and counted in
 /// [`NetStats::tx_dropped`].
-pub struct NetTxToken<'a, P: Platform> {
-    p: &'a P,
-    side: Option<&'a mut TxSide<Block<P>>>,
+pub struct NetTxToken<'a, H: Hypervisor, C: Clock, A: AlarmHw> {
+    p: &'a XenPlatform<H, C, A>,
+    side: Option<&'a mut TxSide<Block<H>>>,
     buf: &'a mut [u8],
     stats: &'a mut NetStats,
 }
 
-impl<P: Platform> TxToken for NetTxToken<'_, P> {
+impl<H: Hypervisor, C: Clock, A: AlarmHw> TxToken for NetTxToken<'_, H, C, A> {
     fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
@@ -113,7 +113,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
     where
         Self: 'a;
     type TxToken<'a>
-        = NetTxToken<'a, XenPlatform<H, C, A>>
+        = NetTxToken<'a, H, C, A>
     where
         Self: 'a;
 

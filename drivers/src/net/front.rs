@@ -16,7 +16,7 @@ use core::task::Poll;
 use core::time::Duration;
 use hal::mem::PAGE_SIZE;
 use hal::time::Timer;
-use hal::{Clock, EventChannel, Instant, Platform};
+use hal::{Clock, EventChannel, Instant};
 use xen_pv::Hypervisor;
 use xen_pv::abi::Errno;
 use xen_pv::platform::XenPlatform;
@@ -54,8 +54,8 @@ pub struct Netfront<'p, H: Hypervisor, C: Clock, A: AlarmHw> {
     mac: [u8; 6],
     mtu: usize,
     pub(super) state: LinkState,
-    pub(super) conn: Option<Conn<Block<XenPlatform<H, C, A>>>>,
-    drain: Drain<Block<XenPlatform<H, C, A>>>,
+    pub(super) conn: Option<Conn<Block<H>>>,
+    drain: Drain<Block<H>>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     error: Option<NetError>,

@@ -32,7 +32,7 @@
 //! use smoltcp::wire::{IpCidr, Ipv4Address};
 //! use xenpal_drivers::net::{NetConfig, Netfront};
 //! use xenpal_sim::backends::net::{NetBackend, add_vif};
-//! use xenpal_sim::hal::{Clock, Platform};
+//! use xenpal_sim::hal::Clock;
 //! use xenpal_sim::{DomainConfig, Sim, SimConfig};
 //!
 //! let mut sim = Sim::new(SimConfig::seeded(1));

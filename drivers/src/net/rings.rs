@@ -4,15 +4,19 @@
 use super::{MAX_FRAME, MAX_RX_SLOTS, RingKind, Violation};
 use alloc::vec::Vec;
 use hal::mem::{PAGE_SIZE, PageAlloc, Pages};
-use hal::{Access, DomId, EventChannel, EventPort, FrontRing, GrantRef, GrantTable, Platform};
+use hal::{Access, Clock, DomId, EventChannel, EventPort, FrontRing, GrantRef, GrantTable};
+use xen_pv::Hypervisor;
 use xen_pv::abi::io::{
     NetifExtraInfo, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, netif_extra,
     netif_rsp, netrxf, nettxf,
 };
+use xen_pv::pages::{FrameBlock, FramePool};
+use xen_pv::platform::XenPlatform;
+use xen_pv::timer::AlarmHw;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// The page-block type of a platform.
-pub(crate) type Block<P> = <<P as Platform>::Pages as PageAlloc>::Block;
+/// The page-block type of a platform with hypervisor `H`.
+pub(crate) type Block<H> = FrameBlock<<H as Hypervisor>::Mem>;
 
 /// Pages allocated in blocks of up to this many.
 const CHUNK: usize = 16;
@@ -45,7 +49,13 @@ impl<B: Pages + Clone> Drain<B> {
 
     /// End what can be ended and free what can be freed. Returns whether
     /// everything is given back.
-    pub fn retry<P: Platform<Pages: PageAlloc<Block = B>>>(&mut self, p: &P) -> bool {
+    pub fn retry<H, C, A>(&mut self, p: &XenPlatform<H, C, A>) -> bool
+    where
+        H: Hypervisor,
+        C: Clock,
+        A: AlarmHw,
+        FramePool<H>: PageAlloc<Block = B>,
+    {
         self.grants.retain(|&g| match p.grants().end_access(g) {
             Ok(()) => false,
             Err(hal::GrantError::InUse) => true,
@@ -75,13 +85,19 @@ pub(crate) struct Buffers<B> {
 impl<B: Pages + Clone> Buffers<B> {
     /// Allocate and grant `n` pages to `peer`. On failure, what was done is
     /// in `drain`.
-    fn new<P: Platform<Pages: PageAlloc<Block = B>>>(
-        p: &P,
+    fn new<H, C, A>(
+        p: &XenPlatform<H, C, A>,
         peer: DomId,
         n: usize,
         access: Access,
         drain: &mut Drain<B>,
-    ) -> Result<Self, super::NetError> {
+    ) -> Result<Self, super::NetError>
+    where
+        H: Hypervisor,
+        C: Clock,
+        A: AlarmHw,
+        FramePool<H>: PageAlloc<Block = B>,
+    {
         let mut bufs = Buffers {
             blocks: Vec::with_capacity(n.div_ceil(CHUNK)),
             grefs: Vec::with_capacity(n),
@@ -178,14 +194,20 @@ impl<B: Pages + Clone> Conn<B> {
     /// Allocate and grant the rings and buffers, and allocate the channel.
     /// On failure, everything already done is handed to `drain` (and the
     /// channel closed).
-    pub fn new<P: Platform<Pages: PageAlloc<Block = B>>>(
-        p: &P,
+    pub fn new<H, C, A>(
+        p: &XenPlatform<H, C, A>,
         peer: DomId,
         tx_buffers: usize,
         rx_buffers: usize,
         backend_sg: bool,
         drain: &mut Drain<B>,
-    ) -> Result<(Self, Offer), super::NetError> {
+    ) -> Result<(Self, Offer), super::NetError>
+    where
+        H: Hypervisor,
+        C: Clock,
+        A: AlarmHw,
+        FramePool<H>: PageAlloc<Block = B>,
+    {
         let ring_page = |drain: &mut Drain<B>| -> Result<(B, GrantRef), super::NetError> {
             let b = p.pages().alloc(1)?;
             drain.blocks.push(b.clone());
@@ -253,7 +275,13 @@ impl<B: Pages + Clone> Conn<B> {
     }
 
     /// Close the channel and hand every grant and page to `drain`.
-    pub fn teardown<P: Platform<Pages: PageAlloc<Block = B>>>(self, p: &P, drain: &mut Drain<B>) {
+    pub fn teardown<H, C, A>(self, p: &XenPlatform<H, C, A>, drain: &mut Drain<B>)
+    where
+        H: Hypervisor,
+        C: Clock,
+        A: AlarmHw,
+        FramePool<H>: PageAlloc<Block = B>,
+    {
         if let Err(e) = p.events().close(self.port) {
             log::warn!("netfront: closing {}: {e}", self.port);
         }
@@ -264,7 +292,7 @@ impl<B: Pages + Clone> Conn<B> {
     }
 }
 
-fn notify<P: Platform>(p: &P, port: EventPort) {
+fn notify<H: Hypervisor, C: Clock, A: AlarmHw>(p: &XenPlatform<H, C, A>, port: EventPort) {
     if let Err(e) = p.events().notify(port) {
         log::warn!("netfront: notify {port}: {e}");
     }
@@ -313,7 +341,11 @@ impl<B: Pages + Clone> TxSide<B> {
 
     /// Copy `data` into buffers and queue it; returns `false` (nothing
     /// queued) if it is too long or there is no room.
-    pub fn send<P: Platform>(&mut self, p: &P, data: &[u8]) -> bool {
+    pub fn send<H: Hypervisor, C: Clock, A: AlarmHw>(
+        &mut self,
+        p: &XenPlatform<H, C, A>,
+        data: &[u8],
+    ) -> bool {
         if data.is_empty() || data.len() > self.max_len() || !self.room_for(data.len()) {
             return false;
         }
@@ -352,7 +384,7 @@ impl<B: Pages + Clone> TxSide<B> {
 
 impl<B: Pages + Clone> RxSide<B> {
     /// Post every idle buffer; notify the backend if it asked.
-    pub fn refill<P: Platform>(&mut self, p: &P) {
+    pub fn refill<H: Hypervisor, C: Clock, A: AlarmHw>(&mut self, p: &XenPlatform<H, C, A>) {
         let mut posted = false;
         while !self.ring.is_full() {
             let Some(buf) = self.idle.pop() else { break };
@@ -384,9 +416,9 @@ impl<B: Pages + Clone> RxSide<B> {
     /// Assemble the next complete packet into `pkt`; returns its length, or
     /// `None` when the ring holds no complete packet (a partial one stays
     /// assembled for later). Buffers are reposted as they are emptied.
-    pub fn next_packet<P: Platform>(
+    pub fn next_packet<H: Hypervisor, C: Clock, A: AlarmHw>(
         &mut self,
-        p: &P,
+        p: &XenPlatform<H, C, A>,
         pkt: &mut [u8],
     ) -> Result<Option<usize>, Violation> {
         let over = |e| Violation::Overrun(RingKind::Rx, e);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use xenpal_sim::backends::blk::Blkback;
-use xenpal_sim::hal::{EventPort, GrantTable, PageAlloc, Platform};
+use xenpal_sim::hal::{EventPort, GrantTable, PageAlloc};
 use xenpal_sim::xen_pv::abi::evtchnstat;
 use xenpal_sim::xen_pv::hypercall;
 use xenpal_sim::{RunReport, Sim, SimConfig, SimPlatform};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_sim::backends::net::add_vif;
-use xenpal_sim::hal::{Clock, DomId, EventChannel, GrantTable, Instant, PageAlloc, Platform};
+use xenpal_sim::hal::{Clock, DomId, EventChannel, GrantTable, Instant, PageAlloc};
 use xenpal_sim::xen_pv::timer::XenAlarm;
 use xenpal_sim::{DomainConfig, Sim};
 use xenpal_sim::{SimClock, SimHypervisor, SimPlatform};

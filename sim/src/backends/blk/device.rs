@@ -9,9 +9,7 @@ use hal::event::wait_event;
 use hal::grant::{CopyPtr, GrantCopy};
 use hal::mem::{MultiPage, PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use hal::task::{Either, select};
-use hal::{
-    Access, BackRing, DomId, EventChannel, EventPort, GrantRef, GrantTable, Platform, RingError,
-};
+use hal::{Access, BackRing, DomId, EventChannel, EventPort, GrantRef, GrantTable, RingError};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -69,7 +69,7 @@ pub use switch::{PortId, Switch};
 
 use crate::{Sim, SimError, SimPlatform};
 use gateway::{Forward, Gateway};
-use hal::{Clock, DomId, EventChannel, EventPort, GrantTable, Instant, Platform, Timer};
+use hal::{Clock, DomId, EventChannel, EventPort, GrantTable, Instant, Timer};
 use netback::{Staging, Vif};
 use pcap::PcapWriter;
 use smoltcp::wire::IpEndpoint;

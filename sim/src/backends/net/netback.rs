@@ -10,9 +10,7 @@ use super::pcap::PcapWriter;
 use crate::{SimHypervisor, SimPlatform};
 use hal::grant::{CopyPtr, GrantCopy};
 use hal::mem::{PAGE_SIZE, Pages, SharedMemory, WordMemory};
-use hal::{
-    Access, BackRing, DomId, EventChannel, EventPort, GrantError, GrantRef, GrantTable, Platform,
-};
+use hal::{Access, BackRing, DomId, EventChannel, EventPort, GrantError, GrantRef, GrantTable};
 use std::collections::VecDeque;
 use xen_pv::abi::io::{
     NetifExtraInfo, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, netif_extra,
