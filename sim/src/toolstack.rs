@@ -7,7 +7,7 @@
 //! use xenpal_sim::xl::DomainSpec;
 //! use xenpal_sim::{Mode, SimConfig};
 //!
-//! let spec = DomainSpec::from_file("examples/site.cfg").unwrap();
+//! let spec = DomainSpec::from_file("apps/site.cfg").unwrap();
 //! let mut ts = Toolstack::new(SimConfig {
 //!     mode: Mode::FreeRunning { threads: 2 },
 //!     echo_console: true,
@@ -32,7 +32,7 @@
 //!    large directory spans several disks.
 //! 2. Sets up the network: the guest's address is its first vif with an
 //!    `ip=`, written to `/local/domain/<domid>/data/ip` as `a.b.c.d/prefix`
-//!    (what `examples/src/site.rs` reads). The first guest with an address
+//!    (what `apps/src/site.rs` reads). The first guest with an address
 //!    also places dom0's gateway node on `xenbr0` in its subnet: at the
 //!    vif's `gateway=` if given, else at host address 1 (`.1`), or the last
 //!    one (`.254`) if `.1` is the guest's own. Every guest in that subnet

@@ -233,7 +233,7 @@ impl std::error::Error for XlError {
 /// let spec = DomainSpec::new("static-site")
 ///     .memory_mib(32)
 ///     .vif(VifSpec::new().ip(Ipv4Addr::new(10, 0, 0, 2), 24))
-///     .disk(DiskSpec::new("examples/site", "xvda").read_only())
+///     .disk(DiskSpec::new("apps/site", "xvda").read_only())
 ///     .forward(8080, 80);
 /// assert_eq!(spec.disks[0].vdev, "xvda");
 /// ```

@@ -390,7 +390,7 @@ fn bad_configs_and_bad_disks_are_typed_errors() {
 
 #[test]
 fn the_demo_sites_config_reads() {
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site.cfg");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/site.cfg");
     let spec = DomainSpec::from_file(&cfg).unwrap();
     assert_eq!(spec.name, "static-site");
     assert_eq!(spec.vifs[0].ip, Some((Ipv4Addr::new(10, 0, 0, 2), 24)));

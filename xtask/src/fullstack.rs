@@ -9,7 +9,7 @@
 use crate::cpio::Entry;
 use std::path::Path;
 use std::process::Command;
-use xenpal_examples::fullstack::{INPUT, OUTPUT, fnv1a64, transform};
+use xenpal_apps::fullstack::{INPUT, OUTPUT, fnv1a64, transform};
 
 /// Bytes of the input file (1 MiB, so the TCP exchange moves at least that
 /// each way).
@@ -182,7 +182,7 @@ pub fn check_disk(image: &Path, data: &[u8]) -> Result<String, String> {
 /// `GET path` from the simulated guest through the host port `port`
 /// (forwarded by the simulator's gateway): the body of a `200` reply.
 fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
-    match xenpal_examples::site_client::get(port, path)? {
+    match xenpal_apps::site_client::get(port, path)? {
         (200, body) => Ok(body),
         (status, _) => Err(format!("status {status}")),
     }
@@ -218,9 +218,9 @@ pub fn on_simulator(disk: &Path, data: &[u8]) -> Result<Vec<(String, String)>, S
     let cfg = DomainConfig::new("fullstack").memory_pages(8192).paused();
     let guest = sim
         .spawn(cfg, move |p| async move {
-            let report = xenpal_examples::fullstack::run(
+            let report = xenpal_apps::fullstack::run(
                 &p,
-                xenpal_examples::fullstack::FullstackConfig::default(),
+                xenpal_apps::fullstack::FullstackConfig::default(),
             )
             .await;
             let mut v = r.lock().unwrap();

@@ -406,7 +406,7 @@ fn machine_args(gic: u8, mem_mib: u32) -> Vec<String> {
 /// The simulator's results for the same self-test, by test name.
 fn sim_selftest() -> Vec<(String, String)> {
     use std::sync::{Arc, Mutex};
-    use xenpal_examples::selftest;
+    use xenpal_apps::selftest;
     let mut sim = xenpal_sim::Sim::new(xenpal_sim::SimConfig::seeded(1));
     let out: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let o = out.clone();
@@ -534,7 +534,7 @@ fn linux_dom0_boot(
         println!(
             "   guest disk: {} (FAT, {} = {} bytes), dom0's /dev/vda",
             disk.display(),
-            xenpal_examples::fullstack::INPUT,
+            xenpal_apps::fullstack::INPUT,
             data.len()
         );
         devices = fullstack::guest_devices();
@@ -868,8 +868,8 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
                 .map(|l| line_parts(l))
                 .collect();
             for f in [
-                xenpal_examples::fullstack::INPUT,
-                xenpal_examples::fullstack::OUTPUT,
+                xenpal_apps::fullstack::INPUT,
+                xenpal_apps::fullstack::OUTPUT,
             ] {
                 let fetched = o
                     .all_lines

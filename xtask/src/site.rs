@@ -20,7 +20,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xenpal_examples::site_client;
+use xenpal_apps::site_client;
 use xenpal_sim::fatimg::FatImage;
 
 /// The guest's address on QEMU's user network.

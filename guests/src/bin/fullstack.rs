@@ -1,5 +1,5 @@
 //! The full-stack guest: blkfront and netfront against the toolstack's
-//! backends (`xenpal_examples::fullstack`). Needs a dom0 with a toolstack:
+//! backends (`xenpal_apps::fullstack`). Needs a dom0 with a toolstack:
 //! `cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux fullstack`.
 //! Ends with a `selftest verdict:` line and shuts down (poweroff if every
 //! check passed, crash otherwise).
@@ -9,7 +9,7 @@
 #[cfg(target_os = "none")]
 mod guest {
     use xenpal::arch;
-    use xenpal_examples::fullstack::{self, FullstackConfig};
+    use xenpal_apps::fullstack::{self, FullstackConfig};
 
     /// `boot`: the device tree (Arm) or `start_info` (x86) Xen passed.
     fn main(boot: usize) -> ! {

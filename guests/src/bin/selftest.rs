@@ -1,4 +1,4 @@
-//! The guest self-test (`xenpal_examples::selftest`) as a bare-metal guest,
+//! The guest self-test (`xenpal_apps::selftest`) as a bare-metal guest,
 //! plus the checks only real hardware can make: interrupts through the GIC
 //! (Arm) or upcalls through the event callback (x86 PV), and a malformed
 //! device tree (Arm) or `start_info` (x86) rejected cleanly. Ends with a
@@ -15,7 +15,7 @@
 #[cfg(target_os = "none")]
 mod faults {
     extern crate alloc;
-    use xenpal_examples::selftest::{Extra, Outcome};
+    use xenpal_apps::selftest::{Extra, Outcome};
 
     fn always_fails() -> Outcome {
         Outcome::Fail("this guest was built to fail (--features fail)".into())
@@ -49,7 +49,7 @@ mod guest {
     use alloc::format;
     use core::sync::atomic::{AtomicUsize, Ordering};
     use xenpal::arch;
-    use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
+    use xenpal_apps::selftest::{self, Extra, Outcome, Tolerances};
 
     fn interrupts() -> Outcome {
         let (events, timer, other) = arch::irq::counts();
@@ -121,7 +121,7 @@ mod guest {
     use alloc::format;
     use core::sync::atomic::{AtomicUsize, Ordering};
     use xenpal::arch;
-    use xenpal_examples::selftest::{self, Extra, Outcome, Tolerances};
+    use xenpal_apps::selftest::{self, Extra, Outcome, Tolerances};
 
     fn upcalls() -> Outcome {
         let n = arch::irq::upcalls();

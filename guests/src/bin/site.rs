@@ -1,4 +1,4 @@
-//! The static-site unikernel (`xenpal_examples::site`) as a Xen guest: it
+//! The static-site unikernel (`xenpal_apps::site`) as a Xen guest: it
 //! serves the FAT disks it is given over HTTP on vif 0, at the address its
 //! `xl` config gives the vif (`ip=`), until it is shut down. The QEMU rig
 //! runs it as a domU of a Linux dom0 and reaches it from the host:
@@ -9,7 +9,7 @@
 extern crate alloc;
 
 use alloc::string::ToString;
-use xenpal_examples::site::{self, SiteConfig};
+use xenpal_apps::site::{self, SiteConfig};
 
 #[xenpal::main]
 async fn main(p: xenpal::Platform) -> Result<(), site::SiteError> {

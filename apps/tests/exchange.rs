@@ -2,7 +2,7 @@
 //! several scheduling orders.
 
 use std::sync::{Arc, Mutex};
-use xenpal_examples::exchange;
+use xenpal_apps::exchange;
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 
 fn run(seed: u64) -> (Vec<String>, u64) {

@@ -9,7 +9,7 @@ use smoltcp::wire::{IpCidr, Ipv4Address};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, Netfront};
-use xenpal_examples::site::{self, SiteConfig};
+use xenpal_apps::site::{self, SiteConfig};
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::backends::net::{NetBackend, add_vif};
 use xenpal_sim::hal::Clock;

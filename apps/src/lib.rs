@@ -1,4 +1,4 @@
-//! # xenpal-examples
+//! # xenpal-apps
 //!
 //! Example guests ("unikernels") for xenpal. Each takes `xenpal::Platform`
 //! and nothing else a user's crate could not have — the same code runs in

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use xenpal_examples::exchange::{self, say};
+use xenpal_apps::exchange::{self, say};
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 
 fn main() -> ExitCode {

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use xenpal_examples::selftest::{self, Outcome, Report, Tolerances};
+use xenpal_apps::selftest::{self, Outcome, Report, Tolerances};
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 
 fn run_on_sim(seed: u64, pv_console: bool) -> (Report, String) {

@@ -13,10 +13,10 @@
 //! does (`xenpal_sim::xl::DomainSpec`: a vif at 10.0.0.2/24, the site's
 //! directory as disk `xvda`, host port `--port` forwarded to the guest's
 //! port 80), or reads that description from an xl config file
-//! (`examples/site.cfg` is the demo's), and lets the toolstack build it. The
+//! (`apps/site.cfg` is the demo's), and lets the toolstack build it. The
 //! site is packed into FAT disk images on the fly (several if it is large)
 //! and attached as disks served by blkback; the guest
-//! (`xenpal_examples::site`, which knows nothing of the simulator) reads
+//! (`xenpal_apps::site`, which knows nothing of the simulator) reads
 //! them with blkfront and serves HTTP over netfront. dom0 runs netback, a
 //! virtual switch and a gateway that forwards a TCP port on 127.0.0.1 into
 //! the virtual network. The simulator runs free (real time, two threads),
@@ -27,8 +27,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use xenpal_examples::site::{self, SiteConfig};
-use xenpal_examples::site_client::{check, get, site_files};
+use xenpal_apps::site::{self, SiteConfig};
+use xenpal_apps::site_client::{check, get, site_files};
 use xenpal_sim::toolstack::{Toolstack, ToolstackError};
 use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec};
 use xenpal_sim::{DomainStatus, Mode, SimConfig};
@@ -94,7 +94,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// The guest's description: from `--config`, else the demo's (what
-/// `examples/site.cfg` says, with `--site` and `--port`). `--check` takes
+/// `apps/site.cfg` says, with `--site` and `--port`). `--check` takes
 /// any free host port, so it never clashes with a server already running;
 /// `--port` overrides the config's.
 fn domain_spec(args: &Args) -> Result<DomainSpec, String> {
