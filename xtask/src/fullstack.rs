@@ -188,57 +188,51 @@ fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The same guest code on the simulator: the disk image file `disk` (made
-/// by [`write_disk`]) behind the simulator's blkback, a vif on its switch,
-/// and the host in dom0's place fetching both files through a forwarded
-/// port. Returns the guest's result lines as (name, word), then the host's
-/// checks as further rows.
+/// The same guest code on the simulator, built by its toolstack from the
+/// domain the rig gives `xl create`: the disk image file `disk` (made by
+/// [`write_disk`]) as `xvda`, a vif at 10.0.0.2/24 with dom0's gateway in
+/// the bridge's place, and the host in dom0's place fetching both files
+/// through a forwarded port. Returns the guest's result lines as (name,
+/// word), then the host's checks as further rows.
 ///
 /// Errors: a message if the simulation cannot be set up.
 pub fn on_simulator(disk: &Path, data: &[u8]) -> Result<Vec<(String, String)>, String> {
+    use std::net::Ipv4Addr;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
-    use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-    use xenpal_sim::backends::net::{NetBackend, add_vif};
-    use xenpal_sim::{DomainConfig, DomainStatus, Mode, Sim, SimConfig};
+    use xenpal_sim::toolstack::Toolstack;
+    use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec};
+    use xenpal_sim::{DomainStatus, Mode, SimConfig};
 
-    let mut sim = Sim::new(SimConfig {
+    let spec = DomainSpec::new("fullstack")
+        .memory_mib(32)
+        .vif(
+            VifSpec::new()
+                .mac([0x00, 0x16, 0x3e, 0x00, 0x00, 0x02])
+                .ip(Ipv4Addr::new(10, 0, 0, 2), 24),
+        )
+        .disk(DiskSpec::new(disk, "xvda"))
+        .forward(0, 80);
+    let mut ts = Toolstack::new(SimConfig {
         mode: Mode::FreeRunning { threads: 2 },
         ..SimConfig::default()
     });
-    let guest_ip = std::net::Ipv4Addr::new(10, 0, 0, 2);
-    let mut net = NetBackend::new();
-    net.gateway(std::net::Ipv4Addr::new(10, 0, 0, 1), 24);
-    let port = net
-        .forward(0, guest_ip, 80)
-        .map_err(|e| format!("forwarding a host port: {e}"))?;
-    let blk = Blkback::new();
     let results: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let r = results.clone();
-    let cfg = DomainConfig::new("fullstack").memory_pages(8192).paused();
-    let guest = sim
-        .spawn(cfg, move |p| async move {
-            let report = xenpal_apps::fullstack::run(
-                &p,
-                xenpal_apps::fullstack::FullstackConfig::default(),
-            )
-            .await;
+    let guest = ts
+        .create(&spec, move |p| async move {
+            let cfg = xenpal_apps::fullstack::FullstackConfig::default();
+            let report = xenpal_apps::fullstack::run(&p, cfg).await;
             let mut v = r.lock().unwrap();
             for i in 0..report.results.len() {
                 v.push(crate::line_parts(&report.line(i)));
             }
         })
-        .map_err(|e| format!("{e:?}"))?;
-    add_vif(&sim, guest, 0, [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02])?;
-    let d = Disk::file(disk).map_err(|e| format!("{}: {e}", disk.display()))?;
-    let vbd = blk.add_vbd(&sim, guest, 0, d, VbdOptions::default())?;
-    sim.spawn_dom0(move |p| async move {
-        let n = core::pin::pin!(net.serve(&p));
-        let b = core::pin::pin!(blk.serve(&p));
-        let _ = xenpal_sim::hal::task::select(n, b).await;
-    })
-    .map_err(|e| format!("{e:?}"))?;
-    sim.unpause(guest).map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
+    let running = ts.start().map_err(|e| e.to_string())?;
+    let port = running
+        .forwarded_port(guest, 80)
+        .ok_or("the toolstack bound no host port")?;
     let mut host = Vec::new();
     for (file, want) in [(INPUT, data.to_vec()), (OUTPUT, transform(data))] {
         let start = Instant::now();
@@ -258,13 +252,15 @@ pub fn on_simulator(disk: &Path, data: &[u8]) -> Result<Vec<(String, String)>, S
         host.push((format!("peer GET /{file}"), word.to_string()));
     }
     let start = Instant::now();
-    while !matches!(sim.status(guest), Some(DomainStatus::Exited(_))) {
+    while !matches!(running.status(guest), Some(DomainStatus::Exited(_))) {
         if start.elapsed() > Duration::from_secs(60) {
             return Err("the simulated guest did not stop".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    vbd.write_back().map_err(|e| e.to_string())?;
+    for d in running.domain(guest).map(|d| &d.disks[..]).unwrap_or(&[]) {
+        d.vbd.write_back().map_err(|e| e.to_string())?;
+    }
     let mut v = results.lock().unwrap().clone();
     v.extend(host);
     let disk_word = if check_disk(disk, data).is_ok() {
