@@ -33,10 +33,10 @@ use hal::DomId;
 use hal::time::{Clock, Instant};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use xen_pv::xenstore::TxId;
 use xenpal::Platform;
+use xenpal::net::{parse_cidr, smol_now};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::net::{NetConfig, Netfront};
 
@@ -240,17 +240,6 @@ struct Conn {
     answered: bool,
 }
 
-fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
-    let (ip, prefix) = s.trim().split_once('/')?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-    let ip: core::net::Ipv4Addr = ip.parse().ok()?;
-    Some(Ipv4Cidr::new(ip, prefix))
-}
-
-fn smol_now<C: Clock>(c: &C) -> SmolInstant {
-    SmolInstant::from_micros((c.now().as_nanos() / 1000) as i64)
-}
-
 /// Counters of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SiteStats {
@@ -274,7 +263,8 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
     let mut address = cfg.address;
     let mut gateway = cfg.gateway;
     if let Ok(v) = xs.read_string(TxId::NONE, "data/ip").await {
-        address = parse_cidr(&v).ok_or_else(|| SiteError::BadConfig(format!("data/ip {v:?}")))?;
+        address =
+            parse_cidr(&v, 24).ok_or_else(|| SiteError::BadConfig(format!("data/ip {v:?}")))?;
     }
     if let Ok(v) = xs.read_string(TxId::NONE, "data/gateway").await {
         let ip: core::net::Ipv4Addr = v
@@ -472,21 +462,5 @@ where
             log::info!("site: 404 {}", req.path);
             http::error_page((404, "Not Found"), req.head_only)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr() {
-        assert_eq!(
-            parse_cidr("10.1.2.3/16"),
-            Some(Ipv4Cidr::new(Ipv4Address::new(10, 1, 2, 3), 16))
-        );
-        assert_eq!(parse_cidr("10.1.2.3"), None);
-        assert_eq!(parse_cidr("10.1.2.3/33"), None);
-        assert_eq!(parse_cidr("x/8"), None);
     }
 }
