@@ -25,7 +25,7 @@ use core::task::Poll;
 use core::time::Duration;
 use hal::console::{Console, ConsoleError};
 use hal::mem::Gfn;
-use hal::time::{Clock, Timer, sleep};
+use hal::time::Clock;
 use hal::{DomId, EventChannel, EventPort, Virq};
 
 /// Where an auto-translated guest's Xen pages go: the facts a device tree (on
@@ -119,13 +119,16 @@ impl<H: Hypervisor> GuestConsole<H> {
         }
     }
 
-    /// Wait, up to `limit`, until the backend has taken everything written:
-    /// a guest about to shut down calls this so its last lines are not
-    /// lost (a console daemon stops reading a domain once it is shut down).
-    pub async fn drain<T: Timer + ?Sized>(&self, timer: &T, limit: Duration) {
-        let deadline = timer.now() + limit;
-        while self.unsent() > 0 && timer.now() < deadline {
-            sleep(timer, Duration::from_millis(2)).await;
+    /// Wait, up to `limit` by `clock`, until the backend has taken
+    /// everything written: a guest about to shut down calls this so its
+    /// last lines are not lost (a console daemon stops reading a domain
+    /// once it is shut down). It polls the ring and yields the CPU to Xen
+    /// between looks (`SCHEDOP_yield`), rather than sleeping on the alarm:
+    /// the last step of a guest's life depends on no interrupt arriving.
+    pub fn drain_polling<C: Clock + ?Sized>(&self, h: &H, clock: &C, limit: Duration) {
+        let deadline = clock.now() + limit;
+        while self.unsent() > 0 && clock.now() < deadline {
+            let _ = hypercall::sched_yield(h);
         }
     }
 }
@@ -383,7 +386,9 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> Runner<H, C, A> {
     /// for the reason its result gives (see [`ShutdownReason`]).
     pub fn run_then_shutdown<F: Future<Output: ShutdownReason>>(&self, fut: F) -> ! {
         let reason = self.run(fut).shutdown_reason();
-        self.run(self.console.drain(&*self.timer, Duration::from_secs(1)));
+        let h = self.events.hypervisor();
+        self.console
+            .drain_polling(h, &*self.timer, Duration::from_secs(1));
         shutdown(self.events.hypervisor(), reason)
     }
 }

@@ -380,7 +380,23 @@ tail -n +1 -F $log 2>/dev/null | while IFS= read -r line; do echo "(d1) $line"; 
 # The guest's config preserves it after shutdown, so its last console
 # lines can be read before it is destroyed.
 state() {{ xl list xenpal 2>/dev/null | tail -n 1 | tr -s ' ' | cut -d ' ' -f 5; }}
-while state | grep -q '^[rb-]*$'; do sleep 1; done
+# A guest that printed its exit line but is still running or blocked 20 s
+# later is stuck on its way out: say so, with what Xen knows of it.
+stuck=0
+while state | grep -q '^[rb-]*$'; do
+    sleep 1
+    if tail -n 1 $seen 2>/dev/null | grep -q '^xenpal: exit:'; then
+        stuck=$((stuck + 1))
+        if [ $stuck = 20 ]; then
+            say "the guest is still '$(state)' 20 s after its exit line; Xen says:"
+            xl vcpu-list xenpal 2>&1 | sed 's/^/dom0:   /'
+            xl debug-keys q
+            xl dmesg 2>&1 | tail -n 40 | sed 's/^/dom0:   /'
+        fi
+    else
+        stuck=0
+    fi
+done
 sleep 2
 say "guest shut down (state $(state)): $(xl list xenpal 2>/dev/null | tail -n 1 | tr -s ' ')"
 [ -x /etc/xen/after-guest ] && . /etc/xen/after-guest
