@@ -99,8 +99,9 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
 ///
 /// - [`receive`](Device::receive) takes transmit completions, then the next
 ///   complete received packet, copied into a private buffer (the buffers it
-///   came in are posted again at once). `None`: no packet, or the link is
-///   down, or the backend just broke the protocol — the vif then fails
+///   came in are posted again at once). `None`: no packet, no room to send
+///   an answer to one (it waits in the ring), or the link is down, or the
+///   backend just broke the protocol — the vif then fails
 ///   ([`super::LinkState::Failed`]) and [`Netfront::wait`] reports it.
 /// - [`transmit`](Device::transmit) takes completions, then gives a token if
 ///   a full-sized frame fits in free buffers and ring slots. `None`: no room
@@ -124,7 +125,16 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         if !self.reap() {
             return None;
         }
+        let max = self.mtu() + ETHERNET_HEADER;
         let c = self.conn.as_mut()?;
+        // smoltcp answers a packet (an ACK, a SYN-ACK) through the token
+        // handed out with it: without room for that answer, leave the
+        // packet in the ring until transmit buffers come back, rather than
+        // take it and drop the answer (which costs the peer a
+        // retransmission timeout).
+        if !c.tx.room_for(max.min(c.tx.max_len())) {
+            return None;
+        }
         let len = match c.rx.next_packet(self.p, &mut self.rx_pkt) {
             Ok(Some(len)) => len,
             Ok(None) => return None,
@@ -135,7 +145,6 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         };
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += len as u64;
-        let max = self.mtu() + ETHERNET_HEADER;
         let p = self.p;
         let Netfront {
             conn,
