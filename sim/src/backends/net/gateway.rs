@@ -166,6 +166,10 @@ impl Gateway {
                     tcp::SocketBuffer::new(vec![0; BUFFER]),
                     tcp::SocketBuffer::new(vec![0; BUFFER]),
                 );
+                // ACK at once: a delayed ACK of the guest's FIN would
+                // never go out once the socket is dropped in TimeWait,
+                // leaving the guest's side in LastAck until it gives up.
+                sock.set_ack_delay(None);
                 let port = self.next_port;
                 self.next_port = if port == u16::MAX { 49152 } else { port + 1 };
                 if let Err(e) = sock.connect(self.iface.context(), f.to, port) {
@@ -192,6 +196,10 @@ impl Gateway {
     fn shuttle(&mut self) -> bool {
         let mut moved = false;
         let mut buf = [0u8; 16 * 1024];
+        // Aborted this round: kept one more poll, so their RST goes out
+        // (the guest's side would otherwise wait for a retransmission
+        // timeout to learn the connection is gone).
+        let mut aborted = Vec::new();
         let sockets = &mut self.sockets;
         self.conns.retain_mut(|c| {
             let s = sockets.get_mut::<tcp::Socket>(c.socket);
@@ -206,6 +214,7 @@ impl Gateway {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => {
                         s.abort();
+                        aborted.push(c.socket);
                         return false;
                     }
                 }
@@ -239,6 +248,7 @@ impl Gateway {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => {
                         s.abort();
+                        aborted.push(c.socket);
                         return false;
                     }
                 }
@@ -260,7 +270,7 @@ impl Gateway {
             .sockets
             .iter()
             .map(|(h, _)| h)
-            .filter(|h| !live.contains(h))
+            .filter(|h| !live.contains(h) && !aborted.contains(h))
             .collect();
         for h in dead {
             self.sockets.remove(h);
