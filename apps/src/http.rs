@@ -17,6 +17,10 @@ pub struct Request {
     /// The decoded, normalised path: starts with `/`, no `.`/`..`
     /// segments, no query.
     pub path: String,
+    /// Whether the client keeps the connection for another request:
+    /// HTTP/1.1 unless it sent `Connection: close`; HTTP/1.0 only with
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
 }
 
 /// Why a request cannot be served, as an HTTP status.
@@ -41,9 +45,20 @@ impl HttpError {
     }
 }
 
-/// Whether `buf` holds a complete request head (ends with an empty line).
-pub fn head_complete(buf: &[u8]) -> bool {
-    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
+/// The length of the first request head in `buf`, through the empty line
+/// that ends it (`\r\n\r\n`, or a bare `\n\n`), if `buf` holds a whole
+/// one. What follows it is the next request (pipelining).
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut prev_nl = false;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'\n' if prev_nl => return Some(i + 1),
+            b'\n' => prev_nl = true,
+            b'\r' => {}
+            _ => prev_nl = false,
+        }
+    }
+    None
 }
 
 /// Parse a request head.
@@ -71,9 +86,33 @@ pub fn parse(head: &[u8]) -> Result<Request, HttpError> {
         "HEAD" => true,
         _ => return Err(HttpError::MethodNotAllowed),
     };
+    let (mut close, mut keep) = (false, false);
+    let fields = core::str::from_utf8(&head[end + 1..]).map_err(|_| HttpError::BadRequest)?;
+    for field in fields.lines() {
+        let field = field.trim_end_matches('\r');
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').ok_or(HttpError::BadRequest)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                close |= token.eq_ignore_ascii_case("close");
+                keep |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("content-length") && value != "0")
+        {
+            // A GET or HEAD with a body: we could not tell where the next
+            // request starts.
+            return Err(HttpError::BadRequest);
+        }
+    }
+    let keep_alive = !close && (version == "HTTP/1.1" || keep);
     Ok(Request {
         head_only,
         path: normalise(target)?,
+        keep_alive,
     })
 }
 
@@ -143,27 +182,34 @@ pub fn content_type(path: &str) -> &'static str {
 }
 
 /// A complete response: status line, headers and (unless `head_only`) the
-/// body. The connection closes after it.
-pub fn response(status: (u16, &str), content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
-    let mut out = head(status, content_type, body.len() as u64);
+/// body; `keep_alive` says whether the connection stays open after it.
+pub fn response(
+    status: (u16, &str),
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = head(status, content_type, body.len() as u64, keep_alive);
     if !head_only {
         out.extend_from_slice(body);
     }
     out
 }
 
-/// The head of a response whose body is `length` bytes (the connection
-/// closes after it).
-pub fn head(status: (u16, &str), content_type: &str, length: u64) -> Vec<u8> {
+/// The head of a response whose body is `length` bytes; `keep_alive` says
+/// whether the connection stays open after it.
+pub fn head(status: (u16, &str), content_type: &str, length: u64, keep_alive: bool) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     format!(
-        "HTTP/1.1 {} {}\r\nServer: xenpal\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nServer: xenpal\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: {connection}\r\n\r\n",
         status.0, status.1
     )
     .into_bytes()
 }
 
-/// The page for an error status.
-pub fn error_page(status: (u16, &str), head_only: bool) -> Vec<u8> {
+/// The page for an error status; `keep_alive` as for [`response`].
+pub fn error_page(status: (u16, &str), head_only: bool, keep_alive: bool) -> Vec<u8> {
     let body = format!(
         "<!doctype html><title>{0} {1}</title><h1>{0} {1}</h1>\n",
         status.0, status.1
@@ -173,6 +219,7 @@ pub fn error_page(status: (u16, &str), head_only: bool) -> Vec<u8> {
         "text/html; charset=utf-8",
         body.as_bytes(),
         head_only,
+        keep_alive,
     )
 }
 
@@ -187,7 +234,8 @@ mod tests {
             r,
             Request {
                 head_only: false,
-                path: "/a/b c.html".into()
+                path: "/a/b c.html".into(),
+                keep_alive: true,
             }
         );
         assert!(parse(b"HEAD / HTTP/1.0\r\n\r\n").unwrap().head_only);
@@ -206,23 +254,64 @@ mod tests {
         assert_eq!(parse(b"GET /\r\n\r\n"), Err(HttpError::BadRequest));
         assert_eq!(parse(&[b'a'; MAX_HEAD + 1]), Err(HttpError::HeadTooLarge));
         assert_eq!(parse(&[0xff, b'\n']), Err(HttpError::BadRequest));
-        assert!(head_complete(b"GET / HTTP/1.0\r\n\r\n"));
-        assert!(!head_complete(b"GET / HTTP/1.0\r\n"));
+    }
+
+    #[test]
+    fn heads_are_split_and_connections_kept_as_asked() {
+        // Two pipelined requests: the first head ends at its empty line.
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        let n = head_end(two).unwrap();
+        assert_eq!(&two[n..], b"GET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(head_end(&two[n..]), Some(two.len() - n));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\nA: b\r\n\r"), None);
+        let ka = |h: &[u8]| parse(h).map(|r| r.keep_alive);
+        assert_eq!(ka(b"GET / HTTP/1.1\r\n\r\n"), Ok(true));
+        assert_eq!(
+            ka(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"),
+            Ok(false)
+        );
+        assert_eq!(ka(b"GET / HTTP/1.0\r\n\r\n"), Ok(false));
+        assert_eq!(
+            ka(b"GET / HTTP/1.0\r\nconnection: foo, Keep-Alive\r\n\r\n"),
+            Ok(true)
+        );
+        // A body on a GET would desynchronise the pipeline: refused.
+        assert_eq!(
+            ka(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+            Err(HttpError::BadRequest)
+        );
+        assert_eq!(
+            ka(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::BadRequest)
+        );
+        assert_eq!(ka(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), Ok(true));
+        assert_eq!(
+            ka(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+            Err(HttpError::BadRequest)
+        );
     }
 
     #[test]
     fn responses() {
-        let r = response((200, "OK"), content_type("/x.CSS"), b"body", false);
+        let r = response((200, "OK"), content_type("/x.CSS"), b"body", false, false);
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Type: text/css\r\n"));
         assert!(text.contains("Content-Length: 4\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\nbody"));
-        let head = response((200, "OK"), "text/plain", b"body", true);
+        let head = response((200, "OK"), "text/plain", b"body", true, true);
+        assert!(
+            String::from_utf8(head.clone())
+                .unwrap()
+                .contains("Connection: keep-alive\r\n")
+        );
         assert!(!String::from_utf8(head).unwrap().ends_with("body"));
         assert_eq!(content_type("/noext"), "application/octet-stream");
         assert!(
-            String::from_utf8(error_page((404, "Not Found"), false))
+            String::from_utf8(error_page((404, "Not Found"), false, true))
                 .unwrap()
                 .contains("404")
         );

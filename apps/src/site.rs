@@ -13,15 +13,22 @@
 //! - The network is vif 0 with a static address: `data/ip` in xenstore
 //!   (e.g. `10.0.0.2/24`, written by the toolstack), else [`SiteConfig`]'s.
 //! - `GET` and `HEAD` of `/path` serve the file (`/dir/` serves
-//!   `/dir/index.html`), `404` if there is none. Each response closes its
-//!   connection. Requests are untrusted: heads are bounded, paths normalised
-//!   ([`crate::http`]).
+//!   `/dir/index.html`), `404` if there is none. Connections are HTTP/1.1:
+//!   kept open for the next request unless the client says `close` (or
+//!   speaks HTTP/1.0 without `keep-alive`), with pipelined requests
+//!   answered in order. Requests are untrusted: heads are bounded, paths
+//!   normalised ([`crate::http`]).
+//! - A burst of clients is accepted up to [`ListenerConfig::max_connections`]
+//!   at once ([`Listener`] grows smoltcp's listening sockets as SYNs
+//!   arrive); each connection's buffers are bounded, and one that makes no
+//!   progress for [`SiteConfig::timeout`] (a slow request, an unread
+//!   response, an idle keep-alive) is closed.
 
 use crate::http;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec;
+
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::ControlFlow;
@@ -31,12 +38,12 @@ use embedded_sdmmc::{
 };
 use hal::DomId;
 use hal::time::{Clock, Instant};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use xen_pv::xenstore::TxId;
 use xenpal::Platform;
-use xenpal::net::{parse_cidr, smol_now};
+use xenpal::net::{Listener, ListenerConfig, parse_cidr, smol_now};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::net::{NetConfig, Netfront};
 
@@ -50,8 +57,13 @@ pub struct SiteConfig {
     pub gateway: Option<Ipv4Address>,
     /// TCP port.
     pub port: u16,
-    /// Connections served at once.
-    pub connections: usize,
+    /// Connections at once and their buffers (a burst of clients is
+    /// accepted up to `max_connections`: see [`Listener`]).
+    pub listener: ListenerConfig,
+    /// How long a connection may go without progress: a client that takes
+    /// longer to send a request (slowloris), to read its response, or that
+    /// keeps an idle connection open, is closed.
+    pub timeout: Duration,
     /// Stop after this many responses (`None`: serve forever).
     pub max_requests: Option<u64>,
 }
@@ -62,7 +74,8 @@ impl Default for SiteConfig {
             address: Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 2), 24),
             gateway: Some(Ipv4Address::new(10, 0, 0, 1)),
             port: 80,
-            connections: 8,
+            listener: ListenerConfig::default(),
+            timeout: Duration::from_secs(10),
             max_requests: None,
         }
     }
@@ -231,13 +244,29 @@ where
     Ok(())
 }
 
-/// One connection's progress.
+/// One connection's progress: requests received and not yet answered
+/// (pipelining), the response being sent, and when it last moved.
 #[derive(Default)]
 struct Conn {
-    head: Vec<u8>,
+    /// Bytes received and not yet parsed: the rest of the current head and
+    /// any requests pipelined behind it (at most [`http::MAX_HEAD`] + 1 are
+    /// read ahead).
+    inbuf: Vec<u8>,
+    /// The response being sent, and how much of it went out.
     reply: Vec<u8>,
     sent: usize,
-    answered: bool,
+    /// Close once `reply` is out (the client asked, or the request was bad).
+    close_after: bool,
+    /// When the connection last made progress (a request or response byte
+    /// moved); `None` until first seen.
+    since: Option<Instant>,
+}
+
+impl Conn {
+    /// Whether a response is still going out.
+    fn busy(&self) -> bool {
+        self.sent < self.reply.len()
+    }
 }
 
 /// Counters of a run.
@@ -323,57 +352,25 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
         let _ = iface.routes_mut().add_default_ipv4_route(gw);
     }
     let mut sockets = SocketSet::new(Vec::new());
-    let mut conns: Vec<(SocketHandle, Conn)> = Vec::new();
-    for _ in 0..cfg.connections.max(1) {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 4096]),
-            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-        );
-        let _ = s.listen(cfg.port);
-        conns.push((sockets.add(s), Conn::default()));
-    }
+    let mut listener: Listener<Conn> = Listener::new(cfg.port, cfg.listener, &mut sockets);
     log::info!("site: listening on {}:{}", address.address(), cfg.port);
     let me = p.domid();
 
     loop {
-        iface.poll(smol_now(p.timer()), &mut nic, &mut sockets);
-        for (h, conn) in conns.iter_mut() {
-            let sock = sockets.get_mut::<tcp::Socket>(*h);
-            if !sock.is_open() {
-                *conn = Conn::default();
-                let _ = sock.listen(cfg.port);
-                continue;
-            }
-            while sock.can_recv() && conn.head.len() <= http::MAX_HEAD && !conn.answered {
-                let _ = sock.recv(|b| {
-                    conn.head.extend_from_slice(b);
-                    (b.len(), ())
-                });
-            }
-            if !conn.answered
-                && (http::head_complete(&conn.head) || conn.head.len() > http::MAX_HEAD)
-            {
-                conn.reply = answer(&conn.head, &index, &vms, &mut stats, me);
-                conn.answered = true;
-            }
-            if conn.answered
-                && conn.sent < conn.reply.len()
-                && sock.can_send()
-                && let Ok(n) = sock.send_slice(&conn.reply[conn.sent..])
-            {
-                conn.sent += n;
-            }
-            if conn.answered && conn.sent == conn.reply.len() && sock.may_send() {
-                sock.close();
-            }
-        }
+        let now = p.timer().now();
+        listener.poll(&mut iface, smol_now(p.timer()), &mut nic, &mut sockets);
+        listener.for_each(&mut sockets, |sock, conn| {
+            serve(sock, conn, now, cfg.timeout, |head| {
+                answer(head, &index, &vms, &mut stats, me)
+            });
+        });
         if cfg.max_requests.is_some_and(|m| stats.responses >= m)
-            && conns.iter().all(|(_, c)| c.sent == c.reply.len())
+            && listener.all(&sockets, |c| !c.busy())
         {
             // Let the last bytes and FINs go out.
             let end = p.timer().now() + Duration::from_millis(200);
             while p.timer().now() < end {
-                iface.poll(smol_now(p.timer()), &mut nic, &mut sockets);
+                listener.poll(&mut iface, smol_now(p.timer()), &mut nic, &mut sockets);
                 nic.wait(p.timer().now() + Duration::from_millis(10)).await;
             }
             // Close everything; a backend still holding our grants (or
@@ -399,14 +396,114 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
     }
 }
 
-/// The response to one request head.
+/// Move one connection along: read what the client sent (up to one head
+/// ahead), answer complete requests in order with `answer` (which returns
+/// the response and whether the connection stays open), send, and close
+/// when the client asked, the request was bad, the client closed its side,
+/// or nothing moved for `timeout`.
+fn serve(
+    sock: &mut tcp::Socket<'static>,
+    conn: &mut Conn,
+    now: Instant,
+    timeout: Duration,
+    mut answer: impl FnMut(&[u8]) -> (Vec<u8>, bool),
+) {
+    if !sock.is_open() {
+        return;
+    }
+    conn.since.get_or_insert(now);
+    // A few rounds, so small pipelined responses share one poll.
+    for _ in 0..8 {
+        let mut moved = false;
+        while sock.can_recv() && conn.inbuf.len() <= http::MAX_HEAD {
+            let room = http::MAX_HEAD + 1 - conn.inbuf.len();
+            if let Ok(n) = sock.recv(|b| {
+                let n = b.len().min(room);
+                conn.inbuf.extend_from_slice(&b[..n]);
+                (n, n)
+            }) {
+                moved |= n > 0;
+                if n == 0 {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        if !conn.busy() && !conn.close_after {
+            conn.reply.clear();
+            conn.sent = 0;
+            if let Some(n) = http::head_end(&conn.inbuf) {
+                let (reply, keep) = answer(&conn.inbuf[..n]);
+                conn.inbuf.drain(..n);
+                conn.reply = reply;
+                conn.close_after = !keep;
+                moved = true;
+            } else if conn.inbuf.len() > http::MAX_HEAD {
+                let (reply, _) = answer(&conn.inbuf);
+                conn.inbuf.clear();
+                conn.reply = reply;
+                conn.close_after = true;
+                moved = true;
+            }
+        }
+        if conn.busy()
+            && sock.can_send()
+            && let Ok(n) = sock.send_slice(&conn.reply[conn.sent..])
+        {
+            conn.sent += n;
+            moved |= n > 0;
+        }
+        if moved {
+            conn.since = Some(now);
+        } else {
+            break;
+        }
+    }
+    let idle = !conn.busy();
+    let stalled = conn
+        .since
+        .is_some_and(|t| now.saturating_since(t) >= timeout);
+    if idle && (conn.close_after || !sock.may_recv()) {
+        // Done: the client asked to close, sent a bad request, or closed
+        // its side with nothing left to answer. A client that does not
+        // finish closing within `timeout` is reset.
+        if sock.may_send() {
+            sock.close();
+            conn.close_after = true;
+            conn.since = Some(now);
+        } else if stalled {
+            sock.abort();
+        }
+    } else if stalled {
+        if idle {
+            // A slow or idle client (slowloris, or a kept-alive connection
+            // left open): say goodbye, with a 408 if it was partway
+            // through a request.
+            if !conn.inbuf.is_empty() {
+                conn.inbuf.clear();
+                conn.reply = http::error_page((408, "Request Timeout"), false, false);
+                conn.sent = sock.send_slice(&conn.reply).unwrap_or(0);
+            }
+            sock.close();
+            conn.close_after = true;
+            conn.since = Some(now);
+        } else {
+            // A client that does not read its response.
+            sock.abort();
+        }
+    }
+}
+
+/// The response to one request head, and whether the connection stays
+/// open after it.
 fn answer<D: SdBlockDevice>(
     head: &[u8],
     index: &BTreeMap<String, Located>,
     vms: &[VolumeManager<D, FixedTime, 4, 4, 1>],
     stats: &mut SiteStats,
     me: DomId,
-) -> Vec<u8>
+) -> (Vec<u8>, bool)
 where
     D::Error: fmt::Debug,
 {
@@ -416,7 +513,7 @@ where
         Err(e) => {
             let s = e.status();
             log::info!("site: {} {} for a bad request", s.0, s.1);
-            return http::error_page(s, false);
+            return (http::error_page(s, false, false), false);
         }
     };
     let mut path = req.path.to_lowercase();
@@ -428,9 +525,15 @@ where
         .or_else(|| index.get(&format!("{path}/index.html")));
     match found {
         Some(loc) => {
-            let mut reply = http::head((200, "OK"), http::content_type(&path), u64::from(loc.size));
+            let keep = req.keep_alive;
+            let mut reply = http::head(
+                (200, "OK"),
+                http::content_type(&path),
+                u64::from(loc.size),
+                keep,
+            );
             if req.head_only {
-                return reply;
+                return (reply, keep);
             }
             match read_file_into(&vms[loc.disk], loc, &mut reply) {
                 Ok(()) => {
@@ -440,7 +543,7 @@ where
                         loc.size,
                         loc.disk
                     );
-                    reply
+                    (reply, keep)
                 }
                 Err(ReadError::NoMemory) => {
                     drop(reply);
@@ -449,18 +552,27 @@ where
                         req.path,
                         loc.size
                     );
-                    http::error_page((503, "Service Unavailable"), false)
+                    (
+                        http::error_page((503, "Service Unavailable"), false, keep),
+                        keep,
+                    )
                 }
                 Err(ReadError::Fat(why)) => {
                     log::error!("site: reading {}: {why}", req.path);
-                    http::error_page((500, "Internal Server Error"), false)
+                    (
+                        http::error_page((500, "Internal Server Error"), false, false),
+                        false,
+                    )
                 }
             }
         }
         None => {
             stats.not_found += 1;
             log::info!("site: 404 {}", req.path);
-            http::error_page((404, "Not Found"), req.head_only)
+            (
+                http::error_page((404, "Not Found"), req.head_only, req.keep_alive),
+                req.keep_alive,
+            )
         }
     }
 }

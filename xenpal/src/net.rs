@@ -29,6 +29,9 @@ use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use xen_pv::xenstore::TxId;
 use xenpal_drivers::net::{NetConfig, Netfront};
 
+mod listener;
+pub use listener::{Listener, ListenerConfig};
+
 /// How long [`Stack::open`] waits for the toolstack and the backend.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 

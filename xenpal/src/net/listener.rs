@@ -1,0 +1,236 @@
+//! A TCP port that takes a burst of clients.
+//!
+//! smoltcp has no listen backlog: a listening socket takes one SYN and
+//! becomes that connection, and a SYN that finds no listening socket is
+//! answered with a reset. A server that opens N listening sockets therefore
+//! resets client N+1 of a burst, which a client sees as "connection reset"
+//! or an empty reply. [`Listener`] keeps a backlog of listening sockets and
+//! tops it up after every packet it lets smoltcp process, so a burst is
+//! accepted up to [`ListenerConfig::max_connections`] at once; closed
+//! sockets are put back to listening or, above the backlog, freed, so
+//! memory follows the load.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+
+/// How a [`Listener`] sizes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Sockets kept listening: the SYNs that can arrive between two
+    /// packets processed (at least 1).
+    pub backlog: usize,
+    /// Connections at once, listening sockets included. A SYN beyond this
+    /// is reset, as a full backlog is on any TCP stack.
+    pub max_connections: usize,
+    /// Receive buffer of each socket, in bytes.
+    pub rx_buffer: usize,
+    /// Transmit buffer of each socket, in bytes.
+    pub tx_buffer: usize,
+}
+
+impl Default for ListenerConfig {
+    /// 16 listening, 512 at once, 4 KiB in and 16 KiB out each (10 MiB of
+    /// socket buffers when full; sockets are made as clients come and
+    /// freed as they go). 512 leaves room for 200 clients closing while
+    /// 200 others connect, as when one load test follows another.
+    fn default() -> Self {
+        ListenerConfig {
+            backlog: 16,
+            max_connections: 512,
+            rx_buffer: 4 * 1024,
+            tx_buffer: 16 * 1024,
+        }
+    }
+}
+
+/// A listening TCP port with a backlog that grows with the load. Each
+/// connection carries the caller's state `T`, which starts as
+/// `T::default()` and is reset when its socket is reused.
+///
+/// Use [`poll`](Self::poll) in place of `Interface::poll`, then walk the
+/// connections with [`connections`](Self::connections).
+#[derive(Debug)]
+pub struct Listener<T> {
+    port: u16,
+    config: ListenerConfig,
+    /// Every socket held, with its connection's state.
+    slots: Vec<(SocketHandle, T)>,
+    /// Those of them that were listening at the last look.
+    listening: Vec<SocketHandle>,
+    /// Whether the last top-up found every socket in use (logged once per
+    /// episode).
+    full: bool,
+}
+
+impl<T: Default> Listener<T> {
+    /// Listen on `port`, with `config.backlog` sockets added to `sockets`.
+    pub fn new(port: u16, config: ListenerConfig, sockets: &mut SocketSet<'static>) -> Self {
+        let backlog = config.backlog.max(1);
+        let config = ListenerConfig {
+            backlog,
+            max_connections: config.max_connections.max(backlog),
+            ..config
+        };
+        let mut l = Listener {
+            port,
+            config,
+            slots: Vec::new(),
+            listening: Vec::new(),
+            full: false,
+        };
+        l.refill(sockets);
+        l
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sockets held (listening or connected).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no socket is held (never, after [`new`](Self::new)).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Put closed sockets back to listening while the backlog is short,
+    /// free the others, and add sockets until `backlog` listen (within
+    /// `max_connections`). [`poll`](Self::poll) calls this once per call.
+    pub fn refill(&mut self, sockets: &mut SocketSet<'static>) {
+        self.forget_taken(sockets);
+        self.recycle(sockets);
+        self.top_up(sockets);
+    }
+
+    /// Drop from `listening` the sockets a SYN has taken.
+    fn forget_taken(&mut self, sockets: &SocketSet<'static>) {
+        self.listening
+            .retain(|h| sockets.get::<tcp::Socket>(*h).is_listening());
+    }
+
+    /// Put closed sockets (`Closed`, `TimeWait`) back to listening while
+    /// the backlog is short; free the others.
+    fn recycle(&mut self, sockets: &mut SocketSet<'static>) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            let (h, _) = self.slots[i];
+            let s = sockets.get_mut::<tcp::Socket>(h);
+            if !s.is_open() {
+                if self.listening.len() < self.config.backlog && s.listen(self.port).is_ok() {
+                    self.listening.push(h);
+                    self.slots[i].1 = T::default();
+                } else {
+                    sockets.remove(h);
+                    self.slots.swap_remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Add listening sockets until the backlog is full (within
+    /// `max_connections`, reusing closed sockets first when at the limit):
+    /// a few checks when nothing was taken.
+    fn top_up(&mut self, sockets: &mut SocketSet<'static>) {
+        self.forget_taken(sockets);
+        if self.listening.len() < self.config.backlog
+            && self.slots.len() >= self.config.max_connections
+        {
+            self.recycle(sockets);
+        }
+        while self.listening.len() < self.config.backlog
+            && self.slots.len() < self.config.max_connections
+        {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
+            );
+            if s.listen(self.port).is_err() {
+                // Port 0: nothing can listen there.
+                break;
+            }
+            let h = sockets.add(s);
+            self.slots.push((h, T::default()));
+            self.listening.push(h);
+        }
+        let full = self.listening.is_empty();
+        if full && !self.full {
+            let mut states: Vec<(tcp::State, u32)> = Vec::new();
+            for (h, _) in &self.slots {
+                let st = sockets.get::<tcp::Socket>(*h).state();
+                match states.iter_mut().find(|(s, _)| *s == st) {
+                    Some((_, n)) => *n += 1,
+                    None => states.push((st, 1)),
+                }
+            }
+            log::warn!(
+                "listener: port {}: all {} connections in use ({states:?}); new clients are reset until one closes",
+                self.port,
+                self.slots.len()
+            );
+        }
+        self.full = full;
+    }
+
+    /// `Interface::poll`, one packet at a time, topping the backlog up
+    /// after each: a burst of SYNs finds a listening socket for each (up to
+    /// `max_connections`). Returns whether any socket may have changed.
+    pub fn poll<D: Device + ?Sized>(
+        &mut self,
+        iface: &mut Interface,
+        now: SmolInstant,
+        device: &mut D,
+        sockets: &mut SocketSet<'static>,
+    ) -> bool {
+        iface.poll_maintenance(now);
+        let mut changed = false;
+        loop {
+            match iface.poll_ingress_single(now, device, sockets) {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => {
+                    changed = true;
+                    self.top_up(sockets);
+                }
+            }
+        }
+        while iface.poll_egress(now, device, sockets) == PollResult::SocketStateChanged {
+            changed = true;
+        }
+        self.refill(sockets);
+        changed
+    }
+
+    /// Call `f` on every connection (every socket held that is not
+    /// listening), with its state.
+    pub fn for_each(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        mut f: impl FnMut(&mut tcp::Socket<'static>, &mut T),
+    ) {
+        for (h, t) in &mut self.slots {
+            let s = sockets.get_mut::<tcp::Socket>(*h);
+            if !s.is_listening() {
+                f(s, t);
+            }
+        }
+    }
+
+    /// Whether every connection's state satisfies `f` (listening sockets
+    /// are not asked).
+    pub fn all(&self, sockets: &SocketSet<'static>, mut f: impl FnMut(&T) -> bool) -> bool {
+        self.slots
+            .iter()
+            .filter(|(h, _)| !sockets.get::<tcp::Socket>(*h).is_listening())
+            .all(|(_, t)| f(t))
+    }
+}
