@@ -180,6 +180,15 @@ impl<'p> Stack<'p> {
         self.iface.poll(now, &mut self.nic, &mut self.sockets) != smoltcp::iface::PollResult::None
     }
 
+    /// [`poll`](Self::poll) for a server: move packets one at a time,
+    /// topping up `listener`'s backlog after each, so a burst of clients
+    /// each finds a listening socket (see [`Listener`]). Returns whether
+    /// any socket may have changed.
+    pub fn poll_listener<T: Default>(&mut self, listener: &mut Listener<T>) -> bool {
+        let now = smol_now(self.p.timer());
+        listener.poll(&mut self.iface, now, &mut self.nic, &mut self.sockets)
+    }
+
     /// Sleep until a packet arrives, a socket timer is due, or 100 ms pass
     /// (the vif's xenbus work runs meanwhile). Call it after [`poll`]
     /// (Self::poll) and your socket work, in the guest's loop.
