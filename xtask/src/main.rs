@@ -786,20 +786,21 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
         }
     };
     let elf = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
-    let (cmd, console) = if a.x86() {
-        // The guest is dom0 unless a Linux dom0 runs it as domain 1.
-        let console = if a.dom0_linux {
-            run::GuestConsole::Domain1
-        } else {
-            run::GuestConsole::Dom0
-        };
-        (x86_64_boot(&a, &base, &out, &elf)?, console)
+    // The guest is dom0 on x86 unless a Linux dom0 runs it as domain 1.
+    let console = if a.x86() && !a.dom0_linux {
+        run::GuestConsole::Dom0
     } else {
-        (
-            aarch64_boot(&a, &base, &out, &elf)?,
-            run::GuestConsole::Domain1,
-        )
+        run::GuestConsole::Domain1
     };
+    // Everything a boot needs, made afresh (disks included) for each try.
+    let boot = || {
+        if a.x86() {
+            x86_64_boot(&a, &base, &out, &elf)
+        } else {
+            aarch64_boot(&a, &base, &out, &elf)
+        }
+    };
+    let cmd = boot()?;
     let log = out.join("qemu.log");
     if let Some(site) = &a.site {
         return site::serve(cmd, &log, site, a.timeout);
@@ -807,7 +808,28 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     let _ = std::fs::remove_file(out.join(RESULTS));
     let end_marker = a.dom0_linux.then_some("dom0: done");
     let echo = a.elf.is_some();
-    let o = run::run(cmd, &log, a.timeout, console, end_marker, echo)?;
+    let mut o = run::run(cmd, &log, a.timeout, console, end_marker, echo, run::STALL)?;
+    if let run::Ending::Stalled(last) = &o.ending {
+        // Seen now and then on a loaded machine: Xen or Linux dom0 stops
+        // printing mid-boot, and the same command passes right after.
+        let stalled = out.join("qemu-stalled.log");
+        let _ = std::fs::rename(&log, &stalled);
+        println!(
+            "== no console output for {} s before a verdict (last line: {}); log kept as {}; booting once more",
+            run::STALL.as_secs(),
+            last.trim_end(),
+            stalled.display()
+        );
+        o = run::run(
+            boot()?,
+            &log,
+            a.timeout,
+            console,
+            end_marker,
+            echo,
+            run::STALL,
+        )?;
+    }
     if !echo {
         for l in &o.guest_lines {
             println!("   | {l}");

@@ -7,6 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Console silence before a verdict that counts as a stalled boot. Under
+/// emulation Xen and a Linux dom0 print steadily while they boot; the
+/// longest quiet stretches seen in passing runs (unpacking dom0's
+/// initramfs, a guest's 1 MiB exchange) are well under a minute.
+pub const STALL: Duration = Duration::from_secs(90);
+
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -22,6 +28,9 @@ pub enum Ending {
     PoweredOff,
     /// No verdict before the timeout.
     Timeout,
+    /// No console output at all for [`STALL`] before a verdict (a boot
+    /// that hung): the last line seen.
+    Stalled(String),
     /// QEMU exited before a verdict (its status).
     QemuExited(String),
 }
@@ -153,8 +162,9 @@ pub fn spawn_lines(cmd: &mut Command) -> Result<(Child, mpsc::Receiver<String>),
 /// its own checks. A guest's `xenpal: exit: poweroff` line ends the run
 /// like a verdict does ([`Ending::PoweredOff`]), unless a verdict came
 /// first. With `echo`, each guest line is also printed as it arrives (for
-/// `cargo xtask run`, whose user watches the console). QEMU is always
-/// stopped at the end.
+/// `cargo xtask run`, whose user watches the console). No output at all
+/// for [`STALL`] before a verdict ends the run as [`Ending::Stalled`]. QEMU
+/// is always stopped at the end.
 ///
 /// Errors: a message if QEMU cannot be started or the log written.
 pub fn run(
@@ -164,6 +174,7 @@ pub fn run(
     console: GuestConsole,
     end_marker: Option<&str>,
     echo: bool,
+    stall: Duration,
 ) -> Result<Outcome, String> {
     let mut classify = Classifier::new(console);
     let start = Instant::now();
@@ -178,14 +189,27 @@ pub fn run(
     };
     let deadline = start + timeout;
     let mut stop_at: Option<Instant> = None;
+    let mut last_output = start;
     loop {
         let now = Instant::now();
         let limit = stop_at.unwrap_or(deadline);
         if now >= limit {
             break;
         }
-        match rx.recv_timeout(limit - now) {
+        let stall_at = last_output + stall;
+        if stop_at.is_none() && now >= stall_at {
+            out.ending = Ending::Stalled(out.all_lines.last().cloned().unwrap_or_default());
+            out.elapsed = start.elapsed();
+            break;
+        }
+        let wait = if stop_at.is_none() {
+            limit.min(stall_at) - now
+        } else {
+            limit - now
+        };
+        match rx.recv_timeout(wait) {
             Ok(line) => {
+                last_output = Instant::now();
                 let _ = writeln!(file, "{line}");
                 out.all_lines.push(line.clone());
                 if let Some(text) = classify.guest_text(&line) {
@@ -239,7 +263,7 @@ pub fn run(
                     stop_at = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 if stop_at.is_none() {
                     let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
@@ -304,6 +328,7 @@ mod tests {
             d1,
             None,
             false,
+            STALL,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
@@ -320,7 +345,8 @@ mod tests {
                 Duration::from_secs(20),
                 d1,
                 None,
-                false
+                false,
+                STALL,
             )
             .unwrap()
             .ending,
@@ -335,7 +361,8 @@ mod tests {
                 Duration::from_millis(300),
                 d1,
                 None,
-                false
+                false,
+                STALL,
             )
             .unwrap()
             .ending,
@@ -353,7 +380,8 @@ mod tests {
                 Duration::from_secs(20),
                 d1,
                 None,
-                false
+                false,
+                STALL,
             )
             .unwrap()
             .ending,
@@ -373,6 +401,7 @@ mod tests {
             GuestConsole::Dom0,
             None,
             false,
+            STALL,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(false));
@@ -393,6 +422,7 @@ mod tests {
             GuestConsole::Domain1,
             Some("dom0: done"),
             false,
+            STALL,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::Verdict(true));
@@ -413,6 +443,7 @@ mod tests {
             GuestConsole::Domain1,
             Some("dom0: done"),
             false,
+            STALL,
         )
         .unwrap();
         assert!(
@@ -434,6 +465,7 @@ mod tests {
             d1,
             None,
             false,
+            STALL,
         )
         .unwrap();
         assert_eq!(o.ending, Ending::PoweredOff);
@@ -450,9 +482,43 @@ mod tests {
             d1,
             None,
             false,
+            STALL,
         )
         .unwrap();
         assert!(matches!(o.ending, Ending::Crashed(_)));
+        // A boot that prints, then falls silent, is a stall (not a
+        // timeout), with the last line; once a verdict is in, silence is
+        // not a stall.
+        let mut hang = Command::new("sh");
+        hang.args(["-c", "echo 'about to get started...'; sleep 30"]);
+        let o = run(
+            hang,
+            &dir.join("h.log"),
+            Duration::from_secs(20),
+            d1,
+            None,
+            false,
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        assert_eq!(o.ending, Ending::Stalled("about to get started...".into()));
+        assert!(o.elapsed < Duration::from_secs(5));
+        let mut done = Command::new("sh");
+        done.args([
+            "-c",
+            "echo '(d1) selftest verdict: PASS (1 passed)'; sleep 2",
+        ]);
+        let o = run(
+            done,
+            &dir.join("d.log"),
+            Duration::from_secs(20),
+            d1,
+            Some("dom0: done"),
+            false,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert_eq!(o.ending, Ending::Verdict(true));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
