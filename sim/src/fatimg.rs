@@ -374,6 +374,27 @@ pub struct Layout {
     pub image_bytes: u64,
 }
 
+/// A symbolic link [`FatImage::add_dir_tree`] left out because it leads
+/// outside the directory being added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideLink {
+    /// Where it is, relative to the directory (`docs/secrets`).
+    pub path: String,
+    /// Where it leads (resolved).
+    pub target: PathBuf,
+}
+
+impl fmt::Display for OutsideLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: a symbolic link to {}, outside the directory: left out",
+            self.path,
+            self.target.display()
+        )
+    }
+}
+
 /// A FAT image being put together: add files and directories, then
 /// [`build`](FatImage::build) or [`write_to`](FatImage::write_to).
 ///
@@ -538,8 +559,10 @@ impl FatImage {
 
     /// Add the contents of the host directory `root` (its files and
     /// subdirectories, empty ones too) at the top of the image. Symbolic
-    /// links are followed. Files are only looked at now (their sizes) and
-    /// read when the image is written.
+    /// links are followed while they stay inside `root`; one that leads
+    /// outside it is left out and returned, so the caller can say so (a
+    /// site must not publish `/etc` through a stray link). Files are only
+    /// looked at now (their sizes) and read when the image is written.
     ///
     /// Errors: anything [`add_file`] refuses, a host name that is not
     /// UTF-8, an I/O error (a dangling symbolic link, for one), a symbolic
@@ -548,7 +571,7 @@ impl FatImage {
     /// in the image.
     ///
     /// [`add_file`]: FatImage::add_file
-    pub fn add_dir_tree(&mut self, root: &Path) -> Result<(), FatError> {
+    pub fn add_dir_tree(&mut self, root: &Path) -> Result<Vec<OutsideLink>, FatError> {
         let io_err = |source| FatError::Io {
             path: root.to_path_buf(),
             source,
@@ -561,7 +584,9 @@ impl FatImage {
             });
         }
         let canonical = fs::canonicalize(root).map_err(io_err)?;
-        self.walk(root, "", &mut vec![canonical])
+        let mut outside = Vec::new();
+        self.walk(root, "", &mut vec![canonical], &mut outside)?;
+        Ok(outside)
     }
 
     fn walk(
@@ -569,6 +594,7 @@ impl FatImage {
         dir: &Path,
         prefix: &str,
         ancestors: &mut Vec<PathBuf>,
+        outside: &mut Vec<OutsideLink>,
     ) -> Result<(), FatError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -590,6 +616,14 @@ impl FatImage {
         entries.sort();
         for (name, host) in entries {
             let rel = join(prefix, &name);
+            let link = fs::symlink_metadata(&host).map_err(io_err(&host))?;
+            if link.file_type().is_symlink() {
+                let target = fs::canonicalize(&host).map_err(io_err(&host))?;
+                if !target.starts_with(&ancestors[0]) {
+                    outside.push(OutsideLink { path: rel, target });
+                    continue;
+                }
+            }
             let meta = fs::metadata(&host).map_err(io_err(&host))?;
             if meta.is_dir() {
                 let canonical = fs::canonicalize(&host).map_err(io_err(&host))?;
@@ -598,7 +632,7 @@ impl FatImage {
                 }
                 self.add_dir(&rel)?;
                 ancestors.push(canonical);
-                self.walk(&host, &rel, ancestors)?;
+                self.walk(&host, &rel, ancestors, outside)?;
                 ancestors.pop();
             } else if meta.is_file() {
                 self.insert(

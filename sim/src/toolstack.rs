@@ -834,7 +834,9 @@ fn pack(dir: &Path, max_bytes: u64) -> Result<Vec<(Vec<u8>, PackedImage)>, Tools
         source,
     };
     let mut all = FatImage::new();
-    all.add_dir_tree(dir).map_err(pack_err)?;
+    for link in all.add_dir_tree(dir).map_err(pack_err)? {
+        log::warn!("toolstack: {}: {link}", dir.display());
+    }
     if all.file_count() == 0 {
         return Err(ToolstackError::EmptyDirectory {
             path: dir.to_path_buf(),

@@ -560,9 +560,17 @@ fn a_host_directory_tree() {
         want.parents(path);
         want.files.insert(path.into(), data);
     }
+    // One that leads outside the tree is left out, and said so.
+    let secret = scratch.path("secret.txt");
+    std::fs::write(&secret, b"not for the site").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("docs/leak.txt")).unwrap();
     let mut img = FatImage::new();
-    img.add_dir_tree(&root).unwrap();
+    let outside = img.add_dir_tree(&root).unwrap();
+    assert_eq!(outside.len(), 1, "{outside:?}");
+    assert_eq!(outside[0].path, "docs/leak.txt");
+    assert!(outside[0].to_string().contains("outside the directory"));
     build_and_check(&img, &want, &scratch, "tree.img");
+    std::fs::remove_file(root.join("docs/leak.txt")).unwrap();
 
     // A file that changes size after it was added.
     std::fs::write(root.join("css/site.css"), pattern(41, 301)).unwrap();

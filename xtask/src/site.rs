@@ -57,8 +57,12 @@ impl Default for SiteArgs {
 /// written; an empty directory is an error too.
 pub fn pack(dir: &Path, image_mib: u64, out: &Path) -> Result<Vec<PathBuf>, String> {
     let mut all = FatImage::new();
-    all.add_dir_tree(dir)
+    let outside = all
+        .add_dir_tree(dir)
         .map_err(|e| format!("packing {}: {e}", dir.display()))?;
+    for link in outside {
+        println!("== {}: {link}", dir.display());
+    }
     if all.file_count() == 0 {
         return Err(format!("{}: no files to serve", dir.display()));
     }
