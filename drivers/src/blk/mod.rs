@@ -76,8 +76,10 @@
 
 mod conn;
 mod io;
+mod read_ahead;
 
 pub use conn::Transport;
+pub use read_ahead::ReadAhead;
 
 use crate::block_device::{
     BlockDevice, BlockError, BlockInfo, DiscardInfo, DisconnectReason, Operation,
