@@ -23,18 +23,21 @@
 //!   arrive); each connection's buffers are bounded, and one that makes no
 //!   progress for [`SiteConfig::timeout`] (a slow request, an unread
 //!   response, an idle keep-alive) is closed.
+//! - Files are streamed from the disk into each socket's transmit buffer,
+//!   never held whole in memory; reads go through [`ReadAhead`], 64 KiB
+//!   per blkfront request.
 
 use crate::http;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
-
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::ControlFlow;
 use core::time::Duration;
 use embedded_sdmmc::{
-    BlockDevice as SdBlockDevice, LfnBuffer, Mode, TimeSource, Timestamp, VolumeIdx, VolumeManager,
+    BlockDevice as SdBlockDevice, LfnBuffer, Mode, RawFile, RawVolume, TimeSource, Timestamp,
+    VolumeIdx, VolumeManager,
 };
 use hal::DomId;
 use hal::time::{Clock, Instant};
@@ -44,8 +47,15 @@ use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use xen_pv::xenstore::TxId;
 use xenpal::Platform;
 use xenpal::net::{Listener, ListenerConfig, parse_cidr, smol_now};
-use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
+use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, ReadAhead, vbd_ids};
 use xenpal_drivers::net::{NetConfig, Netfront};
+
+/// Blocks read at a time from a disk (64 KiB: one blkfront request, where
+/// `embedded-sdmmc` alone would make 128).
+const READ_AHEAD_BLOCKS: u32 = 128;
+/// Read-ahead windows kept per disk (512 KiB), so a few files read in turn
+/// (concurrent downloads) do not evict each other's.
+const READ_AHEAD_WINDOWS: usize = 8;
 
 /// How the site runs.
 #[derive(Clone, Debug)]
@@ -142,7 +152,18 @@ fn fat_err<E: fmt::Debug>(disk: usize) -> impl Fn(E) -> SiteError {
     move |e| SiteError::Fat(disk, format!("{e:?}"))
 }
 
-type Dir<'a, D> = embedded_sdmmc::Directory<'a, D, FixedTime, 4, 4, 1>;
+/// Files open at once per disk: each streamed response holds one.
+const OPEN_FILES: usize = 32;
+
+/// The FAT layer over one disk.
+type Vm<D> = VolumeManager<D, FixedTime, 4, OPEN_FILES, 1>;
+type Dir<'a, D> = embedded_sdmmc::Directory<'a, D, FixedTime, 4, OPEN_FILES, 1>;
+
+/// One disk's volume, open for the guest's life.
+struct Volume<D: SdBlockDevice> {
+    vm: Vm<D>,
+    raw: RawVolume,
+}
 
 fn index_dir<D: SdBlockDevice>(
     dir: &Dir<'_, D>,
@@ -190,58 +211,89 @@ where
 }
 
 /// Why a file could not be served.
-enum ReadError {
-    /// Not enough memory for it now (other responses hold it): worth a
+enum OpenError {
+    /// Every file handle of its disk is in use by other responses: worth a
     /// retry later.
-    NoMemory,
+    Busy,
     /// The volume or the file could not be read.
     Fat(String),
 }
 
-/// Append a whole file to `out`. The memory is reserved first, fallibly:
-/// a burst of clients asking for large files gets [`ReadError::NoMemory`]
-/// (and a 503), not a guest that aborts.
-fn read_file_into<D: SdBlockDevice>(
-    vm: &VolumeManager<D, FixedTime, 4, 4, 1>,
-    loc: &Located,
-    out: &mut Vec<u8>,
-) -> Result<(), ReadError>
+/// Open a file for streaming. The directories on the way are closed again.
+fn open_file<D: SdBlockDevice>(v: &Volume<D>, loc: &Located) -> Result<RawFile, OpenError>
 where
     D::Error: fmt::Debug,
 {
-    let fat = |e: &dyn fmt::Debug| ReadError::Fat(format!("{e:?}"));
-    let volume = vm.open_volume(VolumeIdx(0)).map_err(|e| fat(&e))?;
-    let mut dir = volume.open_root_dir().map_err(|e| fat(&e))?;
+    let fat = |e: embedded_sdmmc::Error<D::Error>| match e {
+        embedded_sdmmc::Error::TooManyOpenFiles | embedded_sdmmc::Error::TooManyOpenDirs => {
+            OpenError::Busy
+        }
+        e => OpenError::Fat(format!("{e:?}")),
+    };
+    let mut dir = v.vm.open_root_dir(v.raw).map_err(fat)?.to_directory(&v.vm);
     let (name, dirs) = loc
         .shorts
         .split_last()
-        .ok_or(ReadError::Fat("empty path".into()))?;
+        .ok_or(OpenError::Fat("empty path".into()))?;
     for d in dirs {
-        dir = dir.open_dir(d.as_str()).map_err(|e| fat(&e))?;
+        dir = dir.open_dir(d.as_str()).map_err(fat)?;
     }
     let file = dir
         .open_file_in_dir(name.as_str(), Mode::ReadOnly)
-        .map_err(|e| fat(&e))?;
-    let size = usize::try_from(loc.size).map_err(|_| ReadError::NoMemory)?;
-    out.try_reserve_exact(size)
-        .map_err(|_| ReadError::NoMemory)?;
-    let start = out.len();
-    out.resize(start + size, 0);
-    let mut at = start;
-    while at < out.len() {
-        let n = file.read(&mut out[at..]).map_err(|e| fat(&e))?;
-        if n == 0 {
-            break;
+        .map_err(fat)?;
+    Ok(file.to_raw_file())
+}
+
+/// A file being sent: which disk, its handle, the bytes still to send.
+#[derive(Clone, Copy, Debug)]
+struct Body {
+    disk: usize,
+    file: RawFile,
+    left: u64,
+}
+
+/// Every file open for a response, so that one whose connection vanished
+/// (reset, timed out, reused by the listener) is closed too: after each
+/// pass over the connections, files no connection still holds are closed.
+#[derive(Default)]
+struct OpenFiles {
+    /// (disk, handle, held by a connection in this pass).
+    files: Vec<(usize, RawFile, bool)>,
+}
+
+impl OpenFiles {
+    fn add(&mut self, disk: usize, file: RawFile) {
+        self.files.push((disk, file, true));
+    }
+
+    /// A connection still holds `b`.
+    fn held(&mut self, b: &Body) {
+        if let Some(f) = self
+            .files
+            .iter_mut()
+            .find(|f| f.1 == b.file && f.0 == b.disk)
+        {
+            f.2 = true;
         }
-        at += n;
     }
-    if at != out.len() {
-        return Err(ReadError::Fat(format!(
-            "{} bytes where the directory says {size}",
-            at - start
-        )));
+
+    /// Close `b` (sent, or failed).
+    fn close<D: SdBlockDevice>(&mut self, vols: &[Volume<D>], b: &Body) {
+        self.files.retain(|f| !(f.1 == b.file && f.0 == b.disk));
+        let _ = vols[b.disk].vm.close_file(b.file);
     }
-    Ok(())
+
+    /// Close what no connection held since the last sweep.
+    fn sweep<D: SdBlockDevice>(&mut self, vols: &[Volume<D>]) {
+        self.files.retain_mut(|f| {
+            if !f.2 {
+                let _ = vols[f.0].vm.close_file(f.1);
+                return false;
+            }
+            f.2 = false;
+            true
+        });
+    }
 }
 
 /// One connection's progress: requests received and not yet answered
@@ -252,9 +304,12 @@ struct Conn {
     /// any requests pipelined behind it (at most [`http::MAX_HEAD`] + 1 are
     /// read ahead).
     inbuf: Vec<u8>,
-    /// The response being sent, and how much of it went out.
+    /// The response head (or whole response) being sent, and how much of
+    /// it went out.
     reply: Vec<u8>,
     sent: usize,
+    /// The file to stream after `reply`, if any.
+    body: Option<Body>,
     /// Close once `reply` is out (the client asked, or the request was bad).
     close_after: bool,
     /// When the connection last made progress (a request or response byte
@@ -265,7 +320,7 @@ struct Conn {
 impl Conn {
     /// Whether a response is still going out.
     fn busy(&self) -> bool {
-        self.sent < self.reply.len()
+        self.sent < self.reply.len() || self.body.is_some()
     }
 }
 
@@ -314,17 +369,25 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
             .map_err(|e| SiteError::Disk(id.clone(), e.to_string()))?;
         disks.push(d);
     }
-    let vms: Vec<_> = disks
-        .iter()
-        .map(|d| VolumeManager::<_, _, 4, 4, 1>::new(d, FixedTime))
-        .collect();
+    let mut vols = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let vm: Vm<_> = VolumeManager::new_with_limits(
+            ReadAhead::new(d, READ_AHEAD_BLOCKS, READ_AHEAD_WINDOWS),
+            FixedTime,
+            5000,
+        );
+        let raw = vm.open_raw_volume(VolumeIdx(0)).map_err(fat_err(i))?;
+        vols.push(Volume { vm, raw });
+    }
     let mut index = BTreeMap::new();
-    for (i, vm) in vms.iter().enumerate() {
-        let volume = vm.open_volume(VolumeIdx(0)).map_err(fat_err(i))?;
-        let root = volume.open_root_dir().map_err(fat_err(i))?;
+    for (i, v) in vols.iter().enumerate() {
+        let root =
+            v.vm.open_root_dir(v.raw)
+                .map_err(fat_err(i))?
+                .to_directory(&v.vm);
         index_dir(&root, "", &[], i, 0, &mut index)?;
     }
-    let mut stats = SiteStats {
+    let stats = SiteStats {
         files: index.len(),
         disks: disks.len(),
         ..Default::default()
@@ -354,17 +417,24 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
     let mut sockets = SocketSet::new(Vec::new());
     let mut listener: Listener<Conn> = Listener::new(cfg.port, cfg.listener, &mut sockets);
     log::info!("site: listening on {}:{}", address.address(), cfg.port);
-    let me = p.domid();
+    let mut site = Site {
+        index: &index,
+        vols: &vols,
+        open: OpenFiles::default(),
+        stats,
+        me: p.domid(),
+    };
 
     loop {
-        let now = p.timer().now();
         listener.poll(&mut iface, smol_now(p.timer()), &mut nic, &mut sockets);
         listener.for_each(&mut sockets, |sock, conn| {
-            serve(sock, conn, now, cfg.timeout, |head| {
-                answer(head, &index, &vms, &mut stats, me)
-            });
+            // Each connection's own time: a pass over many connections
+            // must not make the last ones look idle.
+            serve(sock, conn, p.timer().now(), cfg.timeout, &mut site);
         });
-        if cfg.max_requests.is_some_and(|m| stats.responses >= m)
+        // Files of connections that are gone.
+        site.open.sweep(&vols);
+        if cfg.max_requests.is_some_and(|m| site.stats.responses >= m)
             && listener.all(&sockets, |c| !c.busy())
         {
             // Let the last bytes and FINs go out.
@@ -383,7 +453,7 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
                     .await
                     .map_err(|e| SiteError::Disk(id.clone(), format!("closing: {e}")))?;
             }
-            return Ok(stats);
+            return Ok(site.stats);
         }
         let now = smol_now(p.timer());
         let delay = iface
@@ -397,17 +467,22 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
 }
 
 /// Move one connection along: read what the client sent (up to one head
-/// ahead), answer complete requests in order with `answer` (which returns
-/// the response and whether the connection stays open), send, and close
-/// when the client asked, the request was bad, the client closed its side,
-/// or nothing moved for `timeout`.
-fn serve(
+/// ahead), answer complete requests in order, send the head and stream the
+/// file straight from the disk into the socket's buffer, and close when
+/// the client asked, the request was bad, the client closed its side, or
+/// nothing moved for `timeout`.
+fn serve<D: SdBlockDevice>(
     sock: &mut tcp::Socket<'static>,
     conn: &mut Conn,
     now: Instant,
     timeout: Duration,
-    mut answer: impl FnMut(&[u8]) -> (Vec<u8>, bool),
-) {
+    site: &mut Site<'_, D>,
+) where
+    D::Error: fmt::Debug,
+{
+    if let Some(b) = &conn.body {
+        site.open.held(b);
+    }
     if !sock.is_open() {
         return;
     }
@@ -434,25 +509,54 @@ fn serve(
             conn.reply.clear();
             conn.sent = 0;
             if let Some(n) = http::head_end(&conn.inbuf) {
-                let (reply, keep) = answer(&conn.inbuf[..n]);
+                let r = site.answer(&conn.inbuf[..n]);
                 conn.inbuf.drain(..n);
-                conn.reply = reply;
-                conn.close_after = !keep;
+                conn.reply = r.head;
+                conn.body = r.body;
+                conn.close_after = !r.keep;
                 moved = true;
             } else if conn.inbuf.len() > http::MAX_HEAD {
-                let (reply, _) = answer(&conn.inbuf);
+                let r = site.answer(&conn.inbuf);
                 conn.inbuf.clear();
-                conn.reply = reply;
+                conn.reply = r.head;
                 conn.close_after = true;
                 moved = true;
             }
         }
-        if conn.busy()
+        if conn.sent < conn.reply.len()
             && sock.can_send()
             && let Ok(n) = sock.send_slice(&conn.reply[conn.sent..])
         {
             conn.sent += n;
             moved |= n > 0;
+        }
+        if conn.sent == conn.reply.len()
+            && let Some(b) = &mut conn.body
+            && sock.can_send()
+        {
+            let r = sock
+                .send(|buf| match site.read(b, buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                })
+                .unwrap_or_else(|e| Err(format!("socket: {e:?}")));
+            match r {
+                Ok(n) => {
+                    b.left -= n as u64;
+                    moved |= n > 0;
+                }
+                Err(why) => {
+                    // Too late for an error status: cut the response short,
+                    // which the client sees against Content-Length.
+                    log::error!("site: reading from disk {}: {why}; resetting", b.disk);
+                    b.left = 0;
+                    sock.abort();
+                }
+            }
+            if b.left == 0 {
+                site.open.close(site.vols, b);
+                conn.body = None;
+            }
         }
         if moved {
             conn.since = Some(now);
@@ -495,84 +599,129 @@ fn serve(
     }
 }
 
-/// The response to one request head, and whether the connection stays
-/// open after it.
-fn answer<D: SdBlockDevice>(
-    head: &[u8],
-    index: &BTreeMap<String, Located>,
-    vms: &[VolumeManager<D, FixedTime, 4, 4, 1>],
-    stats: &mut SiteStats,
+/// A response: its head (or the whole of it), the file to stream after,
+/// and whether the connection stays open.
+struct Response {
+    head: Vec<u8>,
+    body: Option<Body>,
+    keep: bool,
+}
+
+impl Response {
+    fn whole(bytes: Vec<u8>, keep: bool) -> Self {
+        Response {
+            head: bytes,
+            body: None,
+            keep,
+        }
+    }
+}
+
+/// What the connections share: the index, the disks, the open files and
+/// the counters.
+struct Site<'a, D: SdBlockDevice> {
+    index: &'a BTreeMap<String, Located>,
+    vols: &'a [Volume<D>],
+    open: OpenFiles,
+    stats: SiteStats,
     me: DomId,
-) -> (Vec<u8>, bool)
+}
+
+impl<D: SdBlockDevice> Site<'_, D>
 where
     D::Error: fmt::Debug,
 {
-    stats.responses += 1;
-    let req = match http::parse(head) {
-        Ok(r) => r,
-        Err(e) => {
-            let s = e.status();
-            log::info!("site: {} {} for a bad request", s.0, s.1);
-            return (http::error_page(s, false, false), false);
+    /// The response to one request head.
+    fn answer(&mut self, head: &[u8]) -> Response {
+        self.stats.responses += 1;
+        let req = match http::parse(head) {
+            Ok(r) => r,
+            Err(e) => {
+                let s = e.status();
+                log::info!("site: {} {} for a bad request", s.0, s.1);
+                return Response::whole(http::error_page(s, false, false), false);
+            }
+        };
+        let mut path = req.path.to_lowercase();
+        if path.ends_with('/') {
+            path.push_str("index.html");
         }
-    };
-    let mut path = req.path.to_lowercase();
-    if path.ends_with('/') {
-        path.push_str("index.html");
-    }
-    let found = index
-        .get(&path)
-        .or_else(|| index.get(&format!("{path}/index.html")));
-    match found {
-        Some(loc) => {
-            let keep = req.keep_alive;
-            let mut reply = http::head(
-                (200, "OK"),
-                http::content_type(&path),
-                u64::from(loc.size),
+        let found = self
+            .index
+            .get(&path)
+            .or_else(|| self.index.get(&format!("{path}/index.html")));
+        let keep = req.keep_alive;
+        let Some(loc) = found else {
+            self.stats.not_found += 1;
+            log::info!("site: 404 {}", req.path);
+            return Response::whole(
+                http::error_page((404, "Not Found"), req.head_only, keep),
                 keep,
             );
-            if req.head_only {
-                return (reply, keep);
-            }
-            match read_file_into(&vms[loc.disk], loc, &mut reply) {
-                Ok(()) => {
-                    log::info!(
-                        "site: 200 {} ({} bytes, disk {}) for {me}",
-                        req.path,
-                        loc.size,
-                        loc.disk
-                    );
-                    (reply, keep)
-                }
-                Err(ReadError::NoMemory) => {
-                    drop(reply);
-                    log::warn!(
-                        "site: 503 {} ({} bytes): no memory for it now",
-                        req.path,
-                        loc.size
-                    );
-                    (
-                        http::error_page((503, "Service Unavailable"), false, keep),
-                        keep,
-                    )
-                }
-                Err(ReadError::Fat(why)) => {
-                    log::error!("site: reading {}: {why}", req.path);
-                    (
-                        http::error_page((500, "Internal Server Error"), false, false),
-                        false,
-                    )
+        };
+        let head = http::head(
+            (200, "OK"),
+            http::content_type(&path),
+            u64::from(loc.size),
+            keep,
+        );
+        if req.head_only || loc.size == 0 {
+            return Response::whole(head, keep);
+        }
+        match open_file(&self.vols[loc.disk], loc) {
+            Ok(file) => {
+                log::info!(
+                    "site: 200 {} ({} bytes, disk {}) for {}",
+                    req.path,
+                    loc.size,
+                    loc.disk,
+                    self.me
+                );
+                self.open.add(loc.disk, file);
+                Response {
+                    head,
+                    body: Some(Body {
+                        disk: loc.disk,
+                        file,
+                        left: u64::from(loc.size),
+                    }),
+                    keep,
                 }
             }
+            Err(OpenError::Busy) => {
+                log::warn!(
+                    "site: 503 {}: all {OPEN_FILES} files of disk {} are being sent",
+                    req.path,
+                    loc.disk
+                );
+                Response::whole(
+                    http::error_page((503, "Service Unavailable"), false, keep),
+                    keep,
+                )
+            }
+            Err(OpenError::Fat(why)) => {
+                log::error!("site: opening {}: {why}", req.path);
+                Response::whole(
+                    http::error_page((500, "Internal Server Error"), false, false),
+                    false,
+                )
+            }
         }
-        None => {
-            stats.not_found += 1;
-            log::info!("site: 404 {}", req.path);
-            (
-                http::error_page((404, "Not Found"), req.head_only, req.keep_alive),
-                req.keep_alive,
-            )
+    }
+
+    /// Read the next bytes of `b` into `buf` (at most what is left).
+    ///
+    /// Errors: the FAT layer's, or a file shorter than its directory
+    /// entry said (as a message).
+    fn read(&self, b: &Body, buf: &mut [u8]) -> Result<usize, String> {
+        let want = buf.len().min(usize::try_from(b.left).unwrap_or(usize::MAX));
+        let n = self.vols[b.disk]
+            .vm
+            .read(b.file, &mut buf[..want])
+            .map_err(|e| format!("{e:?}"))?;
+        if n == 0 && want > 0 {
+            return Err(format!("the file ends {} bytes early", b.left));
         }
+        Ok(n)
     }
 }
