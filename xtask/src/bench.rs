@@ -97,6 +97,15 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A port nothing listens on now (the kernel's pick), so a server left
+/// over from an earlier run cannot answer in ours' place.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
 /// Wait until something accepts connections on `port`.
 fn wait_for_port(port: u16, what: &str) -> Result<(), String> {
     let start = Instant::now();
@@ -226,7 +235,10 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
         "static-site",
     ]))?;
     let demo: PathBuf = root.join("target/release/examples/static-site");
-    let (ours_port, base_port) = (18301u16, 18302u16);
+    let (ours_port, base_port) = (free_port()?, free_port()?);
+    if ours_port == base_port {
+        return Err("the kernel gave the same free port twice".into());
+    }
     let image_mib = (file_bytes >> 20) as u64 + 16;
     let mut child = Command::new(&demo)
         .args(["--site"])
