@@ -39,16 +39,22 @@ fn now(p: &SimPlatform) -> SmolInstant {
     SmolInstant::from_micros((p.timer().now().as_nanos() / 1000) as i64)
 }
 
-/// GET each path from 10.0.0.2:80; returns (path, status, body).
-async fn client(p: SimPlatform, paths: Vec<String>) -> Vec<Fetched> {
+/// The client's vif 0, up, with an interface at 10.0.0.3/24.
+async fn client_vif(p: &SimPlatform) -> (xenpal::Netfront<'_>, Interface) {
     let deadline = p.timer().now() + Duration::from_secs(10);
-    let mut nic = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
+    let mut nic = Netfront::open(p, "0", NetConfig::default()).await.unwrap();
     nic.wait_up(deadline).await.unwrap();
-    let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now(&p));
+    let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now(p));
     iface.update_ip_addrs(|a| {
         a.push(IpCidr::new(Ipv4Address::new(10, 0, 0, 3).into(), 24))
             .unwrap();
     });
+    (nic, iface)
+}
+
+/// GET each path from 10.0.0.2:80; returns (path, status, body).
+async fn client(p: SimPlatform, paths: Vec<String>) -> Vec<Fetched> {
+    let (mut nic, mut iface) = client_vif(&p).await;
     let mut out = Vec::new();
     for (n, path) in paths.into_iter().enumerate() {
         let mut sockets = SocketSet::new(vec![]);
@@ -251,14 +257,7 @@ fn responses(mut raw: &[u8]) -> Vec<(u16, Vec<u8>)> {
 /// closed, one more request on a new connection. Returns the responses on
 /// each connection, the slow one's last.
 async fn burst(p: SimPlatform, n: usize, paths: Vec<String>) -> Vec<Vec<(u16, Vec<u8>)>> {
-    let deadline = p.timer().now() + Duration::from_secs(10);
-    let mut nic = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
-    nic.wait_up(deadline).await.unwrap();
-    let mut iface = Interface::new(Config::new(nic.hardware_address()), &mut nic, now(&p));
-    iface.update_ip_addrs(|a| {
-        a.push(IpCidr::new(Ipv4Address::new(10, 0, 0, 3).into(), 24))
-            .unwrap();
-    });
+    let (mut nic, mut iface) = client_vif(&p).await;
     let mut sockets = SocketSet::new(vec![]);
     let site = (Ipv4Address::new(10, 0, 0, 2), 80);
     let mut conns = Vec::new();

@@ -84,19 +84,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Deterministic pseudo-random bytes (xorshift64).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 /// A port nothing listens on now (the kernel's pick), so a server left
 /// over from an earlier run cannot answer in ours' place.
 fn free_port() -> Result<u16, String> {
@@ -219,7 +206,7 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     let write = |name: &str, data: &[u8]| {
         std::fs::write(site.join(name), data).map_err(|e| format!("{name}: {e}"))
     };
-    write("big.bin", &noise(file_bytes))?;
+    write("big.bin", &crate::fullstack::noise(file_bytes))?;
     let mut page = b"<!doctype html><title>bench</title><p>".to_vec();
     page.resize(1024 - 5, b'x');
     page.extend_from_slice(b"</p>\n");

@@ -15,10 +15,16 @@ use xenpal_apps::fullstack::{INPUT, OUTPUT, fnv1a64, transform};
 /// each way).
 pub const INPUT_BYTES: usize = 1 << 20;
 
-/// The input file: deterministic pseudo-random bytes (xorshift64).
+/// The input file: [`noise`] of [`INPUT_BYTES`].
 pub fn input() -> Vec<u8> {
+    noise(INPUT_BYTES)
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift64): test data that
+/// compresses badly and is the same in every run.
+pub fn noise(len: usize) -> Vec<u8> {
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..INPUT_BYTES)
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
