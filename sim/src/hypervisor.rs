@@ -547,11 +547,16 @@ impl Core {
     /// Add a timer.
     pub(crate) fn add_timer(&self, deadline: u64, kind: TimerKind) {
         let seq = self.timer_seq.fetch_add(1, Ordering::SeqCst);
-        self.timers
-            .lock()
-            .unwrap()
-            .push(Reverse((deadline, seq, kind)));
-        self.timer_cv.notify_all();
+        let mut timers = self.timers.lock().unwrap();
+        let earliest = timers.peek().map(|Reverse((t, _, _))| *t);
+        timers.push(Reverse((deadline, seq, kind)));
+        drop(timers);
+        // The free-running timer thread sleeps until the earliest deadline
+        // it knew of; only an earlier one needs to wake it (a wake-up per
+        // timer set was a context switch per guest poll).
+        if earliest.is_none_or(|e| deadline < e) {
+            self.timer_cv.notify_all();
+        }
     }
 
     /// Fire every timer due at `now`. Returns how many fired.
