@@ -30,19 +30,30 @@ pub struct ListenerConfig {
     pub rx_buffer: usize,
     /// Transmit buffer of each socket, in bytes.
     pub tx_buffer: usize,
+    /// Sockets (at most) given the larger [`wide_tx_buffer`](Self::wide_tx_buffer)
+    /// instead of `tx_buffer`. The transmit buffer bounds the TCP window a
+    /// sender can keep in flight, so a large download over one connection
+    /// runs at about `tx_buffer` per round trip; a few wide sockets let
+    /// light load stream fast while many clients still cost little.
+    pub wide_sockets: usize,
+    /// Transmit buffer of each wide socket, in bytes.
+    pub wide_tx_buffer: usize,
 }
 
 impl Default for ListenerConfig {
-    /// 16 listening, 512 at once, 4 KiB in and 16 KiB out each (10 MiB of
-    /// socket buffers when full; sockets are made as clients come and
-    /// freed as they go). 512 leaves room for 200 clients closing while
-    /// 200 others connect, as when one load test follows another.
+    /// 16 listening, 512 at once, 4 KiB in and 16 KiB out each, of which
+    /// 8 have 256 KiB out (12 MiB of socket buffers when full; sockets are
+    /// made as clients come and freed as they go). 512 leaves room for 200
+    /// clients closing while 200 others connect, as when one load test
+    /// follows another.
     fn default() -> Self {
         ListenerConfig {
             backlog: 16,
             max_connections: 512,
             rx_buffer: 4 * 1024,
             tx_buffer: 16 * 1024,
+            wide_sockets: 8,
+            wide_tx_buffer: 256 * 1024,
         }
     }
 }
@@ -59,6 +70,8 @@ pub struct Listener<T> {
     config: ListenerConfig,
     /// Every socket held, with its connection's state.
     slots: Vec<(SocketHandle, T)>,
+    /// Those of them that have the wide transmit buffer.
+    wide: Vec<SocketHandle>,
     /// Those of them that were listening at the last look.
     listening: Vec<SocketHandle>,
     /// Whether the last top-up found every socket in use (logged once per
@@ -79,6 +92,7 @@ impl<T: Default> Listener<T> {
             port,
             config,
             slots: Vec::new(),
+            wide: Vec::new(),
             listening: Vec::new(),
             full: false,
         };
@@ -130,6 +144,7 @@ impl<T: Default> Listener<T> {
                 } else {
                     sockets.remove(h);
                     self.slots.swap_remove(i);
+                    self.wide.retain(|w| *w != h);
                     continue;
                 }
             }
@@ -150,15 +165,24 @@ impl<T: Default> Listener<T> {
         while self.listening.len() < self.config.backlog
             && self.slots.len() < self.config.max_connections
         {
+            let wide = self.wide.len() < self.config.wide_sockets;
+            let tx = if wide {
+                self.config.wide_tx_buffer
+            } else {
+                self.config.tx_buffer
+            };
             let mut s = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
-                tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
+                tcp::SocketBuffer::new(vec![0; tx]),
             );
             if s.listen(self.port).is_err() {
                 // Port 0: nothing can listen there.
                 break;
             }
             let h = sockets.add(s);
+            if wide {
+                self.wide.push(h);
+            }
             self.slots.push((h, T::default()));
             self.listening.push(h);
         }
@@ -232,5 +256,47 @@ impl<T: Default> Listener<T> {
             .iter()
             .filter(|(h, _)| !sockets.get::<tcp::Socket>(*h).is_listening())
             .all(|(_, t)| f(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacities(l: &Listener<()>, sockets: &SocketSet<'static>) -> Vec<usize> {
+        l.slots
+            .iter()
+            .map(|(h, _)| sockets.get::<tcp::Socket>(*h).send_capacity())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_first_wide_sockets_get_the_wide_buffer() {
+        let config = ListenerConfig {
+            backlog: 4,
+            max_connections: 8,
+            rx_buffer: 1024,
+            tx_buffer: 2048,
+            wide_sockets: 2,
+            wide_tx_buffer: 8192,
+        };
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut l: Listener<()> = Listener::new(80, config, &mut sockets);
+        assert_eq!(capacities(&l, &sockets), [8192, 8192, 2048, 2048]);
+
+        // A wide socket freed (above the backlog) makes room for another.
+        let h = l.slots[0].0;
+        sockets.get_mut::<tcp::Socket>(h).abort();
+        l.forget_taken(&sockets);
+        // With the backlog full, recycling frees the closed socket.
+        l.config.backlog = 3;
+        l.recycle(&mut sockets);
+        assert_eq!(l.slots.len(), 3);
+        assert_eq!(l.wide.len(), 1);
+        l.config.backlog = 4;
+        l.top_up(&mut sockets);
+        let caps = capacities(&l, &sockets);
+        assert_eq!(caps.iter().filter(|c| **c == 8192).count(), 2, "{caps:?}");
+        assert_eq!(caps.len(), 4);
     }
 }
