@@ -1,18 +1,33 @@
-//! `cargo xtask bench [--quick]`: the static-site demo on the simulator,
-//! timed from outside against `python3 -m http.server` serving the same
-//! directory, in the same run, interleaved (ours, baseline, ours, ...),
+//! `cargo xtask bench [--quick] [--only NAME,...]`: the static-site demo
+//! on the simulator, timed from outside against `python3 -m http.server`
+//! serving the same directory, and the other measures below, each against
+//! its baseline in the same run, interleaved (ours, baseline, ours, ...),
 //! median of 5 rounds. One line per measure, in the form the performance
 //! issue fixes:
 //!
 //! `bench: NAME ours=VALUE UNIT baseline=VALUE UNIT ratio=R goal=G`
 //!
 //! and the same rows in `target/bench/results.json`. `--quick` uses a
-//! smaller file and fewer requests (for `.ci/run`); the rounds stay 5.
+//! smaller file, fewer requests and shorter ring measurements (for
+//! `.ci/run`); the rounds stay 5.
 //!
-//! Rows so far: `site-download` (a large file with `curl`), `site-small-c1`
+//! Rows: `site-download` (a large file with `curl`), `site-small-c1`
 //! and `site-small-c50` (a 1 KB page with `ab`, 1 and 50 clients; the
-//! latter must see no failed request). The ratio is ours/baseline: bigger
-//! is better for all three.
+//! latter must see no failed request); `ring-rtt` and `ring-stream` (our
+//! shared ring between two threads, against a cache-line ping-pong and
+//! `rtrb` queues: see [`rings`]).
+//!
+//! The ratio is always ours/baseline. For most rows bigger is better and
+//! the goal is a floor (`goal=0.25`); for the rows where smaller is better
+//! (`ring-rtt`) the goal is a ceiling and printed as such
+//! (`goal=<=2`). `met` in the JSON compares the ratio the right way.
+//!
+//! `--only NAME,NAME` runs only the named measures: `site-download`,
+//! `site-small-c1`, `site-small-c50`, `ring-rtt`, `ring-stream`. The site (demo and python)
+//! is started only if a site row is asked for. `results.json` holds the
+//! rows of the run that wrote it.
+
+mod rings;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -30,7 +45,10 @@ struct Row {
     unit: &'static str,
     ours: f64,
     baseline: f64,
+    /// A floor for the ratio, or a ceiling if `smaller_is_better`.
     goal: f64,
+    /// Whether a smaller value is better (a time, a size).
+    smaller_is_better: bool,
 }
 
 impl Row {
@@ -39,6 +57,29 @@ impl Row {
             self.ours / self.baseline
         } else {
             0.0
+        }
+    }
+
+    /// Whether the ratio meets the goal. A row with no baseline never does.
+    fn met(&self) -> bool {
+        if self.baseline <= 0.0 {
+            false
+        } else if self.smaller_is_better {
+            self.ratio() <= self.goal
+        } else {
+            self.ratio() >= self.goal
+        }
+    }
+
+    /// The goal as printed: `0.25` (a floor) or `<=2` (a ceiling), with at
+    /// most 4 decimals.
+    fn goal_text(&self) -> String {
+        let g = format!("{:.4}", self.goal);
+        let g = g.trim_end_matches('0').trim_end_matches('.');
+        if self.smaller_is_better {
+            format!("<={g}")
+        } else {
+            g.to_string()
         }
     }
 
@@ -51,20 +92,21 @@ impl Row {
             self.baseline,
             self.unit,
             self.ratio(),
-            self.goal
+            self.goal_text()
         )
     }
 
     fn json(&self) -> String {
         format!(
-            "{{\"name\":\"{}\",\"ours\":{:.3},\"baseline\":{:.3},\"unit\":\"{}\",\"ratio\":{:.4},\"goal\":{},\"met\":{}}}",
+            "{{\"name\":\"{}\",\"ours\":{:.3},\"baseline\":{:.3},\"unit\":\"{}\",\"ratio\":{:.4},\"goal\":{},\"smaller_is_better\":{},\"met\":{}}}",
             self.name,
             self.ours,
             self.baseline,
             self.unit,
             self.ratio(),
             self.goal,
-            self.ratio() >= self.goal
+            self.smaller_is_better,
+            self.met()
         )
     }
 }
@@ -178,28 +220,94 @@ fn ab(url: &str, n: usize, c: usize) -> Result<(f64, u64), String> {
     Ok((rate, failed + non2xx))
 }
 
-/// `cargo xtask bench [--quick]`. Returns whether every measure ran and
-/// ours had no failed request where none is allowed (goals missed are
-/// reported, not failed).
+/// The measures `--only` can name, in the order they run.
+const MEASURES: [&str; 5] = [
+    "site-download",
+    "site-small-c1",
+    "site-small-c50",
+    "ring-rtt",
+    "ring-stream",
+];
+
+/// `cargo xtask bench [--quick] [--only NAME,...]`. Returns whether every
+/// measure ran and ours had no failed request where none is allowed (goals
+/// missed are reported, not failed).
 ///
-/// Errors: a message if a tool is missing, the demo cannot be built or
-/// started, or a download comes back short.
+/// Errors: a message if the arguments are wrong, a tool is missing, the
+/// demo or the ring benchmark cannot be built or started, or a
+/// download comes back short.
 pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
-    let quick = match args {
-        [] => false,
-        [q] if q == "--quick" => true,
-        _ => {
-            return Err(format!(
-                "unknown arguments {args:?}: cargo xtask bench [--quick]"
-            ));
-        }
+    let usage = || {
+        format!(
+            "unknown arguments {args:?}: cargo xtask bench [--quick] [--only NAME,...] (NAME: {})",
+            MEASURES.join(", ")
+        )
     };
+    let (mut quick, mut only) = (false, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => {
+                let list: Vec<String> = it
+                    .next()
+                    .ok_or_else(usage)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                if let Some(bad) = list.iter().find(|n| !MEASURES.contains(&n.as_str())) {
+                    return Err(format!("--only: no measure {bad:?}; {}", usage()));
+                }
+                only = Some(list);
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    let out_dir = root.join("target/bench");
+    let mut rows = Vec::new();
+    let mut ok = true;
+    if MEASURES[..3].iter().any(|m| wanted(m)) {
+        ok &= site_rows(root, &out_dir, quick, &wanted, &mut rows)?;
+    }
+    let ring_rows: Vec<&str> = MEASURES[3..5]
+        .iter()
+        .copied()
+        .filter(|m| wanted(m))
+        .collect();
+    if !ring_rows.is_empty() {
+        rows.extend(rings::rows(root, quick, &ring_rows)?);
+    }
+
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    let json = format!(
+        "[\n  {}\n]\n",
+        rows.iter().map(Row::json).collect::<Vec<_>>().join(",\n  ")
+    );
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let path = out_dir.join("results.json");
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("== bench: rows written to {}", path.display());
+    Ok(ok)
+}
+
+/// The site rows `wanted` names, pushed to `rows`: the demo and python's
+/// server started, timed, and stopped. Returns whether ours failed no
+/// request.
+fn site_rows(
+    root: &Path,
+    out_dir: &Path,
+    quick: bool,
+    wanted: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) -> Result<bool, String> {
     let (file_bytes, n_c1, n_c50) = if quick {
         (20_000_000, 500, 2_000)
     } else {
         (100_000_000, 3_000, 5_000)
     };
-    let out_dir = root.join("target/bench");
     let site = out_dir.join("site");
     let _ = std::fs::remove_dir_all(&site);
     std::fs::create_dir_all(&site).map_err(|e| format!("{}: {e}", site.display()))?;
@@ -269,24 +377,29 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     }
 
     let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/{path}");
-    let mut rows = Vec::new();
     let mut ok = true;
 
-    println!("== bench: site-download ({file_bytes} bytes, {ROUNDS} rounds)");
-    let (mut o, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        o.push(download(&url(ours_port, "big.bin"), file_bytes)? / 1e6);
-        b.push(download(&url(base_port, "big.bin"), file_bytes)? / 1e6);
+    if wanted("site-download") {
+        println!("== bench: site-download ({file_bytes} bytes, {ROUNDS} rounds)");
+        let (mut o, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            o.push(download(&url(ours_port, "big.bin"), file_bytes)? / 1e6);
+            b.push(download(&url(base_port, "big.bin"), file_bytes)? / 1e6);
+        }
+        rows.push(Row {
+            name: "site-download",
+            unit: "MB/s",
+            ours: median(o),
+            baseline: median(b),
+            goal: 0.25,
+            smaller_is_better: false,
+        });
     }
-    rows.push(Row {
-        name: "site-download",
-        unit: "MB/s",
-        ours: median(o),
-        baseline: median(b),
-        goal: 0.25,
-    });
 
     for (name, n, c) in [("site-small-c1", n_c1, 1), ("site-small-c50", n_c50, 50)] {
+        if !wanted(name) {
+            continue;
+        }
         println!("== bench: {name} ({n} requests, {c} at a time, {ROUNDS} rounds)");
         let (mut o, mut b) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
@@ -308,19 +421,9 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
             ours: median(o),
             baseline: median(b),
             goal: 1.0,
+            smaller_is_better: false,
         });
     }
-
-    for r in &rows {
-        println!("{}", r.line());
-    }
-    let json = format!(
-        "[\n  {}\n]\n",
-        rows.iter().map(Row::json).collect::<Vec<_>>().join(",\n  ")
-    );
-    let path = out_dir.join("results.json");
-    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("== bench: rows written to {}", path.display());
     Ok(ok)
 }
 
@@ -336,6 +439,7 @@ mod tests {
             ours: 98.07,
             baseline: 1182.13,
             goal: 0.25,
+            smaller_is_better: false,
         };
         assert_eq!(
             r.line(),
@@ -343,5 +447,45 @@ mod tests {
         );
         assert!(r.json().contains("\"met\":false"));
         assert_eq!(median(vec![3.0, 1.0, 2.0, 9.0, 4.0]), 3.0);
+    }
+
+    #[test]
+    fn smaller_is_better_rows_meet_a_ceiling() {
+        let mut r = Row {
+            name: "ring-rtt",
+            unit: "ns/rtt",
+            ours: 300.0,
+            baseline: 200.0,
+            goal: 2.0,
+            smaller_is_better: true,
+        };
+        // The ratio stays ours/baseline; the goal is a ceiling.
+        assert_eq!(
+            r.line(),
+            "bench: ring-rtt ours=300.0 ns/rtt baseline=200.0 ns/rtt ratio=1.500 goal=<=2"
+        );
+        assert!(r.met());
+        assert!(r.json().contains("\"smaller_is_better\":true,\"met\":true"));
+        r.ours = 400.0;
+        assert!(r.met(), "exactly at the ceiling");
+        r.ours = 401.0;
+        assert!(!r.met());
+        assert!(r.json().contains("\"met\":false"));
+        // The same ratio on a bigger-is-better row: a floor.
+        r.smaller_is_better = false;
+        assert!(r.met());
+        r.baseline = 0.0;
+        assert!(!r.met(), "no baseline, no goal met");
+        // A goal that is no round number prints with 4 decimals at most.
+        let hello = Row {
+            name: "image-size-hello-x86_64",
+            unit: "KB",
+            ours: 20.0,
+            baseline: 172.0,
+            goal: 16384.0 / 172_000.0,
+            smaller_is_better: true,
+        };
+        assert!(hello.line().ends_with("ratio=0.116 goal=<=0.0953"));
+        assert!(!hello.met());
     }
 }

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick]\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
