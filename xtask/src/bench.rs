@@ -9,24 +9,27 @@
 //!
 //! and the same rows in `target/bench/results.json`. `--quick` uses a
 //! smaller file, fewer requests and shorter ring measurements (for
-//! `.ci/run`); the rounds stay 5.
+//! `.ci/run`); the rounds stay 5. (Image sizes do not vary: no rounds.)
 //!
 //! Rows: `site-download` (a large file with `curl`), `site-small-c1`
 //! and `site-small-c50` (a 1 KB page with `ab`, 1 and 50 clients; the
 //! latter must see no failed request); `ring-rtt` and `ring-stream` (our
 //! shared ring between two threads, against a cache-line ping-pong and
-//! `rtrb` queues: see [`rings`]).
+//! `rtrb` queues: see [`rings`]); `image-size-*` (the guest images users
+//! load, against Mirage's 172 KB web appliance: see [`image`]).
 //!
 //! The ratio is always ours/baseline. For most rows bigger is better and
 //! the goal is a floor (`goal=0.25`); for the rows where smaller is better
-//! (`ring-rtt`) the goal is a ceiling and printed as such
+//! (`ring-rtt`, `image-size-*`) the goal is a ceiling and printed as such
 //! (`goal=<=2`). `met` in the JSON compares the ratio the right way.
 //!
 //! `--only NAME,NAME` runs only the named measures: `site-download`,
-//! `site-small-c1`, `site-small-c50`, `ring-rtt`, `ring-stream`. The site (demo and python)
+//! `site-small-c1`, `site-small-c50`, `ring-rtt`, `ring-stream`,
+//! `image-size` (all the `image-size-*` rows). The site (demo and python)
 //! is started only if a site row is asked for. `results.json` holds the
 //! rows of the run that wrote it.
 
+mod image;
 mod rings;
 
 use std::io::{BufRead, BufReader};
@@ -221,12 +224,13 @@ fn ab(url: &str, n: usize, c: usize) -> Result<(f64, u64), String> {
 }
 
 /// The measures `--only` can name, in the order they run.
-const MEASURES: [&str; 5] = [
+const MEASURES: [&str; 6] = [
     "site-download",
     "site-small-c1",
     "site-small-c50",
     "ring-rtt",
     "ring-stream",
+    "image-size",
 ];
 
 /// `cargo xtask bench [--quick] [--only NAME,...]`. Returns whether every
@@ -234,7 +238,7 @@ const MEASURES: [&str; 5] = [
 /// missed are reported, not failed).
 ///
 /// Errors: a message if the arguments are wrong, a tool is missing, the
-/// demo or the ring benchmark cannot be built or started, or a
+/// demo, the ring benchmark or a guest cannot be built or started, or a
 /// download comes back short.
 pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     let usage = || {
@@ -277,6 +281,9 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
         .collect();
     if !ring_rows.is_empty() {
         rows.extend(rings::rows(root, quick, &ring_rows)?);
+    }
+    if wanted("image-size") {
+        rows.extend(image::rows(root)?);
     }
 
     for r in &rows {
