@@ -95,6 +95,9 @@ pub(super) struct Gateway {
     next_port: u16,
     /// Host connections accepted so far.
     pub accepted: u64,
+    /// When a host connection last arrived or a byte last moved
+    /// (nanoseconds).
+    pub last_active: u64,
 }
 
 impl Gateway {
@@ -120,6 +123,7 @@ impl Gateway {
             conns: Vec::new(),
             next_port: 49152,
             accepted: 0,
+            last_active: 0,
         }
     }
 
@@ -131,11 +135,18 @@ impl Gateway {
     /// Accept host connections, move bytes, run smoltcp. Frames to send are
     /// left in `queues.tx`. Returns when smoltcp wants to run next.
     pub fn poll(&mut self, now: u64) -> Option<u64> {
+        let accepted = self.accepted;
         self.accept();
+        if self.accepted != accepted {
+            self.last_active = now;
+        }
         for _ in 0..4 {
             self.iface
                 .poll(smol(now), &mut self.queues, &mut self.sockets);
             let moved = self.shuttle();
+            if moved {
+                self.last_active = now;
+            }
             if !moved {
                 break;
             }

@@ -93,6 +93,15 @@ const CONTROL_TOKEN: &str = "xenpal-netback-control";
 /// How often dom0 polls host sockets and frontends without
 /// `feature-rx-notify`.
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often dom0 polls host sockets while the gateway is busy: host
+/// sockets raise no event in the simulator, so a request arriving from
+/// the host waits for the next poll. At 1 ms, one client got about 1,300
+/// requests/s; at 50 µs, 4,400.
+const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(50);
+/// How long the gateway counts as busy after a host connection arrives or
+/// a byte moves (nanoseconds); after that dom0 goes back to
+/// [`POLL_INTERVAL`], so an idle demo costs little CPU.
+const BUSY_WINDOW: u64 = 20_000_000;
 
 /// A vif: the frontend domain and the device index (`vif<domid>.<index>`).
 #[doc(alias = "vif")]
@@ -724,7 +733,16 @@ impl Net {
         let poll_soon = self.vifs.values().any(|v| v.needs_polling())
             || self.gateway.as_ref().is_some_and(|(g, _)| g.has_forwards());
         if poll_soon {
-            wake = now + POLL_INTERVAL;
+            let busy = self
+                .gateway
+                .as_ref()
+                .is_some_and(|(g, _)| now.as_nanos() < g.last_active.saturating_add(BUSY_WINDOW));
+            wake = now
+                + if busy {
+                    BUSY_POLL_INTERVAL
+                } else {
+                    POLL_INTERVAL
+                };
         }
         if self.gateway.is_some() && self.gateway_due != u64::MAX {
             wake = wake.min(Instant::from_nanos(self.gateway_due));
