@@ -260,7 +260,10 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
                     .map(str::to_string)
                     .collect();
                 if let Some(bad) = list.iter().find(|n| !MEASURES.contains(&n.as_str())) {
-                    return Err(format!("--only: no measure {bad:?}; {}", usage()));
+                    return Err(format!(
+                        "--only: no measure {bad:?} (measures: {})",
+                        MEASURES.join(", ")
+                    ));
                 }
                 only = Some(list);
             }
