@@ -785,6 +785,22 @@ impl FatImage {
     /// (see [`split`]). Each gets this image's label, FAT type and free
     /// space settings.
     pub fn split(self, max_bytes: u64) -> Result<Vec<FatImage>, FatError> {
+        self.split_with(max_bytes, false)
+    }
+
+    /// As [`split`](FatImage::split), but a file too large for an image of
+    /// `max_bytes` gets an image of its own, as large as it needs, instead
+    /// of an error: so any file FAT32 can hold (under 4 GiB) can be packed
+    /// whatever `max_bytes` is.
+    ///
+    /// Errors: what [`add_file`](FatImage::add_file) refuses (a file over
+    /// [`MAX_FILE_BYTES`] among them), and [`FatError::DoesNotFit`] only for
+    /// an empty image larger than `max_bytes`.
+    pub fn split_growing(self, max_bytes: u64) -> Result<Vec<FatImage>, FatError> {
+        self.split_with(max_bytes, true)
+    }
+
+    fn split_with(self, max_bytes: u64, grow: bool) -> Result<Vec<FatImage>, FatError> {
         let opts = self.opts.clone();
         let fresh = || FatImage {
             opts: opts.clone(),
@@ -805,7 +821,18 @@ impl FatImage {
                 None => {
                     let img = fresh();
                     if !fits(&img) {
-                        let image_bytes = img.size_with(&comps, kind).unwrap_or(0);
+                        let image_bytes = match img.size_with(&comps, kind) {
+                            // An image of its own, over the limit.
+                            Ok(_) if grow => {
+                                images.push(img);
+                                let last = images.len() - 1;
+                                images[last].insert(&path, leaf)?;
+                                continue;
+                            }
+                            Ok(bytes) => bytes,
+                            Err(e) if grow => return Err(e),
+                            Err(_) => 0,
+                        };
                         return Err(FatError::DoesNotFit {
                             path: path.clone(),
                             image_bytes,

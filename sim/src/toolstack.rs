@@ -26,10 +26,16 @@
 //!    anything: a disk whose target is a file is served from that raw image
 //!    ([`Disk::file`]); a target that is a **directory** (xenpal's
 //!    extension) is packed into FAT images with [`crate::fatimg`] of at most
-//!    [`DEFAULT_IMAGE_MAX_BYTES`] each ([`Toolstack::fat_image_max_bytes`]),
-//!    each attached as its own read-only disk: the first at the spec's
-//!    `vdev`, the others at the next free ones (`xvdb`, `xvdc`, ...), so a
-//!    large directory spans several disks.
+//!    [`DEFAULT_IMAGE_MAX_BYTES`] each ([`Toolstack::fat_image_max_bytes`];
+//!    a file too large for that gets an image of its own, as large as it
+//!    needs, so any file FAT32 holds works), each attached as its own
+//!    read-only disk: the first at the spec's `vdev`, the others at the
+//!    next free ones (`xvdb`, `xvdc`, ...), so a large directory spans
+//!    several disks. The images are written to files in the host's
+//!    temporary directory (`$TMPDIR`, else `/tmp`; it needs room for the
+//!    directory's contents), which are deleted as soon as they are open and
+//!    served from the open files: a site is never held in memory, and
+//!    nothing is left behind however the process ends.
 //! 2. Sets up the network: the guest's address is its first vif with an
 //!    `ip=`, written to `/local/domain/<domid>/data/ip` as `a.b.c.d/prefix`
 //!    (what `apps/src/site.rs` reads). The first guest with an address
@@ -75,6 +81,7 @@ use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The largest FAT image a directory is packed into, by default: 64 MiB.
 pub const DEFAULT_IMAGE_MAX_BYTES: u64 = 64 << 20;
@@ -380,8 +387,9 @@ impl Toolstack {
     }
 
     /// Pack directories into FAT images of at most `bytes` each (at least
-    /// about 2.1 MiB are needed for any image; see [`crate::fatimg::split`]), for
-    /// domains created from now on.
+    /// about 2.1 MiB are needed for any image; see [`crate::fatimg::split`]),
+    /// for domains created from now on. A file too large for such an image
+    /// gets one of its own, as large as it needs.
     pub fn fat_image_max_bytes(&mut self, bytes: u64) -> &mut Self {
         self.image_max_bytes = bytes;
         self
@@ -629,7 +637,7 @@ impl Toolstack {
             let images = pack(path, self.image_max_bytes)?;
             let count = images.len();
             let mut index = first;
-            for (n, (bytes, packed)) in images.into_iter().enumerate() {
+            for (n, (disk, packed)) in images.into_iter().enumerate() {
                 if n > 0 {
                     index = (index + 1..MAX_DISKS)
                         .find(|i| !used.contains(i))
@@ -641,7 +649,7 @@ impl Toolstack {
                 }
                 out.push(Prepared {
                     index,
-                    disk: Disk::memory(bytes),
+                    disk,
                     target: path.clone(),
                     read_only: true,
                     packed: Some(packed),
@@ -826,9 +834,12 @@ fn open_image(path: &Path, read_only: bool, regular: bool) -> Result<Disk, Tools
     Ok(disk)
 }
 
-/// A directory packed into FAT images of at most `max_bytes`: each image's
-/// bytes and what it holds.
-fn pack(dir: &Path, max_bytes: u64) -> Result<Vec<(Vec<u8>, PackedImage)>, ToolstackError> {
+/// A directory packed into FAT images of at most `max_bytes` (or larger,
+/// for a file that needs it): each image as a disk, and what it holds.
+/// Each image is written to a file in the temporary directory, opened, and
+/// deleted: the disk reads the open file.
+fn pack(dir: &Path, max_bytes: u64) -> Result<Vec<(Disk, PackedImage)>, ToolstackError> {
+    static IMAGES: AtomicU64 = AtomicU64::new(0);
     let pack_err = |source| ToolstackError::Pack {
         path: dir.to_path_buf(),
         source,
@@ -842,14 +853,26 @@ fn pack(dir: &Path, max_bytes: u64) -> Result<Vec<(Vec<u8>, PackedImage)>, Tools
             path: dir.to_path_buf(),
         });
     }
-    let parts = all.split(max_bytes).map_err(pack_err)?;
+    let parts = all.split_growing(max_bytes).map_err(pack_err)?;
     let count = parts.len();
     parts
         .iter()
         .enumerate()
         .map(|(index, img)| {
+            let n = IMAGES.fetch_add(1, Ordering::Relaxed);
+            let file =
+                std::env::temp_dir().join(format!("xenpal-{}-{n}-{index}.img", std::process::id()));
+            let written = img.write_file(&file).and_then(|_| {
+                Disk::file(&file).map_err(|source| FatError::Io {
+                    path: file.clone(),
+                    source,
+                })
+            });
+            // Whatever happened, leave nothing behind: an open disk keeps
+            // its file's data until it is dropped.
+            let _ = std::fs::remove_file(&file);
             Ok((
-                img.build().map_err(pack_err)?,
+                written.map_err(pack_err)?,
                 PackedImage {
                     index,
                     count,

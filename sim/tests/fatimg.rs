@@ -532,6 +532,38 @@ fn a_tree_split_into_two_images() {
         "{err}"
     );
     assert!(err.to_string().contains("huge/file.bin"), "{err}");
+
+    // Growing instead: the large file gets an image of its own, larger
+    // than the limit; the small ones share one within it. Both valid.
+    let mut all = FatImage::new();
+    all.add_file("huge/file.bin", pattern(7, 5 << 20)).unwrap();
+    all.add_file("index.html", pattern(8, 5000)).unwrap();
+    all.add_file("a.css", pattern(9, 700)).unwrap();
+    let images = all.split_growing(max_bytes).unwrap();
+    assert_eq!(images.len(), 2, "{images:?}");
+    let sizes: Vec<u64> = images
+        .iter()
+        .map(|i| i.layout().unwrap().image_bytes)
+        .collect();
+    let big = sizes.iter().position(|b| *b > max_bytes).unwrap();
+    assert!(sizes[1 - big] <= max_bytes, "{sizes:?}");
+    assert_eq!(
+        images[big].files(),
+        [("huge/file.bin".to_string(), 5 << 20)]
+    );
+    for (n, img) in images.iter().enumerate() {
+        let mut want = Expect::default();
+        for (path, _) in img.files() {
+            let data = match path.as_str() {
+                "huge/file.bin" => pattern(7, 5 << 20),
+                "index.html" => pattern(8, 5000),
+                _ => pattern(9, 700),
+            };
+            want.parents(&path);
+            want.files.insert(path, data);
+        }
+        build_and_check(img, &want, &scratch, &format!("grown{n}.img"));
+    }
 }
 
 #[test]

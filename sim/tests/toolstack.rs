@@ -64,6 +64,11 @@ fn site_files() -> Vec<(&'static str, Vec<u8>)> {
             "big/b.bin",
             (0..1_500_000u32).map(|x| (x >> 3) as u8).collect(),
         ),
+        // Larger than the test's 3 MiB images: it gets one of its own.
+        (
+            "big/c.bin",
+            (0..3_500_000u32).map(|x| (x >> 5) as u8 ^ 0x5a).collect(),
+        ),
     ]
 }
 
@@ -218,11 +223,20 @@ fn a_guest_from_an_xl_config_gets_its_address_and_disks() {
     // Built paused, devices in place, before anything runs.
     let info = ts.domain(dom).unwrap();
     let vdevs: Vec<&str> = info.disks.iter().map(|d| d.vdev.as_str()).collect();
-    // The site spans two images: xvda, then the next free vdev (xvdb is
-    // the image file's).
-    assert_eq!(vdevs, ["xvda", "xvdc", "xvdb"]);
-    assert_eq!(info.disks[0].packed.unwrap().count, 2);
-    assert!(info.disks[0].read_only && info.disks[1].read_only && !info.disks[2].read_only);
+    // The site spans three images (one for the file too large for 3 MiB):
+    // xvda, then the next free vdevs (xvdb is the image file's).
+    assert_eq!(vdevs, ["xvda", "xvdc", "xvdd", "xvdb"]);
+    assert_eq!(info.disks[0].packed.unwrap().count, 3);
+    assert!(info.disks[..3].iter().all(|d| d.read_only) && !info.disks[3].read_only);
+    // The images are served from files already deleted: nothing is left
+    // in the temporary directory.
+    let prefix = format!("xenpal-{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert_eq!(info.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
     let port = ts.forwarded_port(dom, 80).expect("a forward to port 80");
     assert_ne!(port, 0);
@@ -245,8 +259,16 @@ fn a_guest_from_an_xl_config_gets_its_address_and_disks() {
         .iter()
         .map(|(id, ro, _)| (id.as_str(), *ro))
         .collect();
-    // vbd ids: 51712 + 16 × index (xvda, xvdb, xvdc).
-    assert_eq!(disks, [("51712", true), ("51728", false), ("51744", true)]);
+    // vbd ids: 51712 + 16 × index (xvda, xvdb, xvdc, xvdd).
+    assert_eq!(
+        disks,
+        [
+            ("51712", true),
+            ("51728", false),
+            ("51744", true),
+            ("51760", true)
+        ]
+    );
     let want: BTreeMap<String, Vec<u8>> = site_files()
         .into_iter()
         .map(|(p, d)| (p.to_string(), d))

@@ -50,7 +50,8 @@ impl Default for SiteArgs {
     }
 }
 
-/// Pack `dir` into FAT images of at most `image_mib` MiB, written as
+/// Pack `dir` into FAT images of at most `image_mib` MiB (a file too large
+/// for that gets an image of its own, as large as it needs), written as
 /// `site-0.img`, `site-1.img`, ... in `out`. Returns their paths.
 ///
 /// Errors: a message naming the directory, or the image that cannot be
@@ -67,7 +68,7 @@ pub fn pack(dir: &Path, image_mib: u64, out: &Path) -> Result<Vec<PathBuf>, Stri
         return Err(format!("{}: no files to serve", dir.display()));
     }
     let parts = all
-        .split(image_mib << 20)
+        .split_growing(image_mib << 20)
         .map_err(|e| format!("packing {} into {image_mib} MiB images: {e}", dir.display()))?;
     let mut paths = Vec::new();
     for (i, img) in parts.iter().enumerate() {
@@ -245,7 +246,11 @@ pub fn serve(cmd: Command, log: &Path, site: &SiteArgs, timeout: Duration) -> Re
             );
             return Ok(false);
         }
-        println!("== all {} pages verified", files.len() + 2);
+        let index = files.iter().any(|f| f.path == "/index.html");
+        println!(
+            "== all {} pages verified",
+            files.len() + 1 + usize::from(index)
+        );
         return Ok(true);
     }
     println!("   (Ctrl-C to stop; log: {})", log.display());
