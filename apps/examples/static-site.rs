@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use xenpal_apps::site::{self, SiteConfig};
-use xenpal_apps::site_client::{check, get, site_files};
+use xenpal_apps::site_client::{SiteFile, check, get, site_files};
 use xenpal_sim::toolstack::{Toolstack, ToolstackError};
 use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec};
 use xenpal_sim::{DomainStatus, Mode, SimConfig};
@@ -194,19 +194,20 @@ fn main() -> ExitCode {
     };
 
     // The site's files, as the guest indexes them (the first disk wins),
-    // for the summary and for --check.
+    // for the summary and for --check: listed, not read.
     let mut files = BTreeMap::new();
-    let mut packed: Vec<(PathBuf, usize)> = Vec::new();
+    let mut packed: BTreeMap<PathBuf, (usize, u64, u64)> = BTreeMap::new();
     for d in ts
         .domain(guest)
         .map(|i| i.disks.as_slice())
         .unwrap_or_default()
     {
-        if let Some(p) = d.packed.filter(|p| p.index == 0) {
-            packed.push((d.target.clone(), p.count));
+        if let Some(p) = d.packed {
+            let e = packed.entry(d.target.clone()).or_default();
+            *e = (p.count, e.1 + p.files, e.2 + p.payload_bytes);
         }
     }
-    for (dir, images) in &packed {
+    for (dir, (images, count, bytes)) in &packed {
         let here = match site_files(dir) {
             Ok(f) => f,
             Err(e) => {
@@ -214,18 +215,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let total: usize = here.iter().map(|(_, d)| d.len()).sum();
         println!(
-            "static-site: {} files ({} KiB) from {} packed into {images} FAT image(s)",
-            here.len(),
-            total / 1024,
+            "static-site: {count} files ({} KiB) from {} packed into {images} FAT image(s)",
+            bytes / 1024,
             dir.display(),
         );
-        for (path, data) in here {
-            files.entry(path).or_insert(data);
+        for f in here {
+            files.entry(f.path.clone()).or_insert(f);
         }
     }
-    let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
+    let files: Vec<SiteFile> = files.into_values().collect();
 
     let running = match ts.start() {
         Ok(r) => r,
@@ -265,7 +264,11 @@ fn main() -> ExitCode {
     if args.check {
         let failures = check(port, &files);
         if failures.is_empty() {
-            println!("static-site: all {} pages verified", files.len() + 2);
+            let index = files.iter().any(|f| f.path == "/index.html");
+            println!(
+                "static-site: all {} pages verified",
+                files.len() + 1 + usize::from(index)
+            );
             ExitCode::SUCCESS
         } else {
             eprintln!(
