@@ -15,21 +15,24 @@
 //! and `site-small-c50` (a 1 KB page with `ab`, 1 and 50 clients; the
 //! latter must see no failed request); `ring-rtt` and `ring-stream` (our
 //! shared ring between two threads, against a cache-line ping-pong and
-//! `rtrb` queues: see [`rings`]); `image-size-*` (the guest images users
-//! load, against Mirage's 172 KB web appliance: see [`image`]).
+//! `rtrb` queues: see [`rings`]); `site-memory` (the demo's peak RSS
+//! serving a 1 GiB site, against the site's size: see [`memory`]);
+//! `image-size-*` (the guest images users load, against Mirage's 172 KB
+//! web appliance: see [`image`]).
 //!
 //! The ratio is always ours/baseline. For most rows bigger is better and
 //! the goal is a floor (`goal=0.25`); for the rows where smaller is better
-//! (`ring-rtt`, `image-size-*`) the goal is a ceiling and printed as such
+//! (`ring-rtt`, `site-memory`, `image-size-*`) the goal is a ceiling and printed as such
 //! (`goal=<=2`). `met` in the JSON compares the ratio the right way.
 //!
 //! `--only NAME,NAME` runs only the named measures: `site-download`,
-//! `site-small-c1`, `site-small-c50`, `ring-rtt`, `ring-stream`,
+//! `site-small-c1`, `site-small-c50`, `site-memory`, `ring-rtt`, `ring-stream`,
 //! `image-size` (all the `image-size-*` rows). The site (demo and python)
 //! is started only if a site row is asked for. `results.json` holds the
 //! rows of the run that wrote it.
 
 mod image;
+mod memory;
 mod rings;
 
 use std::io::{BufRead, BufReader};
@@ -224,10 +227,11 @@ fn ab(url: &str, n: usize, c: usize) -> Result<(f64, u64), String> {
 }
 
 /// The measures `--only` can name, in the order they run.
-const MEASURES: [&str; 6] = [
+const MEASURES: [&str; 7] = [
     "site-download",
     "site-small-c1",
     "site-small-c50",
+    "site-memory",
     "ring-rtt",
     "ring-stream",
     "image-size",
@@ -277,7 +281,10 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     if MEASURES[..3].iter().any(|m| wanted(m)) {
         ok &= site_rows(root, &out_dir, quick, &wanted, &mut rows)?;
     }
-    let ring_rows: Vec<&str> = MEASURES[3..5]
+    if wanted("site-memory") {
+        rows.push(memory::row(root, &out_dir, quick)?);
+    }
+    let ring_rows: Vec<&str> = MEASURES[4..6]
         .iter()
         .copied()
         .filter(|m| wanted(m))
@@ -301,6 +308,53 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("== bench: rows written to {}", path.display());
     Ok(ok)
+}
+
+/// Build the demo (release); returns its path.
+fn build_demo(root: &Path) -> Result<PathBuf, String> {
+    println!("== bench: building the demo (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    output(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "-q",
+        "--release",
+        "--example",
+        "static-site",
+    ]))?;
+    Ok(root.join("target/release/examples/static-site"))
+}
+
+/// Start the demo serving `site` on host port `port`, with its default
+/// options (image size included).
+fn start_demo(demo: &Path, site: &Path, port: u16) -> Result<Server, String> {
+    let mut child = Command::new(demo)
+        .args(["--site"])
+        .arg(site)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", demo.display()))?;
+    // Drain the demo's console so it never blocks on a full pipe.
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+    }
+    Ok(Server(child))
+}
+
+/// Wait until the demo on `port` serves `page`: it listens on the host at
+/// once, and its guest comes up after.
+fn wait_for_guest(port: u16, page: &str) -> Result<(), String> {
+    wait_for_port(port, "the demo")?;
+    let warm = format!("http://127.0.0.1:{port}/{page}");
+    let start = Instant::now();
+    while output(Command::new("curl").args(["-s", "-f", "-o", "/dev/null", &warm])).is_err() {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err("the demo's guest does not answer".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// The site rows `wanted` names, pushed to `rows`: the demo and python's
@@ -330,35 +384,12 @@ fn site_rows(
     page.extend_from_slice(b"</p>\n");
     write("page.html", &page)?;
 
-    println!("== bench: building the demo (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    output(Command::new(&cargo).current_dir(root).args([
-        "build",
-        "-q",
-        "--release",
-        "--example",
-        "static-site",
-    ]))?;
-    let demo: PathBuf = root.join("target/release/examples/static-site");
+    let demo = build_demo(root)?;
     let (ours_port, base_port) = (free_port()?, free_port()?);
     if ours_port == base_port {
         return Err("the kernel gave the same free port twice".into());
     }
-    let image_mib = (file_bytes >> 20) as u64 + 16;
-    let mut child = Command::new(&demo)
-        .args(["--site"])
-        .arg(&site)
-        .args(["--image-mib", &image_mib.to_string()])
-        .args(["--port", &ours_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", demo.display()))?;
-    // Drain the demo's console so it never blocks on a full pipe.
-    if let Some(stdout) = child.stdout.take() {
-        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
-    }
-    let _ours = Server(child);
+    let _ours = start_demo(&demo, &site, ours_port)?;
     let base = Command::new("python3")
         .args([
             "-m",
@@ -374,17 +405,8 @@ fn site_rows(
         .spawn()
         .map_err(|e| format!("python3: {e}"))?;
     let _base = Server(base);
-    wait_for_port(ours_port, "the demo")?;
     wait_for_port(base_port, "python3 -m http.server")?;
-    // The demo listens on the host at once; let the guest come up.
-    let warm = format!("http://127.0.0.1:{ours_port}/page.html");
-    let start = Instant::now();
-    while output(Command::new("curl").args(["-s", "-f", "-o", "/dev/null", &warm])).is_err() {
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err("the demo's guest does not answer".into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_guest(ours_port, "page.html")?;
 
     let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/{path}");
     let mut ok = true;
