@@ -9,7 +9,8 @@
 //!
 //! and the same rows in `target/bench/results.json`. `--quick` uses a
 //! smaller file, fewer requests and shorter ring measurements (for
-//! `.ci/run`); the rounds stay 5. (Image sizes do not vary: no rounds.)
+//! `.ci/run`), fewer guests and less data for the simulator's rows; the
+//! rounds stay 5. (Image sizes do not vary: no rounds.)
 //!
 //! Rows: `site-download` (a large file with `curl`), `site-small-c1`
 //! and `site-small-c50` (a 1 KB page with `ab`, 1 and 50 clients; the
@@ -18,22 +19,29 @@
 //! `rtrb` queues: see [`rings`]); `site-memory` (the demo's peak RSS
 //! serving a 1 GiB site, against the site's size: see [`memory`]);
 //! `image-size-*` (the guest images users load, against Mirage's 172 KB
-//! web appliance: see [`image`]).
+//! web appliance: see [`image`]); `sim-tcp` (a TCP stream between two
+//! simulated guests, against smoltcp over its own loopback), `sim-blk-read`
+//! (a guest reading a file through blkfront and FAT, against host `pread`)
+//! and `sim-density-memory` and `sim-density-create` (memory and creation
+//! time per guest with 100,000 guests, against the goals as constants: see
+//! [`sim`]).
 //!
 //! The ratio is always ours/baseline. For most rows bigger is better and
 //! the goal is a floor (`goal=0.25`); for the rows where smaller is better
-//! (`ring-rtt`, `site-memory`, `image-size-*`) the goal is a ceiling and printed as such
+//! (`ring-rtt`, `site-memory`, `image-size-*`, `sim-density-*`) the goal is a ceiling and printed as such
 //! (`goal=<=2`). `met` in the JSON compares the ratio the right way.
 //!
 //! `--only NAME,NAME` runs only the named measures: `site-download`,
 //! `site-small-c1`, `site-small-c50`, `site-memory`, `ring-rtt`, `ring-stream`,
-//! `image-size` (all the `image-size-*` rows). The site (demo and python)
+//! `image-size` (all the `image-size-*` rows), `sim-tcp`, `sim-blk-read`,
+//! `sim-density` (both `sim-density-*` rows). The site (demo and python)
 //! is started only if a site row is asked for. `results.json` holds the
 //! rows of the run that wrote it.
 
 mod image;
 mod memory;
 mod rings;
+mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -227,7 +235,7 @@ fn ab(url: &str, n: usize, c: usize) -> Result<(f64, u64), String> {
 }
 
 /// The measures `--only` can name, in the order they run.
-const MEASURES: [&str; 7] = [
+const MEASURES: [&str; 10] = [
     "site-download",
     "site-small-c1",
     "site-small-c50",
@@ -235,6 +243,9 @@ const MEASURES: [&str; 7] = [
     "ring-rtt",
     "ring-stream",
     "image-size",
+    "sim-tcp",
+    "sim-blk-read",
+    "sim-density",
 ];
 
 /// `cargo xtask bench [--quick] [--only NAME,...]`. Returns whether every
@@ -242,8 +253,8 @@ const MEASURES: [&str; 7] = [
 /// missed are reported, not failed).
 ///
 /// Errors: a message if the arguments are wrong, a tool is missing, the
-/// demo, the ring benchmark or a guest cannot be built or started, or a
-/// download comes back short.
+/// demo, the ring or simulator benchmark or a guest cannot be built or
+/// started, or a download comes back short.
 pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     let usage = || {
         format!(
@@ -294,6 +305,14 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     }
     if wanted("image-size") {
         rows.extend(image::rows(root)?);
+    }
+    let sim_rows: Vec<&str> = MEASURES[7..]
+        .iter()
+        .copied()
+        .filter(|m| wanted(m))
+        .collect();
+    if !sim_rows.is_empty() {
+        rows.extend(sim::rows(root, quick, &sim_rows)?);
     }
 
     for r in &rows {
