@@ -33,11 +33,10 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
-use core::ops::ControlFlow;
 use core::time::Duration;
 use embedded_sdmmc::{
-    BlockDevice as SdBlockDevice, LfnBuffer, Mode, RawFile, RawVolume, TimeSource, Timestamp,
-    VolumeIdx, VolumeManager,
+    BlockDevice as SdBlockDevice, Mode, RawFile, RawVolume, TimeSource, Timestamp, VolumeIdx,
+    VolumeManager,
 };
 use hal::DomId;
 use hal::time::{Clock, Instant};
@@ -48,6 +47,7 @@ use xen_pv::xenstore::TxId;
 use xenpal::Platform;
 use xenpal::net::{Listener, ListenerConfig, parse_cidr, smol_now};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, ReadAhead, vbd_ids};
+use xenpal_drivers::fat;
 use xenpal_drivers::net::{NetConfig, Netfront};
 
 /// Blocks read at a time from a disk (64 KiB: one blkfront request, where
@@ -163,10 +163,12 @@ type Dir<'a, D> = embedded_sdmmc::Directory<'a, D, FixedTime, 4, OPEN_FILES, 1>;
 struct Volume<D: SdBlockDevice> {
     vm: Vm<D>,
     raw: RawVolume,
+    checked: fat::Volume,
 }
 
-fn index_dir<D: SdBlockDevice>(
+fn index_dir<D: SdBlockDevice, C: SdBlockDevice>(
     dir: &Dir<'_, D>,
+    check: (&fat::Volume, &C),
     prefix: &str,
     shorts: &[String],
     disk: usize,
@@ -175,29 +177,25 @@ fn index_dir<D: SdBlockDevice>(
 ) -> Result<(), SiteError>
 where
     D::Error: fmt::Debug,
+    C::Error: fmt::Debug,
 {
-    let mut storage = [0u8; 256];
-    let mut lfn = LfnBuffer::new(&mut storage);
-    let mut entries = Vec::new();
-    dir.iterate_dir_lfn(&mut lfn, |e, long| {
-        let short = e.name.to_string();
-        if !e.attributes.is_volume() && short != "." && short != ".." {
-            let name = long
-                .map(String::from)
-                .unwrap_or_else(|| short.to_ascii_lowercase());
-            entries.push((short, name, e.attributes.is_directory(), e.size));
-        }
-        ControlFlow::Continue(())
-    })
-    .map_err(fat_err(disk))?;
-    for (short, name, is_dir, size) in entries {
+    // Only entries whose clusters embedded-sdmmc can follow (xenpal_drivers::fat).
+    let (listed, refused, why) =
+        fat::list_dir(dir, check.0, check.1, usize::MAX).map_err(fat_err(disk))?;
+    if let Some(why) = why {
+        log::warn!("site: disk {disk}: {refused} entries under {prefix}/ left out: {why}");
+    }
+    for l in listed {
+        let short = l.entry.name.to_string();
+        let name = l.long_name.unwrap_or_else(|| short.to_ascii_lowercase());
+        let (is_dir, size) = (l.entry.attributes.is_directory(), l.entry.size);
         let path = format!("{prefix}/{}", name.to_lowercase());
         let mut here = shorts.to_vec();
         here.push(short.clone());
         if is_dir {
             if depth < MAX_DEPTH {
                 let sub = dir.open_dir(short.as_str()).map_err(fat_err(disk))?;
-                index_dir(&sub, &path, &here, disk, depth + 1, out)?;
+                index_dir(&sub, check, &path, &here, disk, depth + 1, out)?;
             }
         } else if out.len() < MAX_FILES {
             out.entry(path).or_insert(Located {
@@ -371,13 +369,15 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
     }
     let mut vols = Vec::new();
     for (i, d) in disks.iter().enumerate() {
+        // The disk is another domain's: check what embedded-sdmmc trusts.
+        let checked = fat::check_volume(d, 0).map_err(fat_err(i))?;
         let vm: Vm<_> = VolumeManager::new_with_limits(
             ReadAhead::new(d, READ_AHEAD_BLOCKS, READ_AHEAD_WINDOWS),
             FixedTime,
             5000,
         );
         let raw = vm.open_raw_volume(VolumeIdx(0)).map_err(fat_err(i))?;
-        vols.push(Volume { vm, raw });
+        vols.push(Volume { vm, raw, checked });
     }
     let mut index = BTreeMap::new();
     for (i, v) in vols.iter().enumerate() {
@@ -385,7 +385,7 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
             v.vm.open_root_dir(v.raw)
                 .map_err(fat_err(i))?
                 .to_directory(&v.vm);
-        index_dir(&root, "", &[], i, 0, &mut index)?;
+        index_dir(&root, (&v.checked, &disks[i]), "", &[], i, 0, &mut index)?;
     }
     let stats = SiteStats {
         files: index.len(),
