@@ -34,6 +34,12 @@
 //!   can be called between [`Sim::run_for`] slices.
 //! - [`NetStatus`] shows what dom0 sees: each vif's state and counters,
 //!   dom0's grant mappings, frames switched.
+//! - [`NetBackend::link_faults`] makes a vif's link lossy, duplicating,
+//!   reordering, corrupting, slow or partitioned ([`LinkFaults`]), with
+//!   every fault drawn from a seed: a deterministic run replays exactly.
+//!   A frame crossing two faulty links (vif to vif) meets both, separately
+//!   for each destination of a flooded frame; delayed frames wait in dom0
+//!   and go out when due.
 //!
 //! # Switches
 //! A vif joins the switch named by its backend's `bridge` node (default
@@ -59,21 +65,25 @@
 //! frontend's queue until that frontend posts enough receive buffers for
 //! it, so a frontend that never posts 17 cannot receive 64 KiB frames.
 
+mod faults;
 mod gateway;
 mod netback;
 pub mod pcap;
 mod switch;
 
+pub use faults::{FaultCounters, LinkFaults};
 pub use netback::{MAX_TX_SLOTS, RX_QUEUE_PACKETS, VifCounters, fill_checksum};
 pub use switch::{PortId, Switch};
 
 use crate::{Sim, SimError, SimPlatform};
+use faults::FaultyLink;
 use gateway::{Forward, Gateway};
 use hal::{Clock, DomId, EventChannel, EventPort, GrantTable, Instant, Timer};
 use netback::{Staging, Vif};
 use pcap::PcapWriter;
 use smoltcp::wire::IpEndpoint;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -215,6 +225,8 @@ pub struct VifStatus {
     pub bridge: String,
     /// Counters.
     pub counters: VifCounters,
+    /// What the link's faults did (all zero on a perfect link).
+    pub faults: FaultCounters,
     /// Why the backend gave up on the frontend, if it did.
     pub error: Option<String>,
 }
@@ -274,6 +286,7 @@ pub struct NetBackend {
     bridge_captures: BTreeMap<String, PcapWriter>,
     gateway: Option<GatewayConfig>,
     forwards: Vec<Forward>,
+    faults: BTreeMap<VifId, LinkFaults>,
     status: NetStatus,
 }
 
@@ -301,8 +314,16 @@ impl NetBackend {
             bridge_captures: BTreeMap::new(),
             gateway: None,
             forwards: Vec::new(),
+            faults: BTreeMap::new(),
             status: NetStatus::default(),
         }
+    }
+
+    /// Put `faults` on the link of vif `index` of `domid` (both
+    /// directions), from the start. Seed them from the run's seed (and the
+    /// vif, so links differ) and a deterministic run replays them exactly.
+    pub fn link_faults(&mut self, domid: DomId, index: u32, faults: LinkFaults) {
+        self.faults.insert(VifId { domid, index }, faults);
     }
 
     /// Capture the link of vif `index` of `domid` (both directions, as the
@@ -426,6 +447,14 @@ impl NetBackend {
             bridge_captures: self.bridge_captures,
             gateway,
             gateway_due: 0,
+            links: self
+                .faults
+                .into_iter()
+                .filter(|(_, f)| f.any())
+                .map(|(id, f)| (id, FaultyLink::new(f)))
+                .collect(),
+            held: BinaryHeap::new(),
+            held_seq: 0,
             status: self.status,
             rounds: 0,
         };
@@ -478,6 +507,11 @@ impl NetBackend {
 type Xs = XenStore<crate::SimHypervisor>;
 
 /// dom0's running network.
+/// A frame a faulty link delayed: when it is due (nanoseconds), the order
+/// it was held in (so frames due together leave in order), where it goes,
+/// and the frame.
+type HeldFrame = (u64, u64, PortId, Vec<u8>);
+
 struct Net {
     vifs: BTreeMap<VifId, Vif>,
     /// Backend directories the toolstack is still writing.
@@ -489,6 +523,11 @@ struct Net {
     gateway: Option<(Gateway, String)>,
     /// When the gateway's smoltcp wants to run (nanoseconds).
     gateway_due: u64,
+    /// Faulty links, by vif.
+    links: BTreeMap<VifId, FaultyLink>,
+    /// Frames a faulty link delayed, soonest due first.
+    held: BinaryHeap<Reverse<HeldFrame>>,
+    held_seq: u64,
     status: NetStatus,
     rounds: u64,
 }
@@ -621,8 +660,18 @@ impl Net {
         let mut out = Vec::new();
         let mut dests = Vec::new();
         let mut fatal: Vec<(VifId, String)> = Vec::new();
+        let mut staged: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut passed: Vec<(u64, Vec<u8>)> = Vec::new();
         for _ in 0..64 {
             let mut progress = false;
+            // Frames a faulty link held back, now due.
+            while self.held.peek().is_some_and(|Reverse(h)| h.0 <= now) {
+                let Some(Reverse((_, _, to, frame))) = self.held.pop() else {
+                    break;
+                };
+                self.deliver(to, frame);
+                progress = true;
+            }
             for (id, vif) in self.vifs.iter_mut() {
                 match vif.process_tx(p, staging, now, &mut out) {
                     Ok(moved) => progress |= moved,
@@ -659,16 +708,30 @@ impl Net {
                     } else {
                         frame.clone().unwrap_or_default()
                     };
-                    match d {
-                        PortId::Vif(to) => {
-                            if let Some(v) = self.vifs.get_mut(to) {
-                                v.enqueue(f);
-                            }
+                    if self.links.is_empty() {
+                        self.deliver(*d, f);
+                        continue;
+                    }
+                    // The sender's link, then the receiver's.
+                    staged.clear();
+                    staged.push((now, f));
+                    for end in [from, *d] {
+                        let PortId::Vif(id) = end else { continue };
+                        let Some(link) = self.links.get_mut(&id) else {
+                            continue;
+                        };
+                        passed.clear();
+                        for (t, f) in staged.drain(..) {
+                            link.pass(t, f, &mut passed);
                         }
-                        PortId::Gateway => {
-                            if let Some((gw, _)) = &mut self.gateway {
-                                gw.queues.rx.push_back(f);
-                            }
+                        std::mem::swap(&mut staged, &mut passed);
+                    }
+                    for (t, f) in staged.drain(..) {
+                        if t <= now {
+                            self.deliver(*d, f);
+                        } else {
+                            self.held_seq += 1;
+                            self.held.push(Reverse((t, self.held_seq, *d, f)));
                         }
                     }
                 }
@@ -700,6 +763,22 @@ impl Net {
         self.sync_switches();
     }
 
+    /// Hand `frame` to its destination's queue.
+    fn deliver(&mut self, to: PortId, frame: Vec<u8>) {
+        match to {
+            PortId::Vif(id) => {
+                if let Some(v) = self.vifs.get_mut(&id) {
+                    v.enqueue(frame);
+                }
+            }
+            PortId::Gateway => {
+                if let Some((gw, _)) = &mut self.gateway {
+                    gw.queues.rx.push_back(frame);
+                }
+            }
+        }
+    }
+
     fn publish_status(&mut self, p: &SimPlatform) {
         self.rounds += 1;
         let Ok(mut s) = self.status.0.lock() else {
@@ -716,6 +795,7 @@ impl Net {
                 stopped: vif.is_stopped(),
                 bridge: vif.bridge.clone(),
                 counters: vif.counters,
+                faults: self.links.get(id).map(|l| l.counters).unwrap_or_default(),
                 error: vif.error.clone(),
             };
             if s.vifs.get(id) != Some(&v) {
@@ -746,6 +826,9 @@ impl Net {
         }
         if self.gateway.is_some() && self.gateway_due != u64::MAX {
             wake = wake.min(Instant::from_nanos(self.gateway_due));
+        }
+        if let Some(Reverse((due, ..))) = self.held.peek() {
+            wake = wake.min(Instant::from_nanos(*due));
         }
         let ports: Vec<EventPort> = self
             .vifs
