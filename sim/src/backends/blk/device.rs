@@ -2,14 +2,19 @@
 //! (mapped ring, bound channel, dom0 pages for grant copies), and the
 //! handling of each request, checked as coming from a hostile frontend.
 
-use super::store::SECTOR;
+use super::store::{CachedDisk, SECTOR};
 use super::{Command, FaultKind, VbdShared};
 use crate::SimPlatform;
 use hal::event::wait_event;
 use hal::grant::{CopyPtr, GrantCopy};
 use hal::mem::{MultiPage, PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use hal::task::{Either, select};
-use hal::{Access, BackRing, DomId, EventChannel, EventPort, GrantRef, GrantTable, RingError};
+use hal::time::sleep_until;
+use hal::{
+    Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable, Instant,
+    RingError,
+};
+use std::collections::BTreeMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,16 +48,36 @@ enum End {
     FrontendLeft(XenbusState),
     /// A crash or restart was asked for.
     Command(Command),
+    /// A seeded crash happened while writing (its cache is already lost
+    /// and its write torn).
+    Crashed,
     /// The frontend broke the ring protocol.
     RingBroken(RingError),
     /// xenstore failed.
     Xenstore(XsError),
 }
 
+/// Why serving stops at a seeded fault met while handling a request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stop {
+    /// The backend crashed while writing: carried out already (the cache
+    /// is lost and the write torn).
+    Crashed,
+    /// A clean restart, to carry out.
+    Restart,
+}
+
 struct Conn {
     ring: Ring,
     port: EventPort,
     bounce: Bounce,
+    /// Responses held back by seeded latency, by when they are due
+    /// (nanoseconds) and the order they were made in.
+    delayed: BTreeMap<(u64, u64), BlkifResponse>,
+    /// Responses delayed so far (orders those due at the same time).
+    delayed_seq: u64,
+    /// Set while handling a request that met a seeded crash or restart.
+    stop: Option<Stop>,
 }
 
 struct Backend<'a> {
@@ -207,7 +232,14 @@ impl Backend<'_> {
                 Err(e) => End::Xenstore(e),
             };
             match end {
-                End::Command(cmd) => self.apply(cmd),
+                End::Command(cmd) => {
+                    if cmd == Command::Restart {
+                        // A clean stop: what was carried out is answered.
+                        self.answer_delayed(&mut conn, u64::MAX);
+                    }
+                    self.apply(cmd)
+                }
+                End::Crashed => {}
                 End::FrontendLeft(s) => {
                     log::info!("blkback {}: the frontend left ({s})", self.dir());
                     self.write_back();
@@ -252,21 +284,24 @@ impl Backend<'_> {
 
     fn apply(&self, cmd: Command) {
         match cmd {
-            Command::Crash => {
-                let lost = self.vbd.disk.lock().unwrap().drop_cache();
-                let mut st = self.vbd.stats.lock().unwrap();
-                st.crashes += 1;
-                st.sectors_lost += lost as u64;
-                log::info!(
-                    "blkback {}: crashed, losing {lost} cached sectors",
-                    self.dir()
-                );
-            }
+            Command::Crash => self.lose_cache(&mut self.vbd.disk.lock().unwrap()),
             Command::Restart => {
                 log::info!("blkback {}: restarting", self.dir());
                 self.write_back();
             }
         }
+    }
+
+    /// A crash: the cache of `disk` is lost.
+    fn lose_cache(&self, disk: &mut CachedDisk) {
+        let lost = disk.drop_cache();
+        let mut st = self.vbd.stats.lock().unwrap();
+        st.crashes += 1;
+        st.sectors_lost += lost as u64;
+        log::info!(
+            "blkback {}: crashed, losing {lost} cached sectors",
+            self.dir()
+        );
     }
 
     async fn publish_features(&self) -> Result<(), XsError> {
@@ -398,7 +433,14 @@ impl Backend<'_> {
             fe.0,
             ring.size()
         );
-        Ok(Conn { ring, port, bounce })
+        Ok(Conn {
+            ring,
+            port,
+            bounce,
+            delayed: BTreeMap::new(),
+            delayed_seq: 0,
+            stop: None,
+        })
     }
 
     fn unmap_all(&self, maps: Vec<Mapping>) {
@@ -440,37 +482,60 @@ impl Backend<'_> {
             if let Some(cmd) = self.vbd.take_command() {
                 return End::Command(cmd);
             }
-            if let Err(e) = self.drain(c) {
-                return End::RingBroken(e);
+            match self.drain(c) {
+                Ok(None) => {}
+                Ok(Some(Stop::Crashed)) => return End::Crashed,
+                Ok(Some(Stop::Restart)) => return End::Command(Command::Restart),
+                Err(e) => return End::RingBroken(e),
             }
             match c.ring.final_check_for_requests() {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => return End::RingBroken(e),
             }
+            // Wait for a request, a state change, or the next delayed
+            // response to fall due.
+            let due = c.delayed.keys().next().map(|&(due, _)| due);
+            let timer = self.p.timer();
             let event = pin!(wait_event(self.p.events(), c.port));
             let watch = pin!(self.xs.next_watch_event_for(&self.token));
-            match select(event, watch).await {
-                Either::First(()) => {}
+            let sleep = pin!(async move {
+                match due {
+                    Some(due) => sleep_until(timer, Instant::from_nanos(due)).await,
+                    None => std::future::pending().await,
+                }
+            });
+            match select(select(event, sleep), watch).await {
+                Either::First(_) => {}
                 Either::Second(Ok(_)) => changed = true,
                 Either::Second(Err(e)) => return End::Xenstore(e),
             }
         }
     }
 
-    /// Answer the requests on the ring (at most a ring's worth per call).
-    fn drain(&self, c: &mut Conn) -> Result<(), RingError> {
+    /// Answer the requests on the ring (at most a ring's worth per call),
+    /// and send the delayed responses now due. Returns why serving must
+    /// stop, if a seeded fault says so: after a crash nothing more is
+    /// answered; before a restart what was answered is sent.
+    fn drain(&self, c: &mut Conn) -> Result<Option<Stop>, RingError> {
         let waiting = c.ring.unconsumed_requests()?;
         {
             let mut st = self.vbd.stats.lock().unwrap();
             st.max_in_flight = st.max_in_flight.max(waiting);
         }
+        let now = self.p.timer().now().as_nanos();
         let mut runaway = false;
+        let mut stop = None;
         for _ in 0..c.ring.size() {
             let Some(req) = c.ring.take_request()? else {
                 break;
             };
             let mut rsp = self.handle(c, &req);
+            if let Some(s) = c.stop.take() {
+                // The request is never answered.
+                stop = Some(s);
+                break;
+            }
             if rsp.status != blkif_rsp::OKAY {
                 self.vbd.stats.lock().unwrap().errors += 1;
             }
@@ -487,12 +552,20 @@ impl Backend<'_> {
                 Some(FaultKind::RunawayProducer) => runaway = true,
                 None => {}
             }
-            // Cannot fail: this answers the request just taken.
-            let _ = c.ring.stage_response(&rsp);
+            let delay = self.vbd.faults.lock().unwrap().delay();
+            if delay == 0 {
+                // Cannot fail: this answers the request just taken.
+                let _ = c.ring.stage_response(&rsp);
+            } else {
+                c.delayed
+                    .insert((now.saturating_add(delay), c.delayed_seq), rsp);
+                c.delayed_seq += 1;
+            }
         }
-        if c.ring.push_responses_and_check_notify() {
-            let _ = self.p.events().notify(c.port);
+        if stop == Some(Stop::Crashed) {
+            return Ok(stop);
         }
+        self.answer_delayed(c, now);
         if runaway {
             let claimed = c.ring.rsp_prod_pvt().add(1000);
             c.ring
@@ -500,7 +573,22 @@ impl Backend<'_> {
                 .store_u32(RSP_PROD, claimed.0, Ordering::Release);
             let _ = self.p.events().notify(c.port);
         }
-        Ok(())
+        Ok(stop)
+    }
+
+    /// Stage the delayed responses due by `now` (nanoseconds), soonest
+    /// first, and push every staged response.
+    fn answer_delayed(&self, c: &mut Conn, now: u64) {
+        while let Some(entry) = c.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            // Cannot fail: each answers a request taken and unanswered.
+            let _ = c.ring.stage_response(&entry.remove());
+        }
+        if c.ring.push_responses_and_check_notify() {
+            let _ = self.p.events().notify(c.port);
+        }
     }
 
     /// Whether the configured fault fires at the request just counted.
@@ -524,6 +612,15 @@ impl Backend<'_> {
     /// Carry out one request; returns its response.
     fn handle(&self, c: &mut Conn, req: &BlkifRequest) -> BlkifResponse {
         self.vbd.stats.lock().unwrap().requests += 1;
+        if self.vbd.faults.lock().unwrap().restart_now() {
+            log::info!(
+                "blkback {}: restarting (seeded) at request {:#x}",
+                self.dir(),
+                req.id
+            );
+            c.stop = Some(Stop::Restart);
+            return BlkifResponse::default();
+        }
         let (operation, status) = match req.operation {
             blkif_op::READ | blkif_op::WRITE => {
                 let n = usize::from(req.nr_segments);
@@ -738,6 +835,27 @@ impl Backend<'_> {
             }
             st.max_segments = st.max_segments.max(segs.len() as u32);
         }
+        // Seeded faults: an error touches nothing; a crash loses the cache
+        // and lets only the first `tear` sectors of this write through.
+        let mut tear = {
+            let mut faults = self.vbd.faults.lock().unwrap();
+            if faults.io_error_now() {
+                return blkif_rsp::ERROR;
+            }
+            if op == blkif_op::WRITE {
+                faults.crash_now(total, k)
+            } else {
+                None
+            }
+        };
+        if let Some(kept) = tear {
+            self.lose_cache(&mut disk);
+            log::info!(
+                "blkback {}: crashed writing {total} sectors at {sector}; {kept} reach the disk",
+                self.dir()
+            );
+            c.stop = Some(Stop::Crashed);
+        }
         let fe: DomId = self.dev.peer_id();
         let mut off = sector * SECTOR as u64;
         let mut buf = vec![0u8; PAGE_SIZE];
@@ -780,12 +898,23 @@ impl Backend<'_> {
                     return blkif_rsp::ERROR;
                 }
             } else {
+                if tear == Some(0) {
+                    break;
+                }
                 if !self.copy(&ops) {
                     return blkif_rsp::ERROR;
                 }
                 for &(at, len, disk_off) in &spans {
                     c.bounce.read(at, &mut buf[..len]);
-                    if disk.write(disk_off, &buf[..len]).is_err() {
+                    let written = match &mut tear {
+                        None => disk.write(disk_off, &buf[..len]),
+                        Some(left) => {
+                            let n = len.min(*left as usize * SECTOR);
+                            *left -= (n / SECTOR) as u64;
+                            disk.write_durable(disk_off, &buf[..n])
+                        }
+                    };
+                    if written.is_err() {
                         return blkif_rsp::ERROR;
                     }
                 }

@@ -86,13 +86,56 @@
 //! ring, closes its channel, goes `Closing` and `Closed` (as a backend that
 //! died and was reset by the toolstack), and offers the device again
 //! (`InitWait`) once the frontend is `Closed` or `Initialising`.
+//!
+//! # Seeded faults
+//!
+//! [`VbdOptions::faults`] gives a disk [`DiskFaults`], drawn from the
+//! disk's own seed as blkback handles its requests, in ring order, so a
+//! deterministic run replays them exactly:
+//!
+//! - **I/O errors**: a read or write is answered `BLKIF_RSP_ERROR` without
+//!   touching the disk or the frontend's pages.
+//! - **Latency and jitter**: each response is held back by simulated time
+//!   (dom0 sleeps on its timer), so responses may complete out of order,
+//!   as blkif allows. The request itself is carried out when it is taken.
+//! - **Crashes**: while carrying out a write, the backend crashes: the
+//!   cache is lost as with [`Vbd::crash`], a random prefix of the write's
+//!   sectors (none to all, in whole logical sectors) reaches durable
+//!   storage and the rest does not,
+//!   nothing more is answered (delayed responses neither), and the device
+//!   is reset and offered again by the same path as [`Vbd::crash`].
+//! - **Restarts**: as it takes a request the backend restarts cleanly, as
+//!   with [`Vbd::restart`]: responses held back are sent at once, the
+//!   cache is written back, and that request is never answered.
+//!
+//! [`VbdStats::faults`] counts what happened ([`DiskFaultCounters`]).
+//! A frontend sees errors as errors and a crash or restart as a backend
+//! that left `Connected`; what it wrote and flushed before survives.
+//!
+//! ```
+//! use std::time::Duration;
+//! use xenpal_sim::backends::blk::{DiskFaults, VbdOptions};
+//!
+//! let seed = 7; // derive it from the run's seed
+//! let options = VbdOptions::default().faults(DiskFaults {
+//!     io_error: 0.01,
+//!     latency: Duration::from_micros(200),
+//!     jitter: Duration::from_micros(100),
+//!     crash: 0.001,
+//!     ..DiskFaults::seeded(seed)
+//! });
+//! assert!(options.faults.any());
+//! ```
 
 mod device;
+mod faults;
 mod store;
 
+pub use faults::{DiskFaultCounters, DiskFaults, DiskFaultsError};
 pub use store::Disk;
 
 use crate::{Sim, SimError, SimPlatform};
+use faults::FaultyDisk;
 use hal::DomId;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, poll_fn};
@@ -128,7 +171,7 @@ pub enum FaultKind {
 }
 
 /// How a virtual disk is offered. Builder methods set each field.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 pub struct VbdOptions {
     /// Logical sector size (`sector-size`): a power of two, 512 to 4096.
     pub sector_size: u32,
@@ -154,6 +197,8 @@ pub struct VbdOptions {
     pub max_ring_page_order: u32,
     /// Misbehaviour to inject.
     pub fault: Option<Fault>,
+    /// Seeded faults of the disk (default: none).
+    pub faults: DiskFaults,
 }
 
 impl Default for VbdOptions {
@@ -172,6 +217,7 @@ impl Default for VbdOptions {
             max_indirect_segments: 256,
             max_ring_page_order: 4,
             fault: None,
+            faults: DiskFaults::default(),
         }
     }
 }
@@ -231,6 +277,12 @@ impl VbdOptions {
         self
     }
 
+    /// Give the disk seeded faults: I/O errors, latency, crashes, restarts.
+    pub fn faults(mut self, faults: DiskFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
     fn physical(&self) -> u32 {
         self.physical_sector_size.unwrap_or(self.sector_size)
     }
@@ -259,7 +311,7 @@ impl VbdOptions {
         if self.max_indirect_segments > 4096 {
             return Err("more than 4096 indirect segments".into());
         }
-        Ok(())
+        self.faults.check().map_err(|e| e.to_string())
     }
 }
 
@@ -296,6 +348,8 @@ pub struct VbdStats {
     pub sectors_lost: u64,
     /// Faults injected.
     pub faults_injected: u64,
+    /// What the seeded faults ([`VbdOptions::faults`]) did.
+    pub faults: DiskFaultCounters,
 }
 
 /// A control command for a device's backend.
@@ -316,6 +370,7 @@ pub(super) struct VbdShared {
     commands: Mutex<VecDeque<Command>>,
     stats: Mutex<VbdStats>,
     fault_fired: Mutex<bool>,
+    faults: Mutex<FaultyDisk>,
 }
 
 /// A handle on one virtual disk's backend. Cheap to clone; `Send`, so a
@@ -358,7 +413,9 @@ impl Vbd {
 
     /// Statistics so far.
     pub fn stats(&self) -> VbdStats {
-        self.shared.stats.lock().unwrap().clone()
+        let mut st = self.shared.stats.lock().unwrap().clone();
+        st.faults = self.shared.faults.lock().unwrap().counters;
+        st
     }
 
     /// Crash the backend of this disk (see the module documentation): the
@@ -446,7 +503,8 @@ impl Blkback {
     /// xenstore nodes as a toolstack does.
     ///
     /// Errors: `index` above 15; options that do not fit the disk (see
-    /// [`VbdOptions`]); a xenstore error.
+    /// [`VbdOptions`]) or fault probabilities outside 0 to 1
+    /// ([`DiskFaults::check`]); a xenstore error.
     pub fn add_vbd(
         &self,
         sim: &Sim,
@@ -477,6 +535,7 @@ impl Blkback {
             commands: Mutex::new(VecDeque::new()),
             stats: Mutex::new(VbdStats::default()),
             fault_fired: Mutex::new(false),
+            faults: Mutex::new(FaultyDisk::new(options.faults)),
         });
         // Registered before the backend directory appears, so the watcher
         // finds it.

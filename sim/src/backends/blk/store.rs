@@ -192,6 +192,19 @@ impl CachedDisk {
         Ok(())
     }
 
+    /// Write straight to the store, past the cache (what reaches the disk
+    /// of a write torn by a crash). Cached sectors of the range are
+    /// dropped: the store has the newer data.
+    pub fn write_durable(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let first = off / SECTOR as u64;
+        let last = first + (buf.len() / SECTOR) as u64;
+        let stale: Vec<u64> = self.dirty.range(first..last).map(|(&s, _)| s).collect();
+        for s in stale {
+            self.dirty.remove(&s);
+        }
+        self.disk.store.write(off, buf)
+    }
+
     /// A crash: forget what was not written back. Returns the sectors lost.
     pub fn drop_cache(&mut self) -> usize {
         std::mem::take(&mut self.dirty).len()
@@ -256,6 +269,22 @@ mod tests {
         d.read(0, &mut buf).unwrap();
         assert_eq!(&buf[..2 * SECTOR], &[0; 2 * SECTOR]);
         assert_eq!(&buf[2 * SECTOR..3 * SECTOR], &[3; SECTOR]);
+    }
+
+    #[test]
+    fn a_durable_write_passes_the_cache_and_replaces_what_it_held() {
+        let mut d = CachedDisk::new(Disk::zeroed(4 * SECTOR), true);
+        d.write(0, &[1; 2 * SECTOR]).unwrap();
+        d.write_durable(SECTOR as u64, &[2; 2 * SECTOR]).unwrap();
+        assert_eq!(d.dirty_sectors(), 1);
+        let mut buf = vec![0; 4 * SECTOR];
+        d.read(0, &mut buf).unwrap();
+        assert_eq!(&buf[..SECTOR], &[1; SECTOR]);
+        assert_eq!(&buf[SECTOR..3 * SECTOR], &[2; 2 * SECTOR]);
+        assert_eq!(d.drop_cache(), 1);
+        d.read_durable(0, &mut buf).unwrap();
+        assert_eq!(&buf[..SECTOR], &[0; SECTOR]);
+        assert_eq!(&buf[SECTOR..3 * SECTOR], &[2; 2 * SECTOR]);
     }
 
     #[test]
