@@ -39,6 +39,7 @@ use embedded_sdmmc::{
     VolumeManager,
 };
 use hal::DomId;
+use hal::task::{Either, select};
 use hal::time::{Clock, Instant};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -242,53 +243,85 @@ where
     Ok(file.to_raw_file())
 }
 
-/// A file being sent: which disk, its handle, the bytes still to send.
+/// A file being sent: which disk, its (shared) handle, where this
+/// response is in it and the bytes still to send.
 #[derive(Clone, Copy, Debug)]
 struct Body {
     disk: usize,
     file: RawFile,
+    offset: u64,
     left: u64,
 }
 
-/// Every file open for a response, so that one whose connection vanished
-/// (reset, timed out, reused by the listener) is closed too: after each
-/// pass over the connections, files no connection still holds are closed.
+/// A file open for one or more responses.
+struct OpenFile {
+    disk: usize,
+    /// Its short-name path on the disk: which file it is.
+    shorts: Vec<String>,
+    file: RawFile,
+    /// Where the handle's position is (each response keeps its own offset:
+    /// the handle seeks when another response read last).
+    pos: u64,
+    /// Held by a connection in this pass.
+    held: bool,
+}
+
+/// Every file open for a response. `embedded-sdmmc` opens a file once, so
+/// responses sending the same file at once (two clients downloading it)
+/// share its handle. A file is closed once no connection held it during a
+/// whole pass over the connections: its responses ended, or their
+/// connections vanished (reset, timed out, reused by the listener).
 #[derive(Default)]
 struct OpenFiles {
-    /// (disk, handle, held by a connection in this pass).
-    files: Vec<(usize, RawFile, bool)>,
+    files: Vec<OpenFile>,
 }
 
 impl OpenFiles {
-    fn add(&mut self, disk: usize, file: RawFile) {
-        self.files.push((disk, file, true));
+    /// The handle of `loc`'s file, shared if a response has it open.
+    fn open<D: SdBlockDevice>(&mut self, v: &Volume<D>, loc: &Located) -> Result<RawFile, OpenError>
+    where
+        D::Error: fmt::Debug,
+    {
+        if let Some(f) = self
+            .files
+            .iter_mut()
+            .find(|f| f.disk == loc.disk && f.shorts == loc.shorts)
+        {
+            f.held = true;
+            return Ok(f.file);
+        }
+        let file = open_file(v, loc)?;
+        self.files.push(OpenFile {
+            disk: loc.disk,
+            shorts: loc.shorts.clone(),
+            file,
+            pos: 0,
+            held: true,
+        });
+        Ok(file)
+    }
+
+    fn find(&mut self, b: &Body) -> Option<&mut OpenFile> {
+        self.files
+            .iter_mut()
+            .find(|f| f.file == b.file && f.disk == b.disk)
     }
 
     /// A connection still holds `b`.
     fn held(&mut self, b: &Body) {
-        if let Some(f) = self
-            .files
-            .iter_mut()
-            .find(|f| f.1 == b.file && f.0 == b.disk)
-        {
-            f.2 = true;
+        if let Some(f) = self.find(b) {
+            f.held = true;
         }
-    }
-
-    /// Close `b` (sent, or failed).
-    fn close<D: SdBlockDevice>(&mut self, vols: &[Volume<D>], b: &Body) {
-        self.files.retain(|f| !(f.1 == b.file && f.0 == b.disk));
-        let _ = vols[b.disk].vm.close_file(b.file);
     }
 
     /// Close what no connection held since the last sweep.
     fn sweep<D: SdBlockDevice>(&mut self, vols: &[Volume<D>]) {
         self.files.retain_mut(|f| {
-            if !f.2 {
-                let _ = vols[f.0].vm.close_file(f.1);
+            if !f.held {
+                let _ = vols[f.disk].vm.close_file(f.file);
                 return false;
             }
-            f.2 = false;
+            f.held = false;
             true
         });
     }
@@ -341,6 +374,20 @@ pub struct SiteStats {
 /// Errors: [`SiteError`] if the disks, the volumes or the network cannot
 /// be set up, or if a backend still holds grants or pages after closing.
 pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> {
+    serve_until(p, cfg, core::future::pending()).await
+}
+
+/// [`run`], and stop when `stop` completes too (say, on the toolstack's
+/// request: [`xenpal::control::shutdown_request`]): connections finish the
+/// requests they are in (for at most [`SiteConfig::timeout`]), then the
+/// vif and the disks are closed as after the last of
+/// [`SiteConfig::max_requests`].
+///
+/// Errors: as [`run`].
+pub async fn serve_until<S>(p: &Platform, cfg: SiteConfig, stop: S) -> Result<SiteStats, SiteError>
+where
+    S: core::future::Future<Output = ()>,
+{
     let xs = p.xenstore().ok_or(SiteError::NoXenstore)?.clone();
     let mut address = cfg.address;
     let mut gateway = cfg.gateway;
@@ -425,6 +472,9 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
         me: p.domid(),
     };
 
+    let mut stop = core::pin::pin!(stop);
+    // When `stop` completed, if it did.
+    let mut stopped: Option<Instant> = None;
     loop {
         listener.poll(&mut iface, smol_now(p.timer()), &mut nic, &mut sockets);
         listener.for_each(&mut sockets, |sock, conn| {
@@ -434,9 +484,9 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
         });
         // Files of connections that are gone.
         site.open.sweep(&vols);
-        if cfg.max_requests.is_some_and(|m| site.stats.responses >= m)
-            && listener.all(&sockets, |c| !c.busy())
-        {
+        let done = cfg.max_requests.is_some_and(|m| site.stats.responses >= m) || stopped.is_some();
+        let late = stopped.is_some_and(|t| p.timer().now() >= t + cfg.timeout);
+        if done && (late || listener.all(&sockets, |c| !c.busy())) {
             // Let the last bytes and FINs go out.
             let end = p.timer().now() + Duration::from_millis(200);
             while p.timer().now() < end {
@@ -462,7 +512,14 @@ pub async fn run(p: &Platform, cfg: SiteConfig) -> Result<SiteStats, SiteError> 
             .unwrap_or(Duration::from_millis(100))
             .min(Duration::from_millis(100));
         let at: Instant = p.timer().now() + delay;
-        nic.wait(at).await;
+        if stopped.is_some() {
+            nic.wait(at).await;
+        } else if let Either::Second(()) =
+            select(core::pin::pin!(nic.wait(at)), stop.as_mut()).await
+        {
+            log::info!("site: stopping");
+            stopped = Some(p.timer().now());
+        }
     }
 }
 
@@ -543,6 +600,7 @@ fn serve<D: SdBlockDevice>(
             match r {
                 Ok(n) => {
                     b.left -= n as u64;
+                    b.offset += n as u64;
                     moved |= n > 0;
                 }
                 Err(why) => {
@@ -554,7 +612,8 @@ fn serve<D: SdBlockDevice>(
                 }
             }
             if b.left == 0 {
-                site.open.close(site.vols, b);
+                // The next sweep closes the file if no other response
+                // holds it.
                 conn.body = None;
             }
         }
@@ -668,7 +727,7 @@ where
         if req.head_only || loc.size == 0 {
             return Response::whole(head, keep);
         }
-        match open_file(&self.vols[loc.disk], loc) {
+        match self.open.open(&self.vols[loc.disk], loc) {
             Ok(file) => {
                 log::info!(
                     "site: 200 {} ({} bytes, disk {}) for {}",
@@ -677,12 +736,12 @@ where
                     loc.disk,
                     self.me
                 );
-                self.open.add(loc.disk, file);
                 Response {
                     head,
                     body: Some(Body {
                         disk: loc.disk,
                         file,
+                        offset: 0,
                         left: u64::from(loc.size),
                     }),
                     keep,
@@ -713,12 +772,23 @@ where
     ///
     /// Errors: the FAT layer's, or a file shorter than its directory
     /// entry said (as a message).
-    fn read(&self, b: &Body, buf: &mut [u8]) -> Result<usize, String> {
+    fn read(&mut self, b: &Body, buf: &mut [u8]) -> Result<usize, String> {
         let want = buf.len().min(usize::try_from(b.left).unwrap_or(usize::MAX));
-        let n = self.vols[b.disk]
-            .vm
+        let vm = &self.vols[b.disk].vm;
+        let f = self
+            .open
+            .find(b)
+            .ok_or_else(|| "the file was closed under its response".to_string())?;
+        if f.pos != b.offset {
+            let to = u32::try_from(b.offset).map_err(|_| "offset beyond FAT's 4 GiB")?;
+            vm.file_seek_from_start(b.file, to)
+                .map_err(|e| format!("{e:?}"))?;
+            f.pos = b.offset;
+        }
+        let n = vm
             .read(b.file, &mut buf[..want])
             .map_err(|e| format!("{e:?}"))?;
+        f.pos += n as u64;
         if n == 0 && want > 0 {
             return Err(format!("the file ends {} bytes early", b.left));
         }

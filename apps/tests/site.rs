@@ -358,3 +358,36 @@ fn two_hundred_clients_at_once_with_pipelining_and_a_slow_one() {
     assert_eq!(got[CLIENTS][0].0, 408, "the slow client times out");
     assert_eq!(got[CLIENTS + 1], [(200, b"<h1>home</h1>".to_vec())]);
 }
+
+/// Several clients downloading the same large file at once (found by the
+/// soak: the second got a 500, as `embedded-sdmmc` opens a file once):
+/// they share its handle, each at its own offset.
+#[test]
+fn clients_downloading_one_file_at_once_each_get_all_of_it() {
+    const CLIENTS: usize = 3;
+    let files = pages();
+    let images = images(&files, 3 << 20);
+    let blob = files
+        .iter()
+        .position(|(p, _)| p == "/data/blob1.bin")
+        .unwrap();
+    let paths = vec![files[blob].0.clone()];
+    let cfg = SiteConfig {
+        max_requests: Some(2 * CLIENTS as u64 + 1),
+        ..SiteConfig::default()
+    };
+    let got = site_and_client(
+        12,
+        images,
+        cfg,
+        |stats| assert_eq!(stats.responses, 2 * CLIENTS as u64 + 1),
+        move |p| burst(p, CLIENTS, paths),
+    );
+    for (i, rs) in got[..CLIENTS].iter().enumerate() {
+        assert_eq!(rs.len(), 2, "client {i}");
+        for r in rs {
+            assert_eq!(r.0, 200, "client {i}");
+            assert!(r.1 == files[blob].1, "client {i}: a wrong body");
+        }
+    }
+}
