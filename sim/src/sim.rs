@@ -787,6 +787,16 @@ impl Sim {
         self.core.trace.lock().unwrap().log.clone()
     }
 
+    /// How many foreign pages domain `id` maps now (its maptrack entries
+    /// in use), or `None` if there is no such domain. After a run, dom0's
+    /// count is what its backends forgot to unmap.
+    #[doc(alias = "maptrack")]
+    pub fn grant_mappings(&self, id: DomId) -> Option<usize> {
+        let d = self.core.domain(id)?;
+        let st = d.st.lock().unwrap();
+        Some(st.maptrack.iter().filter(|m| m.is_some()).count())
+    }
+
     /// Number of xenstore nodes.
     pub fn xenstore_nodes(&self) -> usize {
         self.core.xenstored.lock().unwrap().node_count()

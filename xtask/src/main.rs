@@ -7,6 +7,8 @@
 //! cargo xtask report
 //! cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF
 //! cargo xtask new PATH
+//! cargo xtask bench [--quick] [--only NAME,...]
+//! cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S
 //! ```
 //!
 //! `qemu` builds guest `GUEST` (default `selftest`, a binary of
@@ -34,6 +36,9 @@
 //!
 //! `new` writes a standalone unikernel crate at PATH (see `template.rs`).
 //!
+//! `bench` runs the benchmark suite (see `bench.rs`); `soak` runs seeds of
+//! the simulator with faults on and checks its invariants (see `soak.rs`).
+//!
 //! `report` prints the self-test results of the simulator and of every
 //! QEMU run saved there (those without `--features`), side by side.
 
@@ -48,6 +53,7 @@ mod fetch;
 mod fullstack;
 mod run;
 mod site;
+mod soak;
 mod template;
 
 use fetch::XenVersion;
@@ -55,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
@@ -987,6 +993,14 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 eprintln!("xtask bench: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some("soak") => match soak::run(&args[1..], &root()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("xtask soak: {e}");
                 ExitCode::from(2)
             }
         },
