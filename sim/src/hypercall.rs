@@ -249,9 +249,14 @@ fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
                 st.poll_gen += 1;
                 st.poll_gen
             };
-            if x.timeout != 0 {
+            let timeout = if x.timeout != 0 {
+                core.slack(x.timeout)
+            } else {
+                0
+            };
+            if timeout != 0 {
                 core.add_timer(
-                    x.timeout,
+                    timeout,
                     TimerKind::Poll {
                         dom: dom.id,
                         generation,
@@ -260,7 +265,7 @@ fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
             }
             // Xen blocks the vCPU until a polled port is pending (masked or
             // not) or the timeout. Run other domains meanwhile.
-            let done = || pending(&ports) || (x.timeout != 0 && core.time.peek() >= x.timeout);
+            let done = || pending(&ports) || (timeout != 0 && core.time.peek() >= timeout);
             if crate::sched::nested_wait(core, dom, u64::MAX, &done) {
                 dom.st.lock().unwrap().poll = None;
             } else {
@@ -298,7 +303,7 @@ fn set_timer_op(core: &Core, dom: &Arc<Domain>, deadline: u64) -> HResult {
             core.send_virq(dom, hal::Virq::TIMER.0);
         } else {
             core.add_timer(
-                deadline,
+                core.slack(deadline),
                 TimerKind::Virq {
                     dom: dom.id,
                     generation,

@@ -223,6 +223,8 @@ pub(crate) enum TimerKind {
     Virq { dom: DomId, generation: u64 },
     /// `SCHEDOP_poll` timeout: wake the domain (if still polling).
     Poll { dom: DomId, generation: u64 },
+    /// A service's run, delayed (`SimConfig::xenstore_delay`): queue it.
+    Service(Service),
 }
 
 /// Virtual or real time.
@@ -356,6 +358,12 @@ pub(crate) struct Core {
     pub svc_pending: Mutex<std::collections::BTreeSet<(Service, DomId)>>,
     pub xsm_silo: bool,
     pub seed: u64,
+    /// See `SimConfig::timer_slop` (nanoseconds), and its generator.
+    pub timer_slop: u64,
+    pub timer_rng: Mutex<Rng>,
+    /// See `SimConfig::xenstore_delay` (nanoseconds), and its generator.
+    pub xenstore_delay: u64,
+    pub xenstore_rng: Mutex<Rng>,
     pub echo_console: bool,
     /// Where console output is also written, prefixed, if anywhere.
     pub console_file: Option<Mutex<std::fs::File>>,
@@ -544,6 +552,16 @@ impl Core {
         }
     }
 
+    /// When a guest timer due at `deadline` fires: up to the timer slop
+    /// later, drawn from the seed.
+    pub(crate) fn slack(&self, deadline: u64) -> u64 {
+        if self.timer_slop == 0 {
+            return deadline;
+        }
+        let late = self.timer_rng.lock().unwrap().next_u64() % (self.timer_slop + 1);
+        deadline.saturating_add(late)
+    }
+
     /// Add a timer.
     pub(crate) fn add_timer(&self, deadline: u64, kind: TimerKind) {
         let seq = self.timer_seq.fetch_add(1, Ordering::SeqCst);
@@ -608,6 +626,11 @@ impl Core {
                             self.kick(&d);
                         }
                     }
+                }
+                TimerKind::Service(svc) => {
+                    fired += 1;
+                    self.trace(&[7, svc as u64, now], || format!("{now} service {svc:?}"));
+                    self.enqueue(Task::Service(svc), 0);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! does for its own services), so one simulator can serve 10,000 domains
 //! without dom0 running out of 2-level ports.
 
-use crate::hypervisor::{Core, Domain, Queues, Service, Task};
+use crate::hypervisor::{Core, Domain, Queues, Service, Task, TimerKind};
 use hal::DomId;
 use hal::mem::{Gfn, SharedMemory};
 use std::sync::atomic::Ordering;
@@ -26,7 +26,20 @@ pub(crate) fn notify(core: &Core, svc: Service, from: DomId) {
                 first
             };
             if first {
-                core.enqueue(Task::Service(svc), 0);
+                // xenstored may answer late, if so configured: from now to
+                // the most delay, drawn from the seed.
+                let delay = match svc {
+                    Service::Xenstore if core.xenstore_delay > 0 => {
+                        core.xenstore_rng.lock().unwrap().next_u64() % (core.xenstore_delay + 1)
+                    }
+                    _ => 0,
+                };
+                if delay == 0 {
+                    core.enqueue(Task::Service(svc), 0);
+                } else {
+                    let at = core.time.peek().saturating_add(delay);
+                    core.add_timer(at, TimerKind::Service(svc));
+                }
             }
         }
         Queues::Free(_) => serve(core, svc, from),

@@ -58,6 +58,17 @@ pub struct SimConfig {
     pub max_steps: u64,
     /// dom0's RAM in pages (backends use it for their buffers).
     pub dom0_memory_pages: usize,
+    /// How late a guest's timer may fire: each one set with
+    /// `set_timer_op` or as a `SCHEDOP_poll` timeout fires from 0 to this
+    /// much after its deadline (drawn from the seed, so a deterministic run
+    /// replays it), never before it. Xen's own slop (its `timer_slop`) is 50 µs; zero (the default)
+    /// fires every timer on time.
+    pub timer_slop: Duration,
+    /// How late the simulator's xenstored may answer (deterministic mode):
+    /// after a guest's notification, it runs from 0 to this much later,
+    /// drawn from the seed. Zero (the default): at the scheduler's next
+    /// pick, as before.
+    pub xenstore_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -73,6 +84,8 @@ impl Default for SimConfig {
             step_cost_ns: 1_000,
             max_steps: 10_000_000,
             dom0_memory_pages: 2048,
+            timer_slop: Duration::ZERO,
+            xenstore_delay: Duration::ZERO,
         }
     }
 }
@@ -296,6 +309,10 @@ impl Sim {
             svc_pending: Mutex::new(BTreeSet::new()),
             xsm_silo: config.xsm_silo,
             seed: config.seed,
+            timer_slop: u64::try_from(config.timer_slop.as_nanos()).unwrap_or(u64::MAX),
+            timer_rng: Mutex::new(crate::Rng::new(config.seed ^ 0x7133_5109)),
+            xenstore_delay: u64::try_from(config.xenstore_delay.as_nanos()).unwrap_or(u64::MAX),
+            xenstore_rng: Mutex::new(crate::Rng::new(config.seed ^ 0x0005_70de_1a15)),
             echo_console: config.echo_console,
             console_file: config.console_log.as_ref().and_then(|p| {
                 match std::fs::File::create(p) {

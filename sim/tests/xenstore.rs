@@ -269,3 +269,51 @@ fn many_guests_share_one_xenstored() {
     let report = sim.run();
     assert!(report.all_clean(), "{report:?}");
 }
+
+/// The time each of 100 write-then-read round trips took, with xenstored
+/// answering up to `delay` late; and the run's trace hash.
+fn round_trips(seed: u64, delay: std::time::Duration) -> (Vec<u64>, u64) {
+    use xenpal_sim::hal::Clock;
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        xenstore_delay: delay,
+        ..SimConfig::default()
+    });
+    let took: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let t = took.clone();
+    sim.spawn(DomainConfig::new("xs-slow"), move |p| async move {
+        let xs = p.xenstore().expect("xenstore connected");
+        for i in 0..100u32 {
+            let start = p.timer().now();
+            let v = i.to_string();
+            xs.write(TxId::NONE, "data/n", v.as_bytes()).await.unwrap();
+            assert_eq!(xs.read_string(TxId::NONE, "data/n").await.unwrap(), v);
+            let end = p.timer().now();
+            t.lock().unwrap().push(end.as_nanos() - start.as_nanos());
+        }
+    })
+    .unwrap();
+    assert!(sim.run().all_clean());
+    let took = std::mem::take(&mut *took.lock().unwrap());
+    (took, sim.trace_hash())
+}
+
+/// xenstored answering late (as a busy dom0 does): every reply still
+/// comes, right, each request waiting from 0 to the delay (two per round
+/// trip), and the same seed replays the same delays.
+#[test]
+fn delayed_replies_are_late_right_and_replayed() {
+    use std::time::Duration;
+    let (fast, _) = round_trips(8, Duration::ZERO);
+    let (slow, hash) = round_trips(8, Duration::from_millis(1));
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    assert!(mean(&fast) < 100_000, "{}", mean(&fast));
+    // Two requests of 0..1 ms each: about 1 ms a round trip.
+    assert!(
+        (600_000..1_400_000).contains(&mean(&slow)),
+        "{}",
+        mean(&slow)
+    );
+    assert!(slow.iter().all(|&t| t <= 2_100_000), "{slow:?}");
+    assert_eq!(round_trips(8, Duration::from_millis(1)), (slow, hash));
+}

@@ -18,6 +18,8 @@
 //!   and then, while dom0 crashes or restarts its backend at random times
 //!   (a crash loses the writes not yet flushed); the writer reconnects and
 //!   writes again what it had not seen flushed, as a journal would;
+//! - every guest's timers fire up to 50 µs late (Xen's default timer
+//!   slop), and xenstored answers up to 2 ms late, drawn from the seed;
 //! - once the clients are done, dom0 asks the site to stop (through
 //!   `control/shutdown`, as `xl shutdown` does) and it closes its devices.
 //!
@@ -727,7 +729,14 @@ pub fn run_seed(seed: u64) -> SeedReport {
 }
 
 fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
-    let mut sim = Sim::new(SimConfig::seeded(seed));
+    // The seed as given (not XENPAL_SEED's), timers as late as Xen's
+    // default slop lets them be, and xenstored up to 2 ms late.
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        timer_slop: Duration::from_micros(50),
+        xenstore_delay: Duration::from_millis(2),
+        ..SimConfig::default()
+    });
     let files = Arc::new(plan.files.clone());
     let mut all = fatimg::FatImage::new();
     for (path, data) in &plan.files {
