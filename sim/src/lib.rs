@@ -57,7 +57,8 @@ pub mod xl;
 pub use crate::hypervisor::{Exit, Rng};
 pub use guest::{SimClock, SimHypervisor, SimPlatform};
 pub use sim::{
-    DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, seed_from_env,
+    DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, XenstoreWriteError,
+    seed_from_env,
 };
 pub use toolstack::{Running, Toolstack, ToolstackError};
 pub use xen_pv;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use xen_pv::abi::hvm_param;
 use xen_pv::abi::io::xs;
+use xen_pv::abi::{Errno, hvm_param};
 
 /// How the simulator runs domains.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -202,6 +202,70 @@ impl std::fmt::Display for SimError {
 }
 
 impl std::error::Error for SimError {}
+
+/// Why a toolstack xenstore update ([`Sim::xenstore_write`],
+/// [`Sim::xenstore_set_perms`], [`Sim::add_device`], and the device helpers
+/// built on them) failed: xenstored answered `XS_ERROR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XenstoreWriteError {
+    /// xenstored refused to write `path` (`XS_WRITE`), e.g. `EINVAL` for a
+    /// malformed path, `ENOSPC`/`E2BIG` past a quota or size limit.
+    Write {
+        /// The node.
+        path: String,
+        /// xenstored's error (`EINVAL` if it named one we do not know).
+        errno: Errno,
+    },
+    /// xenstored refused to set the permissions of `path`
+    /// (`XS_SET_PERMS`), e.g. `ENOENT` if the node does not exist,
+    /// `EINVAL` for a malformed permission.
+    SetPerms {
+        /// The node.
+        path: String,
+        /// xenstored's error (`EINVAL` if it named one we do not know).
+        errno: Errno,
+    },
+}
+
+impl XenstoreWriteError {
+    /// The node the failed request was about.
+    pub fn path(&self) -> &str {
+        match self {
+            XenstoreWriteError::Write { path, .. } | XenstoreWriteError::SetPerms { path, .. } => {
+                path
+            }
+        }
+    }
+
+    /// xenstored's error.
+    pub fn errno(&self) -> Errno {
+        match self {
+            XenstoreWriteError::Write { errno, .. }
+            | XenstoreWriteError::SetPerms { errno, .. } => *errno,
+        }
+    }
+}
+
+impl std::fmt::Display for XenstoreWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XenstoreWriteError::Write { path, errno } => {
+                write!(f, "writing xenstore node {path}: {errno}")
+            }
+            XenstoreWriteError::SetPerms { path, errno } => {
+                write!(f, "setting permissions of xenstore node {path}: {errno}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for XenstoreWriteError {}
+
+/// The errno of an `XS_ERROR` reply (`EINVAL` for a name we do not know, as
+/// the guest's client does), or `None` for any other reply.
+fn reply_errno(r: &xenpal_xenstored::Reply) -> Option<Errno> {
+    (r.type_ == xs::ERROR).then(|| r.errno().unwrap_or(Errno::EINVAL))
+}
 
 /// A domain's state as the simulator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,28 +465,32 @@ impl Sim {
     }
 
     /// Write a xenstore node as the toolstack (creating parents).
-    pub fn xenstore_write(&self, path: &str, value: &str) -> Result<(), String> {
+    ///
+    /// Errors: [`XenstoreWriteError::Write`] with xenstored's errno.
+    pub fn xenstore_write(&self, path: &str, value: &str) -> Result<(), XenstoreWriteError> {
         let r = self.xs(xs::WRITE, &[path, value]);
-        if r.type_ == xs::ERROR {
-            Err(String::from_utf8_lossy(&r.payload)
-                .trim_end_matches('\0')
-                .to_string())
-        } else {
-            Ok(())
+        match reply_errno(&r) {
+            Some(errno) => Err(XenstoreWriteError::Write {
+                path: path.into(),
+                errno,
+            }),
+            None => Ok(()),
         }
     }
 
     /// Set a node's permissions as the toolstack, e.g. `["n0", "r5"]`.
-    pub fn xenstore_set_perms(&self, path: &str, perms: &[&str]) -> Result<(), String> {
+    ///
+    /// Errors: [`XenstoreWriteError::SetPerms`] with xenstored's errno.
+    pub fn xenstore_set_perms(&self, path: &str, perms: &[&str]) -> Result<(), XenstoreWriteError> {
         let mut parts = vec![path];
         parts.extend_from_slice(perms);
         let r = self.xs(xs::SET_PERMS, &parts);
-        if r.type_ == xs::ERROR {
-            Err(String::from_utf8_lossy(&r.payload)
-                .trim_end_matches('\0')
-                .to_string())
-        } else {
-            Ok(())
+        match reply_errno(&r) {
+            Some(errno) => Err(XenstoreWriteError::SetPerms {
+                path: path.into(),
+                errno,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -543,7 +611,8 @@ impl Sim {
     /// readable by the frontend), each with `state` 1, the links between
     /// them, and the extra nodes given. Returns `(frontend, backend)` paths.
     ///
-    /// Errors: the xenstore error, as text.
+    /// Errors: the first [`XenstoreWriteError`] (the node it names says how
+    /// far the device got; nodes already written stay).
     pub fn add_device(
         &self,
         frontend: DomId,
@@ -551,7 +620,7 @@ impl Sim {
         id: u32,
         frontend_nodes: &[(&str, &str)],
         backend_nodes: &[(&str, &str)],
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String), XenstoreWriteError> {
         let fe = format!("/local/domain/{}/device/{class}/{id}", frontend.0);
         let be = format!("/local/domain/0/backend/{class}/{}/{id}", frontend.0);
         let fe_owner = format!("n{}", frontend.0);

@@ -69,11 +69,14 @@
 //!   the simulator has no way to destroy a domain from outside. One whose
 //!   second or later forward cannot bind leaves the earlier forwards bound.
 
-use crate::backends::blk::{Blkback, Disk, Vbd, VbdOptions};
+use crate::backends::blk::{Blkback, Disk, Vbd, VbdError, VbdOptions};
 use crate::backends::net::{DEFAULT_BRIDGE, NetBackend, NetStatus, VifConfig, add_vif_with};
 use crate::fatimg::{FatError, FatImage};
 use crate::xl::DomainSpec;
-use crate::{DomainConfig, DomainStatus, RunReport, Sim, SimConfig, SimError, SimPlatform};
+use crate::{
+    DomainConfig, DomainStatus, RunReport, Sim, SimConfig, SimError, SimPlatform,
+    XenstoreWriteError,
+};
 use hal::DomId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -177,26 +180,22 @@ pub enum ToolstackError {
     },
     /// The simulator refused to build the domain.
     Spawn(SimError),
-    /// Writing the domain's xenstore nodes failed.
-    Xenstore {
-        /// The node.
-        path: String,
-        /// xenstored's error.
-        reason: String,
-    },
-    /// Adding a vif failed.
+    /// Writing the domain's xenstore nodes (`data/ip`, `data/gateway`)
+    /// failed; the error names the node.
+    Xenstore(XenstoreWriteError),
+    /// Adding a vif failed: writing its xenstore nodes.
     AddVif {
         /// The vif's index.
         index: u32,
-        /// Why.
-        reason: String,
+        /// The failed write.
+        source: XenstoreWriteError,
     },
-    /// Adding a disk failed.
+    /// Adding a disk failed: blkback refused it.
     AddVbd {
         /// The disk's vdev.
         vdev: String,
         /// Why.
-        reason: String,
+        source: VbdError,
     },
     /// dom0 could not be started (it already runs a task).
     Dom0(SimError),
@@ -255,11 +254,9 @@ impl fmt::Display for ToolstackError {
                 write!(f, "cannot listen on 127.0.0.1:{host_port}: {source}")
             }
             ToolstackError::Spawn(e) => write!(f, "building the domain: {e}"),
-            ToolstackError::Xenstore { path, reason } => {
-                write!(f, "writing xenstore node {path}: {reason}")
-            }
-            ToolstackError::AddVif { index, reason } => write!(f, "adding vif {index}: {reason}"),
-            ToolstackError::AddVbd { vdev, reason } => write!(f, "adding disk {vdev}: {reason}"),
+            ToolstackError::Xenstore(e) => e.fmt(f),
+            ToolstackError::AddVif { index, source } => write!(f, "adding vif {index}: {source}"),
+            ToolstackError::AddVbd { vdev, source } => write!(f, "adding disk {vdev}: {source}"),
             ToolstackError::Dom0(e) => write!(f, "starting dom0's backends: {e}"),
             ToolstackError::Unpause { domid, source } => {
                 write!(f, "unpausing d{}: {source}", domid.0)
@@ -277,6 +274,8 @@ impl std::error::Error for ToolstackError {
             ToolstackError::Pack { source, .. } => Some(source),
             ToolstackError::Spawn(e) | ToolstackError::Dom0(e) => Some(e),
             ToolstackError::Unpause { source, .. } => Some(source),
+            ToolstackError::Xenstore(e) | ToolstackError::AddVif { source: e, .. } => Some(e),
+            ToolstackError::AddVbd { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -533,7 +532,7 @@ impl Toolstack {
             let path = format!("/local/domain/{}/data/{node}", dom.0);
             self.sim
                 .xenstore_write(&path, &value)
-                .map_err(|reason| ToolstackError::Xenstore { path, reason })
+                .map_err(ToolstackError::Xenstore)
         };
         if let Some((addr, prefix)) = ip {
             write("ip", format!("{addr}/{prefix}"))?;
@@ -555,7 +554,7 @@ impl Toolstack {
                 mtu: vif.mtu.map(usize::from),
             };
             add_vif_with(&self.sim, dom, index, &cfg)
-                .map_err(|reason| ToolstackError::AddVif { index, reason })?;
+                .map_err(|source| ToolstackError::AddVif { index, source })?;
         }
         let mut disks = Vec::new();
         for p in prepared {
@@ -567,9 +566,9 @@ impl Toolstack {
             let vbd = self
                 .blk
                 .add_vbd(&self.sim, dom, p.index, p.disk, options)
-                .map_err(|reason| ToolstackError::AddVbd {
+                .map_err(|source| ToolstackError::AddVbd {
                     vdev: vdev.clone(),
-                    reason,
+                    source,
                 })?;
             disks.push(AttachedDisk {
                 vdev,

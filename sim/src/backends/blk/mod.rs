@@ -134,7 +134,7 @@ mod store;
 pub use faults::{DiskFaultCounters, DiskFaults, DiskFaultsError};
 pub use store::Disk;
 
-use crate::{Sim, SimError, SimPlatform};
+use crate::{Sim, SimError, SimPlatform, XenstoreWriteError};
 use faults::FaultyDisk;
 use hal::DomId;
 use std::collections::{BTreeMap, VecDeque};
@@ -287,31 +287,121 @@ impl VbdOptions {
         self.physical_sector_size.unwrap_or(self.sector_size)
     }
 
-    fn check(&self, bytes: u64) -> Result<(), String> {
+    fn check(&self, bytes: u64) -> Result<(), VbdError> {
         let ss = self.sector_size;
         if !ss.is_power_of_two() || !(512..=4096).contains(&ss) {
-            return Err(format!(
-                "sector size {ss} is not a power of two from 512 to 4096"
-            ));
+            return Err(VbdError::SectorSize { sector_size: ss });
         }
         let ps = self.physical();
         if ps < ss || !ps.is_multiple_of(ss) {
-            return Err(format!(
-                "physical sector size {ps} is not a multiple of {ss}"
-            ));
+            return Err(VbdError::PhysicalSectorSize {
+                physical: ps,
+                sector_size: ss,
+            });
         }
         if bytes == 0 || !bytes.is_multiple_of(u64::from(ps)) {
-            return Err(format!(
-                "disk size {bytes} is not a non-zero multiple of {ps}"
-            ));
+            return Err(VbdError::DiskSize {
+                bytes,
+                physical: ps,
+            });
         }
         if self.max_ring_page_order > 4 {
-            return Err("max ring page order above 4".into());
+            return Err(VbdError::RingPageOrder {
+                order: self.max_ring_page_order,
+            });
         }
         if self.max_indirect_segments > 4096 {
-            return Err("more than 4096 indirect segments".into());
+            return Err(VbdError::IndirectSegments {
+                segments: self.max_indirect_segments,
+            });
         }
-        self.faults.check().map_err(|e| e.to_string())
+        self.faults.check().map_err(VbdError::Faults)
+    }
+}
+
+/// Why [`Blkback::add_vbd`] refused a disk. Nothing is left behind but,
+/// for [`VbdError::Xenstore`], the nodes written before the failure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VbdError {
+    /// The disk index is above 15 (blkback gives `xvda` to `xvdp`).
+    Index {
+        /// The index asked for.
+        index: u32,
+    },
+    /// [`VbdOptions::sector_size`] is not a power of two from 512 to 4096.
+    SectorSize {
+        /// The logical sector size.
+        sector_size: u32,
+    },
+    /// The physical sector size is below the logical one or not a multiple
+    /// of it.
+    PhysicalSectorSize {
+        /// The physical sector size.
+        physical: u32,
+        /// The logical sector size.
+        sector_size: u32,
+    },
+    /// The disk is empty or not a whole number of physical sectors.
+    DiskSize {
+        /// The disk's size in bytes.
+        bytes: u64,
+        /// The physical sector size.
+        physical: u32,
+    },
+    /// [`VbdOptions::max_ring_page_order`] above 4.
+    RingPageOrder {
+        /// The order asked for.
+        order: u32,
+    },
+    /// [`VbdOptions::max_indirect_segments`] above 4096.
+    IndirectSegments {
+        /// The number asked for.
+        segments: u32,
+    },
+    /// A fault probability outside 0 to 1 ([`DiskFaults::check`]).
+    Faults(DiskFaultsError),
+    /// Writing the device's xenstore nodes failed.
+    Xenstore(XenstoreWriteError),
+}
+
+impl std::fmt::Display for VbdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VbdError::Index { index } => write!(f, "disk index {index} above 15"),
+            VbdError::SectorSize { sector_size } => write!(
+                f,
+                "sector size {sector_size} is not a power of two from 512 to 4096"
+            ),
+            VbdError::PhysicalSectorSize {
+                physical,
+                sector_size,
+            } => write!(
+                f,
+                "physical sector size {physical} is not a multiple of {sector_size}"
+            ),
+            VbdError::DiskSize { bytes, physical } => write!(
+                f,
+                "disk size {bytes} is not a non-zero multiple of {physical}"
+            ),
+            VbdError::RingPageOrder { order } => {
+                write!(f, "max ring page order {order} above 4")
+            }
+            VbdError::IndirectSegments { segments } => {
+                write!(f, "{segments} indirect segments: more than 4096")
+            }
+            VbdError::Faults(e) => e.fmt(f),
+            VbdError::Xenstore(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for VbdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            VbdError::Faults(e) => Some(e),
+            VbdError::Xenstore(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -502,9 +592,11 @@ impl Blkback {
     /// disk (device id 51712 + 16 × `index`, `xvda` for 0), writing the
     /// xenstore nodes as a toolstack does.
     ///
-    /// Errors: `index` above 15; options that do not fit the disk (see
+    /// Errors: [`VbdError::Index`] for `index` above 15; the other
+    /// [`VbdError`] variants for options that do not fit the disk (see
     /// [`VbdOptions`]) or fault probabilities outside 0 to 1
-    /// ([`DiskFaults::check`]); a xenstore error.
+    /// ([`DiskFaults::check`]); [`VbdError::Xenstore`] if writing the
+    /// device's nodes failed (the disk is then not registered).
     pub fn add_vbd(
         &self,
         sim: &Sim,
@@ -512,9 +604,9 @@ impl Blkback {
         index: u32,
         disk: Disk,
         options: VbdOptions,
-    ) -> Result<Vbd, String> {
+    ) -> Result<Vbd, VbdError> {
         if index > 15 {
-            return Err(format!("disk index {index} above 15"));
+            return Err(VbdError::Index { index });
         }
         options.check(disk.bytes)?;
         let devid = (202 << 8) + 16 * index;
@@ -568,7 +660,7 @@ impl Blkback {
             }
             Err(e) => {
                 self.vbds.lock().unwrap().remove(&backend_path);
-                Err(e)
+                Err(VbdError::Xenstore(e))
             }
         }
     }

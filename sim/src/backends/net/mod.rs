@@ -75,7 +75,7 @@ pub use faults::{FaultCounters, LinkFaults};
 pub use netback::{MAX_TX_SLOTS, RX_QUEUE_PACKETS, VifCounters, fill_checksum};
 pub use switch::{PortId, Switch};
 
-use crate::{Sim, SimError, SimPlatform};
+use crate::{Sim, SimError, SimPlatform, XenstoreWriteError};
 use faults::FaultyLink;
 use gateway::{Forward, Gateway};
 use hal::{Clock, DomId, EventChannel, EventPort, GrantTable, Instant, Timer};
@@ -162,25 +162,26 @@ impl VifConfig {
 /// Add vif `index` with `mac` to guest `domid` on [`DEFAULT_BRIDGE`], as a
 /// toolstack does. Returns the frontend and backend directories.
 ///
-/// Errors: the xenstore error, as text.
+/// Errors: the first [`XenstoreWriteError`] (a vif is only xenstore
+/// nodes until dom0 sees it).
 pub fn add_vif(
     sim: &Sim,
     domid: DomId,
     index: u32,
     mac: [u8; 6],
-) -> Result<(String, String), String> {
+) -> Result<(String, String), XenstoreWriteError> {
     add_vif_with(sim, domid, index, &VifConfig::new(mac))
 }
 
 /// [`add_vif`] with every setting.
 ///
-/// Errors: the xenstore error, as text.
+/// Errors: as [`add_vif`].
 pub fn add_vif_with(
     sim: &Sim,
     domid: DomId,
     index: u32,
     cfg: &VifConfig,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), XenstoreWriteError> {
     let mac = mac_string(cfg.mac);
     let handle = index.to_string();
     let mtu = cfg.mtu.map(|m| m.to_string());
@@ -201,16 +202,18 @@ pub fn add_vif_with(
 /// unloaded: it disconnects (state `Closing`, then `Closed`) and stays so
 /// until [`start_vif`].
 ///
-/// Errors: the xenstore error, as text.
-pub fn stop_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), String> {
+/// Errors: [`XenstoreWriteError::Write`] of the command node under
+/// [`CONTROL_ROOT`].
+pub fn stop_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), XenstoreWriteError> {
     sim.xenstore_write(&format!("{CONTROL_ROOT}/{}/{index}", domid.0), "stop")
 }
 
 /// Start a backend stopped with [`stop_vif`]; it serves the frontend again
 /// once the frontend is back in `Initialising`.
 ///
-/// Errors: the xenstore error, as text.
-pub fn start_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), String> {
+/// Errors: [`XenstoreWriteError::Write`] of the command node under
+/// [`CONTROL_ROOT`].
+pub fn start_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), XenstoreWriteError> {
     sim.xenstore_write(&format!("{CONTROL_ROOT}/{}/{index}", domid.0), "start")
 }
 
