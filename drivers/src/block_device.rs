@@ -134,10 +134,10 @@ pub enum DisconnectReason {
     /// The backend left the connected state (its xenbus state, e.g.
     /// `Closing`, `Closed`, or `Unknown` if its directory is gone).
     BackendGone(xen_pv::xenbus::XenbusState),
-    /// The backend broke the protocol; the text says how (an unknown
-    /// response id, an impossible status, a runaway producer index...).
-    /// The driver disconnected the device.
-    ProtocolViolation(String),
+    /// The backend broke the protocol: how (an unknown response id, an
+    /// impossible status, a runaway producer index...). The driver
+    /// disconnected the device.
+    ProtocolViolation(crate::blk::ResponseError),
     /// Setting up or watching the connection failed: a xenstore error, a
     /// malformed node, or no grant, page or port left; the text says which.
     Setup(String),

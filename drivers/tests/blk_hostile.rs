@@ -7,10 +7,11 @@ mod blk_support;
 
 use blk_support::{finish, join_all, pattern, port_closed, sim, usage};
 use std::sync::{Arc, Mutex};
-use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
+use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, ResponseError, vbd_ids};
 use xenpal_drivers::block_device::{BlockDevice, BlockError, DisconnectReason};
 use xenpal_sim::DomainConfig;
 use xenpal_sim::backends::blk::{Disk, FaultKind, Vbd, VbdOptions};
+use xenpal_sim::hal::RingError;
 
 const MIB: usize = 1 << 20;
 
@@ -24,11 +25,23 @@ fn take(slot: &VbdSlot) -> Vbd {
 
 #[test]
 fn protocol_violations_disconnect_only_that_disk() {
-    for (seed, kind, expect) in [
-        (0, FaultKind::UnknownId, "unknown id"),
-        (1, FaultKind::ImpossibleStatus, "impossible status 7"),
-        (2, FaultKind::WrongOperation, "carries operation"),
-        (3, FaultKind::RunawayProducer, "overran the ring"),
+    type Is = fn(&ResponseError) -> bool;
+    for (seed, kind, expect, is) in [
+        (
+            0,
+            FaultKind::UnknownId,
+            "unknown id",
+            (|e| matches!(e, ResponseError::UnknownId { .. })) as Is,
+        ),
+        (1, FaultKind::ImpossibleStatus, "impossible status 7", |e| {
+            matches!(e, ResponseError::ImpossibleStatus { status: 7, .. })
+        }),
+        (2, FaultKind::WrongOperation, "carries operation", |e| {
+            matches!(e, ResponseError::WrongOperation { .. })
+        }),
+        (3, FaultKind::RunawayProducer, "overran the ring", |e| {
+            matches!(e, ResponseError::Ring(RingError::Overrun { .. }))
+        }),
     ] {
         let (mut sim, blkback) = sim(seed);
         let d = sim
@@ -50,7 +63,8 @@ fn protocol_violations_disconnect_only_that_disk() {
                 let r = bad.write(16, &data).await;
                 match &r {
                     Err(BlockError::Disconnected(DisconnectReason::ProtocolViolation(why))) => {
-                        assert!(why.contains(expect), "{why}")
+                        assert!(is(why), "{why:?}");
+                        assert!(why.to_string().contains(expect), "{why}")
                     }
                     other => panic!("expected a protocol violation, got {other:?}"),
                 }

@@ -8,13 +8,16 @@
 //! and the data pages by the guest (see [`super::io`]), so the backend never
 //! sees the caller's memory, and the caller never sees shared memory.
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::fmt;
+use hal::mem::AllocError;
 use hal::mem::{PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use hal::ring::ring_size_for_order;
-use hal::{Access, DomId, EventChannel, EventPort, FrontRing, GrantError, GrantRef, GrantTable};
+use hal::{
+    Access, DomId, EventChannel, EventError, EventPort, FrontRing, GrantError, GrantRef,
+    GrantTable, RingError,
+};
 use xen_pv::Hypervisor;
 use xen_pv::abi::io::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGS_PER_INDIRECT_FRAME, BlkifRequest,
@@ -98,6 +101,133 @@ pub struct Transport {
     pub port: EventPort,
 }
 
+/// Why `Conn::new` could not set up a connection: what ran out. Whatever
+/// was allocated before is given back. (Reported to users, as text, in
+/// [`DisconnectReason::Setup`](crate::block_device::DisconnectReason::Setup).)
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConnError {
+    /// No memory for the shared ring.
+    RingPages {
+        /// Pages asked for (`2^ring-page-order`).
+        pages: usize,
+        /// The allocator's error.
+        source: AllocError,
+    },
+    /// A ring page could not be granted to the backend (no grant left).
+    RingGrant(GrantError),
+    /// The ring could not be laid out in its pages.
+    Ring(RingError),
+    /// No event channel could be allocated for the backend.
+    EventChannel(EventError),
+    /// No memory for the data pages (the bounce buffer).
+    DataPages(AllocError),
+    /// A data page could not be granted to the backend.
+    DataGrant(GrantError),
+    /// No memory for the indirect-segment pages.
+    IndirectPages(AllocError),
+    /// An indirect-segment page could not be granted to the backend.
+    IndirectGrant(GrantError),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::RingPages { pages, source } => {
+                write!(f, "allocating a {pages}-page ring: {source}")
+            }
+            ConnError::RingGrant(e) => write!(f, "granting the ring: {e}"),
+            ConnError::Ring(e) => write!(f, "ring: {e}"),
+            ConnError::EventChannel(e) => write!(f, "allocating an event channel: {e}"),
+            ConnError::DataPages(e) => write!(f, "allocating data pages: {e}"),
+            ConnError::DataGrant(e) => write!(f, "granting data pages: {e}"),
+            ConnError::IndirectPages(e) => write!(f, "allocating indirect pages: {e}"),
+            ConnError::IndirectGrant(e) => write!(f, "granting indirect pages: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ConnError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ConnError::RingPages { source: e, .. }
+            | ConnError::DataPages(e)
+            | ConnError::IndirectPages(e) => Some(e),
+            ConnError::RingGrant(e) | ConnError::DataGrant(e) | ConnError::IndirectGrant(e) => {
+                Some(e)
+            }
+            ConnError::Ring(e) => Some(e),
+            ConnError::EventChannel(e) => Some(e),
+        }
+    }
+}
+
+/// How a backend broke the blkif protocol in its responses, found when
+/// taking them off the ring; reported in
+/// [`DisconnectReason::ProtocolViolation`](crate::block_device::DisconnectReason::ProtocolViolation).
+/// The driver drops the connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ResponseError {
+    /// The backend's response producer index is impossible (it claims more
+    /// responses than requests outstanding): a runaway producer.
+    Ring(RingError),
+    /// A response whose id is not a slot of the ring.
+    UnknownId {
+        /// The id, as the backend wrote it.
+        id: u64,
+    },
+    /// A response for a slot with no request in flight (never sent, or
+    /// already answered).
+    NotInFlight {
+        /// The id.
+        id: u64,
+    },
+    /// A response carrying another operation than its request's.
+    WrongOperation {
+        /// The request's id.
+        id: u64,
+        /// The request's operation (`BLKIF_OP_*`).
+        expected: u8,
+        /// The response's.
+        got: u8,
+    },
+    /// A response status blkif does not define (not `BLKIF_RSP_OKAY`,
+    /// `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP`).
+    ImpossibleStatus {
+        /// The request's id.
+        id: u64,
+        /// The status.
+        status: i16,
+    },
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseError::Ring(e) => e.fmt(f),
+            ResponseError::UnknownId { id } => write!(f, "response with unknown id {id:#x}"),
+            ResponseError::NotInFlight { id } => {
+                write!(f, "response for id {id}, which is not in flight")
+            }
+            ResponseError::WrongOperation { id, expected, got } => write!(
+                f,
+                "response to request {id} (operation {expected}) carries operation {got}"
+            ),
+            ResponseError::ImpossibleStatus { id, status } => {
+                write!(f, "response to request {id} has impossible status {status}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ResponseError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ResponseError::Ring(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// One connection's resources and requests in flight.
 pub(super) struct Conn<H: Hypervisor> {
     pub ring: Option<FrontRing<Page<H>, BlkifRequest, BlkifResponse>>,
@@ -122,7 +252,7 @@ impl<H: Hypervisor> Conn<H> {
     /// lists. On failure everything allocated so far is given back (pages
     /// whose grants could not be ended go to `held`).
     ///
-    /// Errors: a text naming what ran out.
+    /// Errors: a [`ConnError`] naming what ran out.
     pub fn new<C: hal::Clock, A: AlarmHw>(
         p: &XenPlatform<H, C, A>,
         backend: DomId,
@@ -131,7 +261,7 @@ impl<H: Hypervisor> Conn<H> {
         data_pages: usize,
         handle: u16,
         held: &mut Vec<Held<H>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConnError> {
         let mut c = Conn {
             ring: None,
             ring_block: None,
@@ -161,21 +291,24 @@ impl<H: Hypervisor> Conn<H> {
         p: &XenPlatform<H, C, A>,
         backend: DomId,
         data_pages: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnError> {
         let pages = p.pages();
         let grants = p.grants();
         let ring_pages = 1usize << self.order;
         let block = pages
             .alloc(ring_pages)
-            .map_err(|e| format!("allocating a {ring_pages}-page ring: {e}"))?;
+            .map_err(|source| ConnError::RingPages {
+                pages: ring_pages,
+                source,
+            })?;
         self.ring_block = Some(block.clone());
         for i in 0..ring_pages {
             let gref = grants
                 .grant_access(backend, block.gfn(i), Access::ReadWrite)
-                .map_err(|e| format!("granting the ring: {e}"))?;
+                .map_err(ConnError::RingGrant)?;
             self.ring_grefs.push(gref);
         }
-        let ring = FrontRing::init(block).map_err(|e| format!("ring: {e}"))?;
+        let ring = FrontRing::init(block).map_err(ConnError::Ring)?;
         let slots = ring.size() as usize;
         debug_assert_eq!(
             slots as u32,
@@ -187,17 +320,15 @@ impl<H: Hypervisor> Conn<H> {
         self.port = Some(
             p.events()
                 .alloc_unbound(backend)
-                .map_err(|e| format!("allocating an event channel: {e}"))?,
+                .map_err(ConnError::EventChannel)?,
         );
         for _ in 0..data_pages {
-            let page = pages
-                .alloc(1)
-                .map_err(|e| format!("allocating data pages: {e}"))?;
+            let page = pages.alloc(1).map_err(ConnError::DataPages)?;
             let gref = match grants.grant_access(backend, page.gfn(0), Access::ReadWrite) {
                 Ok(g) => g,
                 Err(e) => {
                     pages.free(page);
-                    return Err(format!("granting data pages: {e}"));
+                    return Err(ConnError::DataGrant(e));
                 }
             };
             self.data.push(Granted { page, gref });
@@ -208,14 +339,12 @@ impl<H: Hypervisor> Conn<H> {
             // than this many can be in flight at once.
             let n = (data_pages / (BLKIF_MAX_SEGMENTS_PER_REQUEST + 1)).clamp(1, slots);
             for _ in 0..n {
-                let page = pages
-                    .alloc(1)
-                    .map_err(|e| format!("allocating indirect pages: {e}"))?;
+                let page = pages.alloc(1).map_err(ConnError::IndirectPages)?;
                 let gref = match grants.grant_access(backend, page.gfn(0), Access::ReadOnly) {
                     Ok(g) => g,
                     Err(e) => {
                         pages.free(page);
-                        return Err(format!("granting indirect pages: {e}"));
+                        return Err(ConnError::IndirectGrant(e));
                     }
                 };
                 self.indirect.push(Granted { page, gref });
@@ -427,44 +556,43 @@ impl<H: Hypervisor> Conn<H> {
     /// Take every published response, check it, and record its status.
     /// Returns how many completed.
     ///
-    /// Errors: a description of the backend's protocol violation (a runaway
-    /// producer, an id that is not in flight, a response to another
+    /// Errors: the backend's protocol violation, a [`ResponseError`] (a
+    /// runaway producer, an id that is not in flight, a response to another
     /// operation, an impossible status). The connection must be dropped.
-    pub fn take_responses(&mut self) -> Result<usize, String> {
+    pub fn take_responses(&mut self) -> Result<usize, ResponseError> {
         let mut done = 0;
         loop {
             let ring = self.ring.as_mut().expect("a live connection has a ring");
             let rsp = match ring.take_response() {
                 Ok(Some(r)) => r,
                 Ok(None) => return Ok(done),
-                Err(e) => return Err(format!("{e}")),
+                Err(e) => return Err(ResponseError::Ring(e)),
             };
             let id = rsp.id;
             let Some(slot) = usize::try_from(id)
                 .ok()
                 .and_then(|i| self.shadow.get_mut(i))
             else {
-                return Err(format!("response with unknown id {id:#x}"));
+                return Err(ResponseError::UnknownId { id });
             };
             let Some(sh) = slot.as_mut().filter(|s| s.status.is_none()) else {
-                return Err(format!("response for id {id}, which is not in flight"));
+                return Err(ResponseError::NotInFlight { id });
             };
             let op_ok = rsp.operation == sh.op
                 || (sh.indirect.is_some() && rsp.operation == blkif_op::INDIRECT);
             if !op_ok {
-                return Err(format!(
-                    "response to request {id} (operation {}) carries operation {}",
-                    sh.op, rsp.operation
-                ));
+                return Err(ResponseError::WrongOperation {
+                    id,
+                    expected: sh.op,
+                    got: rsp.operation,
+                });
             }
             let status = rsp.status;
             if !matches!(
                 status,
                 blkif_rsp::OKAY | blkif_rsp::ERROR | blkif_rsp::EOPNOTSUPP
             ) {
-                return Err(format!(
-                    "response to request {id} has impossible status {status}"
-                ));
+                return Err(ResponseError::ImpossibleStatus { id, status });
             }
             sh.status = Some(status);
             if sh.orphan {

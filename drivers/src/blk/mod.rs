@@ -40,9 +40,9 @@
 //! status must be one blkif defines, and the backend's producer index must
 //! not claim more responses than requests outstanding
 //! ([`hal::RingError::Overrun`]). Any violation disconnects that disk with
-//! [`DisconnectReason::ProtocolViolation`] (and the frontend tells the
-//! backend `Closing`); other disks and the guest carry on. Nothing here
-//! panics on backend input.
+//! [`DisconnectReason::ProtocolViolation`] carrying a [`ResponseError`]
+//! (and the frontend tells the backend `Closing`); other disks and the
+//! guest carry on. Nothing here panics on backend input.
 //!
 //! # Disconnects and reconnecting
 //!
@@ -78,7 +78,7 @@ mod conn;
 mod io;
 mod read_ahead;
 
-pub use conn::Transport;
+pub use conn::{ResponseError, Transport};
 pub use read_ahead::ReadAhead;
 
 use crate::block_device::{
@@ -490,7 +490,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 &mut held,
             );
             self.st.borrow_mut().held.extend(held);
-            r.map_err(DisconnectReason::Setup)?
+            r.map_err(|e| DisconnectReason::Setup(e.to_string()))?
         };
         let transport = conn.transport();
         let result = async {
