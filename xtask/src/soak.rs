@@ -190,7 +190,18 @@ fn soak(a: &Args) -> bool {
                     if !r.failures.is_empty() || a.one {
                         print_report(&r, a.one);
                     }
-                    reports.lock().unwrap().push(r);
+                    let mut all = reports.lock().unwrap();
+                    all.push(r);
+                    // Progress on long runs, every 1,000 seeds.
+                    if all.len().is_multiple_of(1000) && a.seeds > 1000 {
+                        let failed = all.iter().filter(|r| !r.failures.is_empty()).count();
+                        eprintln!(
+                            "soak: {}/{} seeds, {failed} failed, {:.0} s",
+                            all.len(),
+                            a.seeds,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
                 }
             });
         }
