@@ -43,7 +43,6 @@
 //! may have reached none, some or all of its sectors. Nothing is retried
 //! behind the caller's back.
 
-use alloc::string::String;
 use core::fmt;
 
 /// What a block device is: its geometry and the operations it offers.
@@ -138,9 +137,10 @@ pub enum DisconnectReason {
     /// impossible status, a runaway producer index...). The driver
     /// disconnected the device.
     ProtocolViolation(crate::blk::ResponseError),
-    /// Setting up or watching the connection failed: a xenstore error, a
-    /// malformed node, or no grant, page or port left; the text says which.
-    Setup(String),
+    /// Setting up, watching or closing the connection failed: a xenstore
+    /// error, a malformed node, or no grant, page or port left; the
+    /// [`SetupError`](crate::blk::SetupError) says which step and why.
+    Setup(crate::blk::SetupError),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -152,6 +152,16 @@ impl fmt::Display for DisconnectReason {
                 write!(f, "the backend broke the protocol: {why}")
             }
             DisconnectReason::Setup(why) => write!(f, "connection setup failed: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for DisconnectReason {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            DisconnectReason::ProtocolViolation(e) => Some(e),
+            DisconnectReason::Setup(e) => Some(e),
+            DisconnectReason::Closed | DisconnectReason::BackendGone(_) => None,
         }
     }
 }
@@ -215,7 +225,14 @@ impl fmt::Display for BlockError {
     }
 }
 
-impl core::error::Error for BlockError {}
+impl core::error::Error for BlockError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            BlockError::Disconnected(why) => Some(why),
+            _ => None,
+        }
+    }
+}
 
 /// A block device: see the [module documentation](self) for units,
 /// alignment and durability.

@@ -67,7 +67,14 @@ impl fmt::Display for XenbusError {
     }
 }
 
-impl core::error::Error for XenbusError {}
+impl core::error::Error for XenbusError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            XenbusError::Xenstore(e) => Some(e),
+            XenbusError::BadNode(..) | XenbusError::PeerGone(_) => None,
+        }
+    }
+}
 
 impl From<XsError> for XenbusError {
     fn from(e: XsError) -> Self {

@@ -589,3 +589,36 @@ fn the_blocking_interface_notices_a_crash() {
         finish(&mut sim, &blkback, "blocking");
     }
 }
+
+#[test]
+fn a_missing_disk_is_a_typed_setup_error() {
+    use std::error::Error as _;
+    use xenpal_drivers::blk::SetupError;
+    use xenpal_drivers::xenbus::XenbusError;
+    let (mut sim, blkback) = sim(13);
+    sim.spawn(DomainConfig::new("no-disk"), move |p| async move {
+        let before = usage(&p);
+        let e = Blkfront::open(&p, "51712", BlkfrontConfig::default())
+            .await
+            .unwrap_err();
+        match &e {
+            DisconnectReason::Setup(SetupError::OpenDevice(XenbusError::BadNode(
+                path,
+                "missing",
+            ))) => {
+                assert_eq!(path, "device/vbd/51712/backend")
+            }
+            e => panic!("not a missing backend node: {e:?}"),
+        }
+        assert!(
+            e.to_string()
+                .contains("opening the device: xenstore node device/vbd/51712/backend: missing"),
+            "{e}"
+        );
+        let setup = e.source().expect("the setup error");
+        assert!(setup.source().is_some_and(|s| s.is::<XenbusError>()));
+        assert_eq!(usage(&p), before);
+    })
+    .unwrap();
+    finish(&mut sim, &blkback, "missing disk");
+}

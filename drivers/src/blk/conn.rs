@@ -101,9 +101,12 @@ pub struct Transport {
     pub port: EventPort,
 }
 
-/// Why `Conn::new` could not set up a connection: what ran out. Whatever
-/// was allocated before is given back. (Reported to users, as text, in
-/// [`DisconnectReason::Setup`](crate::block_device::DisconnectReason::Setup).)
+/// Why the driver could not set up a connection's resources: what ran out.
+/// Whatever was allocated before is given back. Reported to users in
+/// [`SetupError::Conn`](super::SetupError::Conn) (inside
+/// [`DisconnectReason::Setup`](crate::block_device::DisconnectReason::Setup)),
+/// from [`Blkfront::open`](super::Blkfront::open) and
+/// [`Blkfront::reconnect`](super::Blkfront::reconnect).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ConnError {
     /// No memory for the shared ring.

@@ -77,9 +77,11 @@
 mod conn;
 mod io;
 mod read_ahead;
+mod setup;
 
-pub use conn::{ResponseError, Transport};
+pub use conn::{ConnError, ResponseError, Transport};
 pub use read_ahead::ReadAhead;
+pub use setup::SetupError;
 
 use crate::block_device::{
     BlockDevice, BlockError, BlockInfo, DiscardInfo, DisconnectReason, Operation,
@@ -165,10 +167,10 @@ pub async fn vbd_ids<H: Hypervisor, C: hal::Clock, A: AlarmHw>(
 ) -> Result<Vec<String>, DisconnectReason> {
     let xs = p
         .xenstore()
-        .ok_or_else(|| DisconnectReason::Setup("this guest has no xenstore".into()))?;
+        .ok_or(DisconnectReason::Setup(SetupError::NoXenstore))?;
     list_devices(xs, CLASS)
         .await
-        .map_err(|e| DisconnectReason::Setup(format!("listing device/vbd: {e}")))
+        .map_err(|e| DisconnectReason::Setup(SetupError::ListDevices(e)))
 }
 
 enum Link<H: Hypervisor> {
@@ -220,8 +222,8 @@ impl<H: Hypervisor, C: hal::Clock, A: AlarmHw> core::fmt::Debug for Blkfront<'_,
     }
 }
 
-fn setup_error(what: &str, e: impl core::fmt::Display) -> DisconnectReason {
-    DisconnectReason::Setup(format!("{what}: {e}"))
+fn setup_error<E>(step: impl FnOnce(E) -> SetupError) -> impl FnOnce(E) -> DisconnectReason {
+    |e| DisconnectReason::Setup(step(e))
 }
 
 impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
@@ -240,18 +242,18 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
     ) -> Result<Self, DisconnectReason> {
         let xs = p
             .xenstore()
-            .ok_or_else(|| DisconnectReason::Setup("this guest has no xenstore".into()))?
+            .ok_or(DisconnectReason::Setup(SetupError::NoXenstore))?
             .clone();
         let dev = XenbusDevice::open_frontend(&xs, CLASS, id)
             .await
-            .map_err(|e| setup_error("opening the device", e))?;
+            .map_err(setup_error(SetupError::OpenDevice))?;
         let token = format!("blkfront:{}", dev.own_dir());
         match xs
             .watch(&xen_pv::xenbus::join(dev.peer_dir(), "state"), &token)
             .await
         {
             Ok(()) | Err(XsError::Errno(Errno::EEXIST)) => {}
-            Err(e) => return Err(setup_error("watching the backend", e)),
+            Err(e) => return Err(DisconnectReason::Setup(SetupError::WatchBackend(e))),
         }
         let front = Blkfront {
             p,
@@ -261,7 +263,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             token,
             config,
             st: RefCell::new(State {
-                link: Link::Down(DisconnectReason::Setup("not connected yet".into())),
+                link: Link::Down(DisconnectReason::Setup(SetupError::NotConnectedYet)),
                 generation: 0,
                 info: BlockInfo {
                     sector_size: 512,
@@ -364,9 +366,9 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
         self.settle().await?;
         let held = self.held_pages();
         if held > 0 {
-            return Err(DisconnectReason::Setup(format!(
-                "the backend still maps {held} of our pages after closing"
-            )));
+            return Err(DisconnectReason::Setup(SetupError::PagesHeld {
+                pages: held,
+            }));
         }
         Ok(())
     }
@@ -409,7 +411,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 .dev
                 .peer_state()
                 .await
-                .map_err(|e| setup_error("reading the backend's state", e))?;
+                .map_err(setup_error(SetupError::ReadBackendState))?;
             if want(s) {
                 return Ok(s);
             }
@@ -419,7 +421,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             self.xs
                 .next_watch_event_for(&self.token)
                 .await
-                .map_err(|e| setup_error("watching the backend", e))?;
+                .map_err(setup_error(SetupError::WatchBackend))?;
         }
     }
 
@@ -427,21 +429,25 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
         self.dev
             .switch_state(s)
             .await
-            .map_err(|e| setup_error("switching state", e))
+            .map_err(setup_error(SetupError::SwitchState))
     }
 
     async fn peer_u64(&self, key: &str) -> Result<Option<u64>, DisconnectReason> {
-        self.dev
-            .peer_u64(key)
-            .await
-            .map_err(|e| DisconnectReason::Setup(format!("{e}")))
+        self.dev.peer_u64(key).await.map_err(|source| {
+            DisconnectReason::Setup(SetupError::BackendNode {
+                key: key.into(),
+                source,
+            })
+        })
     }
 
     async fn peer_feature(&self, key: &str) -> Result<bool, DisconnectReason> {
-        self.dev
-            .peer_feature(key)
-            .await
-            .map_err(|e| setup_error(key, e))
+        self.dev.peer_feature(key).await.map_err(|source| {
+            DisconnectReason::Setup(SetupError::BackendFeature {
+                key: key.into(),
+                source,
+            })
+        })
     }
 
     /// The handshake, from `Initialising` to `Connected`.
@@ -490,7 +496,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 &mut held,
             );
             self.st.borrow_mut().held.extend(held);
-            r.map_err(|e| DisconnectReason::Setup(e.to_string()))?
+            r.map_err(|e| DisconnectReason::Setup(SetupError::Conn(e)))?
         };
         let transport = conn.transport();
         let result = async {
@@ -543,13 +549,14 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
 
     /// Write the transport nodes in one transaction.
     async fn advertise(&self, conn: &Conn<H>, order: u32) -> Result<(), DisconnectReason> {
+        const ATTEMPTS: u32 = 16;
         let port = conn.port.map_or(0, |p| p.0);
-        for _ in 0..16 {
+        for _ in 0..ATTEMPTS {
             let tx = self
                 .xs
                 .transaction_start()
                 .await
-                .map_err(|e| setup_error("starting a transaction", e))?;
+                .map_err(setup_error(SetupError::StartTransaction))?;
             let writes = async {
                 if order == 0 {
                     self.dev
@@ -575,32 +582,34 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             .await;
             if let Err(e) = writes {
                 let _ = self.xs.transaction_end(tx, false).await;
-                return Err(setup_error("writing the ring details", e));
+                return Err(DisconnectReason::Setup(SetupError::WriteRingDetails(e)));
             }
             match self.xs.transaction_end(tx, true).await {
                 Ok(()) => return Ok(()),
                 Err(XsError::Errno(Errno::EAGAIN)) => continue,
-                Err(e) => return Err(setup_error("committing the ring details", e)),
+                Err(e) => return Err(DisconnectReason::Setup(SetupError::CommitRingDetails(e))),
             }
         }
-        Err(DisconnectReason::Setup(
-            "writing the ring details: the transaction kept conflicting".into(),
-        ))
+        Err(DisconnectReason::Setup(SetupError::TransactionConflicts {
+            attempts: ATTEMPTS,
+        }))
     }
 
     /// Read and check the disk's properties once the backend is connected.
     async fn read_info(&self) -> Result<BlockInfo, DisconnectReason> {
-        let bad = |what: &str| {
-            DisconnectReason::Setup(format!("backend {}: {what}", self.dev.peer_dir()))
-        };
+        let backend = || String::from(self.dev.peer_dir());
+        let bad = DisconnectReason::Setup;
         let sectors = self
             .peer_u64("sectors")
             .await?
-            .ok_or_else(|| bad("no `sectors` node"))?;
+            .ok_or_else(|| bad(SetupError::NoSectors { backend: backend() }))?;
         let info = self.peer_u64("info").await?.unwrap_or(0);
         let sector_size = self.peer_u64("sector-size").await?.unwrap_or(512);
         if !sector_size.is_power_of_two() || !(512..=4096).contains(&sector_size) {
-            return Err(bad("`sector-size` is not a power of two from 512 to 4096"));
+            return Err(bad(SetupError::SectorSize {
+                backend: backend(),
+                value: sector_size,
+            }));
         }
         let physical = self
             .peer_u64("physical-sector-size")
@@ -610,12 +619,18 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             || !physical.is_multiple_of(sector_size)
             || physical > u64::from(u32::MAX)
         {
-            return Err(bad(
-                "`physical-sector-size` is not a multiple of `sector-size`",
-            ));
+            return Err(bad(SetupError::PhysicalSectorSize {
+                backend: backend(),
+                value: physical,
+                sector_size,
+            }));
         }
         if sectors.checked_mul(sector_size).is_none() {
-            return Err(bad("`sectors` times `sector-size` overflows"));
+            return Err(bad(SetupError::SizeOverflow {
+                backend: backend(),
+                sectors,
+                sector_size,
+            }));
         }
         let discard = if self.peer_feature("feature-discard").await? {
             let granularity = self
@@ -624,10 +639,18 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 .unwrap_or(sector_size);
             let alignment = self.peer_u64("discard-alignment").await?.unwrap_or(0);
             Some(DiscardInfo {
-                granularity: u32::try_from(granularity)
-                    .map_err(|_| bad("`discard-granularity` is out of range"))?,
-                alignment: u32::try_from(alignment)
-                    .map_err(|_| bad("`discard-alignment` is out of range"))?,
+                granularity: u32::try_from(granularity).map_err(|_| {
+                    bad(SetupError::DiscardGranularity {
+                        backend: backend(),
+                        value: granularity,
+                    })
+                })?,
+                alignment: u32::try_from(alignment).map_err(|_| {
+                    bad(SetupError::DiscardAlignment {
+                        backend: backend(),
+                        value: alignment,
+                    })
+                })?,
                 secure: self.peer_feature("discard-secure").await?,
             })
         } else {
@@ -690,7 +713,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             .dev
             .state()
             .await
-            .map_err(|e| setup_error("reading our state", e))?;
+            .map_err(setup_error(SetupError::ReadOwnState))?;
         let must_wait = !self.st.borrow().held.is_empty()
             || matches!(own, XenbusState::Initialised | XenbusState::Connected);
         // A backend that is gone or back at the start has let go.
@@ -740,7 +763,10 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                 Ok(Some(_)) => changed = true,
                 Ok(None) => break,
                 Err(e) => {
-                    self.fail(generation, setup_error("xenstore", e));
+                    self.fail(
+                        generation,
+                        DisconnectReason::Setup(SetupError::WatchBackend(e)),
+                    );
                     return;
                 }
             }
@@ -749,7 +775,10 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
             match self.dev.peer_state().await {
                 Ok(XenbusState::Connected) => {}
                 Ok(s) => self.fail(generation, DisconnectReason::BackendGone(s)),
-                Err(e) => self.fail(generation, setup_error("reading the backend's state", e)),
+                Err(e) => self.fail(
+                    generation,
+                    DisconnectReason::Setup(SetupError::ReadBackendState(e)),
+                ),
             }
         }
         let taken = {
@@ -857,7 +886,7 @@ impl<'p, H: Hypervisor, C: hal::Clock, A: AlarmHw> Blkfront<'p, H, C, A> {
                     Link::Up(_) => {
                         flight.parts.clear();
                         return Err(BlockError::Disconnected(DisconnectReason::Setup(
-                            "the connection was replaced while the request was in flight".into(),
+                            SetupError::ConnectionReplaced,
                         )));
                     }
                     Link::Down(r) => {
