@@ -65,12 +65,14 @@
 //! frontend's queue until that frontend posts enough receive buffers for
 //! it, so a frontend that never posts 17 cannot receive 64 KiB frames.
 
+mod error;
 mod faults;
 mod gateway;
 mod netback;
 pub mod pcap;
 mod switch;
 
+pub use error::{NetbackError, VifError};
 pub use faults::{FaultCounters, LinkFaults};
 pub use netback::{MAX_TX_SLOTS, RX_QUEUE_PACKETS, VifCounters, fill_checksum};
 pub use switch::{PortId, Switch};
@@ -91,7 +93,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
-use xen_pv::xenstore::{TxId, XenStore, XsError};
+use xen_pv::xenstore::{TxId, XenStore};
 use xenpal_drivers::xenbus::{DeviceChange, DeviceWatcher, XenbusDevice, XenbusState};
 
 /// The switch a vif joins when its backend has no `bridge` node.
@@ -230,8 +232,9 @@ pub struct VifStatus {
     pub counters: VifCounters,
     /// What the link's faults did (all zero on a perfect link).
     pub faults: FaultCounters,
-    /// Why the backend gave up on the frontend, if it did.
-    pub error: Option<String>,
+    /// Why the backend gave up on the frontend, if it did (the text of its
+    /// `error` node).
+    pub error: Option<VifError>,
 }
 
 /// A snapshot of the network, taken at the end of each of dom0's rounds.
@@ -247,7 +250,7 @@ pub struct NetSnapshot {
     /// Host connections the gateway accepted.
     pub forwarded_connections: u64,
     /// Why the network stopped, if it did (dom0 could not run it at all).
-    pub error: Option<String>,
+    pub error: Option<NetbackError>,
     /// dom0's rounds so far.
     pub rounds: u64,
 }
@@ -423,9 +426,9 @@ impl NetBackend {
         }
     }
 
-    async fn serve_inner(self, p: &SimPlatform) -> Result<(), String> {
-        let xs = p.xenstore().ok_or("dom0 has no xenstore")?.clone();
-        let xe = |e: XsError| format!("xenstore: {e}");
+    async fn serve_inner(self, p: &SimPlatform) -> Result<(), NetbackError> {
+        let xs = p.xenstore().ok_or(NetbackError::NoXenstore)?.clone();
+        let xe = NetbackError::Xenstore;
         let mut watcher = DeviceWatcher::new(&xs, "/local/domain/0", "vif")
             .await
             .map_err(xe)?;
@@ -662,7 +665,7 @@ impl Net {
         let mut frames: Vec<(PortId, Vec<u8>)> = Vec::new();
         let mut out = Vec::new();
         let mut dests = Vec::new();
-        let mut fatal: Vec<(VifId, String)> = Vec::new();
+        let mut fatal: Vec<(VifId, VifError)> = Vec::new();
         let mut staged: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut passed: Vec<(u64, Vec<u8>)> = Vec::new();
         for _ in 0..64 {

@@ -6,6 +6,7 @@
 //! the pages the frontend posted. Only the two ring pages are mapped.
 
 use super::VifId;
+use super::error::{NetbackError, VifError};
 use super::pcap::PcapWriter;
 use crate::{SimHypervisor, SimPlatform};
 use hal::grant::{CopyPtr, GrantCopy};
@@ -19,7 +20,7 @@ use xen_pv::abi::io::{
 use xen_pv::grant::ForeignPage;
 use xen_pv::pages::FrameBlock;
 use xen_pv::xenstore::{TxId, XsError};
-use xenpal_drivers::xenbus::{XenbusDevice, XenbusState};
+use xenpal_drivers::xenbus::{XenbusDevice, XenbusError, XenbusState};
 use zerocopy::{FromBytes, IntoBytes};
 
 type Mapping = ForeignPage<WordMemory>;
@@ -42,16 +43,16 @@ pub(super) struct Staging {
 }
 
 impl Staging {
-    pub fn new(p: &SimPlatform) -> Result<Self, String> {
+    pub fn new(p: &SimPlatform) -> Result<Self, NetbackError> {
         use hal::PageAlloc;
         let tx = p
             .pages()
             .alloc(MAX_TX_SLOTS)
-            .map_err(|e| format!("dom0 staging pages: {e}"))?;
+            .map_err(NetbackError::StagingPages)?;
         let rx = p
             .pages()
             .alloc(RX_STAGING_PAGES)
-            .map_err(|e| format!("dom0 staging pages: {e}"))?;
+            .map_err(NetbackError::StagingPages)?;
         Ok(Staging {
             tx,
             rx,
@@ -129,11 +130,8 @@ pub(super) struct Vif {
     pub rxq: VecDeque<Vec<u8>>,
     pub counters: VifCounters,
     pub capture: Option<PcapWriter>,
-    pub error: Option<String>,
+    pub error: Option<VifError>,
 }
-
-/// Why a vif's data path stopped: the frontend broke the protocol.
-pub(super) type Fatal = String;
 
 impl Vif {
     pub fn new(id: VifId, dev: XenbusDevice<SimHypervisor>, bridge: String) -> Self {
@@ -271,11 +269,13 @@ impl Vif {
     }
 
     /// Give up on the frontend: disconnect, write `error`, `Closing`.
-    pub async fn fail(&mut self, p: &SimPlatform, msg: String) -> Result<(), XsError> {
-        log::error!("netback {}: {msg}", self.id);
+    pub async fn fail(&mut self, p: &SimPlatform, why: VifError) -> Result<(), XsError> {
+        log::error!("netback {}: {why}", self.id);
         self.disconnect(p);
-        self.dev.write_own(TxId::NONE, "error", &msg).await?;
-        self.error = Some(msg);
+        self.dev
+            .write_own(TxId::NONE, "error", &why.to_string())
+            .await?;
+        self.error = Some(why);
         self.dev.switch_state(XenbusState::Closing).await?;
         self.phase = Phase::Closing;
         Ok(())
@@ -299,14 +299,16 @@ impl Vif {
         self.rxq.clear();
     }
 
-    async fn connect(&mut self, p: &SimPlatform) -> Result<(), String> {
+    async fn connect(&mut self, p: &SimPlatform) -> Result<(), VifError> {
         let dev = &self.dev;
-        let need = |v: Result<Option<u64>, _>, key: &str| match v {
-            Ok(Some(v)) => u32::try_from(v).map_err(|_| format!("frontend {key} out of range")),
-            Ok(None) => Err(format!("frontend has no {key}")),
-            Err(e) => Err(format!("frontend {key}: {e}")),
+        let need = |v: Result<Option<u64>, XenbusError>, key: &'static str| match v {
+            Ok(Some(value)) => {
+                u32::try_from(value).map_err(|_| VifError::NodeOutOfRange { key, value })
+            }
+            Ok(None) => Err(VifError::MissingNode { key }),
+            Err(source) => Err(VifError::BadNode { key, source }),
         };
-        let xs = |e: XsError| format!("xenstore: {e}");
+        let xs = VifError::Xenstore;
         let tx_ref = need(dev.peer_u64("tx-ring-ref").await, "tx-ring-ref")?;
         let rx_ref = need(dev.peer_u64("rx-ring-ref").await, "rx-ring-ref")?;
         let evtchn = need(dev.peer_u64("event-channel").await, "event-channel")?;
@@ -317,14 +319,12 @@ impl Vif {
             .as_deref()
             != Some("1")
         {
-            return Err(
-                "frontend does not request rx-copy (page flipping is not supported)".into(),
-            );
+            return Err(VifError::NoRxCopy);
         }
         if let Ok(Some(n)) = dev.peer_u64("multi-queue-num-queues").await
             && n > 1
         {
-            return Err(format!("frontend asks for {n} queues; one is supported"));
+            return Err(VifError::MultiQueue { queues: n });
         }
         let rx_notify = dev.peer_feature("feature-rx-notify").await.map_err(xs)?;
         let sg = dev.peer_feature("feature-sg").await.map_err(xs)?;
@@ -332,12 +332,18 @@ impl Vif {
         let tx_map = p
             .grants()
             .map(fe, GrantRef(tx_ref), Access::ReadWrite)
-            .map_err(|e| format!("mapping tx-ring-ref {tx_ref}: {e}"))?;
+            .map_err(|source| VifError::MapTxRing {
+                gref: tx_ref,
+                source,
+            })?;
         let rx_map = match p.grants().map(fe, GrantRef(rx_ref), Access::ReadWrite) {
             Ok(m) => m,
             Err(e) => {
                 let _ = p.grants().unmap(tx_map);
-                return Err(format!("mapping rx-ring-ref {rx_ref}: {e}"));
+                return Err(VifError::MapRxRing {
+                    gref: rx_ref,
+                    source: e,
+                });
             }
         };
         let port = match p.events().bind_interdomain(fe, EventPort(evtchn)) {
@@ -345,12 +351,15 @@ impl Vif {
             Err(e) => {
                 let _ = p.grants().unmap(tx_map);
                 let _ = p.grants().unmap(rx_map);
-                return Err(format!("binding event-channel {evtchn}: {e}"));
+                return Err(VifError::BindEventChannel {
+                    port: evtchn,
+                    source: e,
+                });
             }
         };
         let (tx, rx) = match (BackRing::attach(tx_map), BackRing::attach(rx_map)) {
             (Ok(tx), Ok(rx)) => (tx, rx),
-            _ => return Err("ring pages too small".into()),
+            _ => return Err(VifError::RingTooSmall),
         };
         self.phase = Phase::Connected(Box::new(Link {
             fe,
@@ -366,7 +375,7 @@ impl Vif {
         }));
         if let Err(e) = self.dev.switch_state(XenbusState::Connected).await {
             self.disconnect(p);
-            return Err(format!("xenstore: {e}"));
+            return Err(VifError::Xenstore(e));
         }
         self.counters.connects += 1;
         log::info!(
@@ -387,23 +396,19 @@ impl Vif {
         staging: &mut Staging,
         now: u64,
         out: &mut Vec<Vec<u8>>,
-    ) -> Result<bool, Fatal> {
+    ) -> Result<bool, VifError> {
         let Phase::Connected(link) = &mut self.phase else {
             return Ok(false);
         };
         let mut progress = false;
         loop {
-            while let Some(req) = link
-                .tx
-                .take_request()
-                .map_err(|e| format!("tx ring: {e}"))?
-            {
+            while let Some(req) = link.tx.take_request().map_err(VifError::TxRing)? {
                 progress = true;
                 if link.extra {
                     let info = NetifExtraInfo::read_from_bytes(&req.as_bytes()[..8])
-                        .map_err(|_| "bad extra-info slot".to_string())?;
+                        .map_err(|_| VifError::BadExtraInfo)?;
                     if info.type_ == netif_extra::TYPE_NONE || info.type_ >= netif_extra::TYPE_MAX {
-                        return Err(format!("extra-info slot of unknown type {}", info.type_));
+                        return Err(VifError::UnknownExtraInfo { type_: info.type_ });
                     }
                     link.extra = info.flags & netif_extra::FLAG_MORE != 0;
                     link.pending.push(req);
@@ -417,7 +422,7 @@ impl Vif {
                     link.pending_extra.push(false);
                 }
                 if link.pending.len() > MAX_TX_SLOTS {
-                    return Err(format!("a packet spans more than {MAX_TX_SLOTS} slots"));
+                    return Err(VifError::TooManySlots);
                 }
                 if link.more || link.extra {
                     continue;
@@ -444,7 +449,7 @@ impl Vif {
                     };
                     link.tx
                         .stage_response(&NetifTxResponse { id: req.id, status })
-                        .map_err(|e| format!("tx ring: {e}"))?;
+                        .map_err(VifError::TxRing)?;
                 }
                 link.pending.clear();
                 link.pending_extra.clear();
@@ -455,7 +460,7 @@ impl Vif {
             if !link
                 .tx
                 .final_check_for_requests()
-                .map_err(|e| format!("tx ring: {e}"))?
+                .map_err(VifError::TxRing)?
             {
                 return Ok(progress);
             }
@@ -471,11 +476,11 @@ impl Vif {
         p: &SimPlatform,
         staging: &mut Staging,
         now: u64,
-    ) -> Result<bool, Fatal> {
+    ) -> Result<bool, VifError> {
         let Phase::Connected(link) = &mut self.phase else {
             return Ok(false);
         };
-        let ring = |e| format!("rx ring: {e}");
+        let ring = VifError::RxRing;
         let mut progress = false;
         while let Some(pkt) = self.rxq.front() {
             let need = pkt.len().div_ceil(PAGE_SIZE).max(1);
@@ -499,7 +504,7 @@ impl Vif {
             let mut ids = [0u16; RX_STAGING_PAGES];
             for (k, chunk) in pkt.chunks(PAGE_SIZE).enumerate() {
                 let Some(req) = link.rx.take_request().map_err(ring)? else {
-                    return Err("rx ring: requests vanished".into());
+                    return Err(VifError::RxRequestsVanished);
                 };
                 ids[k] = req.id;
                 staging.rx.write(k * PAGE_SIZE, chunk);
@@ -569,7 +574,7 @@ fn take_packet(
     link: &Link,
     staging: &mut Staging,
     out: &mut Vec<Vec<u8>>,
-) -> Result<Option<usize>, Fatal> {
+) -> Result<Option<usize>, VifError> {
     let data: Vec<&NetifTxRequest> = link
         .pending
         .iter()
@@ -583,9 +588,7 @@ fn take_packet(
     let total = usize::from(first.size);
     let rest: usize = data[1..].iter().map(|r| usize::from(r.size)).sum();
     if rest > total {
-        return Err(format!(
-            "first tx slot says {total} bytes, later slots hold {rest}"
-        ));
+        return Err(VifError::InconsistentSizes { total, rest });
     }
     staging.ops.clear();
     let mut lens = [0usize; MAX_TX_SLOTS];
@@ -596,10 +599,10 @@ fn take_packet(
             usize::from(req.size)
         };
         if usize::from(req.offset) + len > PAGE_SIZE {
-            return Err(format!(
-                "tx slot of {len} bytes at offset {} crosses its page",
-                req.offset
-            ));
+            return Err(VifError::SlotCrossesPage {
+                len,
+                offset: req.offset,
+            });
         }
         lens[k] = len;
         if len > 0 {
