@@ -60,7 +60,7 @@ pub use sim::{
     DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, XenstoreWriteError,
     seed_from_env,
 };
-pub use toolstack::{Running, Toolstack, ToolstackError};
+pub use toolstack::{Running, Toolstack, ToolstackError, UnreachableReason};
 pub use xen_pv;
 pub use xen_pv::hal;
 pub use xl::{DomainSpec, XlError};

@@ -169,7 +169,7 @@ pub enum ToolstackError {
         /// The guest's port.
         guest_port: u16,
         /// Why.
-        why: String,
+        why: UnreachableReason,
     },
     /// A forwarded host port could not be bound.
     Forward {
@@ -276,10 +276,67 @@ impl std::error::Error for ToolstackError {
             ToolstackError::Unpause { source, .. } => Some(source),
             ToolstackError::Xenstore(e) | ToolstackError::AddVif { source: e, .. } => Some(e),
             ToolstackError::AddVbd { source, .. } => Some(source),
+            ToolstackError::ForwardUnreachable { why, .. } => Some(why),
             _ => None,
         }
     }
 }
+
+/// Why a port forward cannot reach its guest
+/// ([`ToolstackError::ForwardUnreachable`]): dom0's gateway must be able to
+/// route to the guest's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnreachableReason {
+    /// No vif of the guest has an `ip=`.
+    NoAddress,
+    /// The guest's address is outside the subnet of dom0's gateway.
+    OutsideSubnet {
+        /// The guest's address.
+        addr: Ipv4Addr,
+        /// dom0's gateway.
+        gateway: Ipv4Addr,
+        /// The gateway's prefix length.
+        prefix: u8,
+    },
+    /// dom0 runs no gateway yet and the guest's subnet has no address
+    /// left for one.
+    NoRoomForGateway {
+        /// The guest's address.
+        addr: Ipv4Addr,
+    },
+    /// The guest's vif is on another bridge than dom0's gateway (which is
+    /// on [`DEFAULT_BRIDGE`]).
+    OtherBridge {
+        /// The vif's bridge.
+        bridge: String,
+    },
+}
+
+impl fmt::Display for UnreachableReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnreachableReason::NoAddress => f.write_str("the guest has no vif with an ip="),
+            UnreachableReason::OutsideSubnet {
+                addr,
+                gateway,
+                prefix,
+            } => write!(
+                f,
+                "{addr} is outside dom0's gateway's subnet {gateway}/{prefix}"
+            ),
+            UnreachableReason::NoRoomForGateway { addr } => write!(
+                f,
+                "no room for dom0's gateway in the guest's subnet of {addr}"
+            ),
+            UnreachableReason::OtherBridge { bridge } => write!(
+                f,
+                "the guest's vif is on bridge {bridge}, dom0's gateway on {DEFAULT_BRIDGE}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnreachableReason {}
 
 /// What the toolstack gave one domain.
 #[derive(Clone, Debug)]
@@ -474,28 +531,30 @@ impl Toolstack {
             _ => None,
         };
         for f in &spec.forwards {
-            let unreachable = |why: String| ToolstackError::ForwardUnreachable {
+            let unreachable = |why| ToolstackError::ForwardUnreachable {
                 guest_port: f.guest_port,
                 why,
             };
             let Some((addr, _)) = ip else {
-                return Err(unreachable("the guest has no vif with an ip=".into()));
+                return Err(unreachable(UnreachableReason::NoAddress));
             };
             if my_gateway.is_none() {
                 return Err(unreachable(match gateway {
-                    Some((gw, prefix)) => {
-                        format!("{addr} is outside dom0's gateway's subnet {gw}/{prefix}")
-                    }
-                    None => format!("no room for dom0's gateway in the guest's subnet of {addr}"),
+                    Some((gateway, prefix)) => UnreachableReason::OutsideSubnet {
+                        addr,
+                        gateway,
+                        prefix,
+                    },
+                    None => UnreachableReason::NoRoomForGateway { addr },
                 }));
             }
             let bridge = addressed
                 .and_then(|v| v.bridge.as_deref())
                 .unwrap_or(DEFAULT_BRIDGE);
             if bridge != DEFAULT_BRIDGE {
-                return Err(unreachable(format!(
-                    "the guest's vif is on bridge {bridge}, dom0's gateway on {DEFAULT_BRIDGE}"
-                )));
+                return Err(unreachable(UnreachableReason::OtherBridge {
+                    bridge: bridge.to_string(),
+                }));
             }
         }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::BlockDevice;
 use xenpal_sim::hal::DomId;
-use xenpal_sim::toolstack::{Toolstack, ToolstackError};
+use xenpal_sim::toolstack::{Toolstack, ToolstackError, UnreachableReason};
 use xenpal_sim::xen_pv::xenstore::TxId;
 use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec, XlError};
 use xenpal_sim::{SimConfig, SimPlatform};
@@ -358,7 +358,13 @@ fn bad_configs_and_bad_disks_are_typed_errors() {
             |e| matches!(e, ToolstackError::DuplicateVdev { .. }),
         ),
         (base().vif(VifSpec::new()).forward(0, 80), |e| {
-            matches!(e, ToolstackError::ForwardUnreachable { guest_port: 80, .. })
+            matches!(
+                e,
+                ToolstackError::ForwardUnreachable {
+                    guest_port: 80,
+                    why: UnreachableReason::NoAddress
+                }
+            )
         }),
         (
             base()
@@ -368,7 +374,15 @@ fn bad_configs_and_bad_disks_are_typed_errors() {
                         .bridge("xenbr1"),
                 )
                 .forward(0, 80),
-            |e| matches!(e, ToolstackError::ForwardUnreachable { .. }),
+            |e| {
+                matches!(
+                    e,
+                    ToolstackError::ForwardUnreachable {
+                        guest_port: 80,
+                        why: UnreachableReason::OtherBridge { bridge },
+                    } if bridge == "xenbr1"
+                )
+            },
         ),
         (base().memory_mib(1 << 20), |e| {
             matches!(e, ToolstackError::Memory { .. })
