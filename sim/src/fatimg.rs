@@ -158,7 +158,7 @@ pub enum FatError {
         /// The path, as given.
         path: String,
         /// What is wrong with it.
-        reason: String,
+        reason: NameError,
     },
     /// A path longer than [`MAX_PATH_UNITS`].
     PathTooLong {
@@ -340,12 +340,70 @@ impl fmt::Display for FatError {
 impl std::error::Error for FatError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            FatError::InvalidName { reason, .. } => Some(reason),
             FatError::Io { source, .. } => Some(source),
             FatError::Write(e) => Some(e),
             _ => None,
         }
     }
 }
+
+/// Why a path or one of its names cannot be held by FAT
+/// ([`FatError::InvalidName`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// The path is empty (or only slashes).
+    EmptyPath,
+    /// An empty name: `//` in the path, or a trailing `/`.
+    EmptyName,
+    /// `.` or `..`, which FAT reserves.
+    Dots {
+        /// The name.
+        name: String,
+    },
+    /// A name ending with a dot or a space, which FAT drops.
+    TrailingDotOrSpace {
+        /// The name.
+        name: String,
+    },
+    /// A name holding a control character or one of `"*/:<>?\|`.
+    BadChar {
+        /// The name.
+        name: String,
+        /// The first such character.
+        c: char,
+    },
+    /// A name longer than [`MAX_NAME_UNITS`] UTF-16 units.
+    TooLong {
+        /// The name.
+        name: String,
+        /// Its length in UTF-16 units.
+        units: usize,
+    },
+    /// A host file name that is not UTF-8 (when packing a directory).
+    NotUtf8,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::EmptyPath => f.write_str("the path is empty"),
+            NameError::EmptyName => f.write_str("empty name (`//` or a trailing `/`)"),
+            NameError::Dots { name } => write!(f, "`{name}` cannot be a name"),
+            NameError::TrailingDotOrSpace { name } => {
+                write!(f, "`{name}` ends with a dot or a space, which FAT drops")
+            }
+            NameError::BadChar { name, c } => write!(f, "`{name}` holds the character {c:?}"),
+            NameError::TooLong { name, units } => write!(
+                f,
+                "`{name}` is {units} UTF-16 units long, more than {MAX_NAME_UNITS}"
+            ),
+            NameError::NotUtf8 => f.write_str("the host name is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
 
 /// Where a built image's parts are, as [`FatImage::layout`] computes them.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -609,7 +667,7 @@ impl FatImage {
                 .into_string()
                 .map_err(|raw| FatError::InvalidName {
                     path: join(prefix, &raw.to_string_lossy()),
-                    reason: "the host name is not UTF-8".into(),
+                    reason: NameError::NotUtf8,
                 })?;
             entries.push((name, host));
         }
@@ -1224,12 +1282,12 @@ fn into_items(dir: Dir, prefix: String, out: &mut Vec<(String, Leaf)>) {
 
 fn parse_path(path: &str) -> Result<Vec<&str>, FatError> {
     let trimmed = path.trim_start_matches('/');
-    let invalid = |reason: String| FatError::InvalidName {
+    let invalid = |reason| FatError::InvalidName {
         path: path.to_string(),
         reason,
     };
     if trimmed.is_empty() {
-        return Err(invalid("the path is empty".into()));
+        return Err(invalid(NameError::EmptyPath));
     }
     let comps: Vec<&str> = trimmed.split('/').collect();
     for name in &comps {
@@ -1251,26 +1309,28 @@ fn parse_path(path: &str) -> Result<Vec<&str>, FatError> {
     Ok(comps)
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("empty name (`//` or a trailing `/`)".into());
+        return Err(NameError::EmptyName);
     }
     if name == "." || name == ".." {
-        return Err(format!("`{name}` cannot be a name"));
+        return Err(NameError::Dots { name: name.into() });
     }
     if name.ends_with('.') || name.ends_with(' ') {
-        return Err(format!(
-            "`{name}` ends with a dot or a space, which FAT drops"
-        ));
+        return Err(NameError::TrailingDotOrSpace { name: name.into() });
     }
     if let Some(c) = name.chars().find(|&c| c < ' ' || "\"*/:<>?\\|".contains(c)) {
-        return Err(format!("`{name}` holds the character {c:?}"));
+        return Err(NameError::BadChar {
+            name: name.into(),
+            c,
+        });
     }
     let units = name.encode_utf16().count();
     if units > MAX_NAME_UNITS {
-        return Err(format!(
-            "`{name}` is {units} UTF-16 units long, more than {MAX_NAME_UNITS}"
-        ));
+        return Err(NameError::TooLong {
+            name: name.into(),
+            units,
+        });
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::fatimg::{self, FatError, FatImage, FatType, Layout};
+use xenpal_sim::fatimg::{self, FatError, FatImage, FatType, Layout, NameError};
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 
 // ---------------------------------------------------------------------------
@@ -631,23 +631,44 @@ fn names_and_paths_fat_cannot_hold() {
     let long = "x".repeat(256);
     let deep = vec!["d"; fatimg::MAX_DEPTH + 1].join("/");
     let long_path = vec!["abcdefghij"; 24].join("/");
-    for (path, culprit) in [
-        ("a:b.txt", "a:b.txt"),
-        ("what?.txt", "what?.txt"),
-        ("tab\there", "tab\\there"),
-        ("dir/trailing.", "dir/trailing."),
-        ("trailing space ", "trailing space "),
-        ("a//b", "a//b"),
-        ("a/./b", "a/./b"),
-        ("a/../b", "a/../b"),
-        ("", ""),
-        ("back\\slash", "back\\\\slash"),
-        (long.as_str(), long.as_str()),
+    let bad_char = |name: &str, c| NameError::BadChar {
+        name: name.into(),
+        c,
+    };
+    let trailing = |name: &str| NameError::TrailingDotOrSpace { name: name.into() };
+    let dots = |name: &str| NameError::Dots { name: name.into() };
+    for (path, culprit, why) in [
+        ("a:b.txt", "a:b.txt", bad_char("a:b.txt", ':')),
+        ("what?.txt", "what?.txt", bad_char("what?.txt", '?')),
+        ("tab\there", "tab\\there", bad_char("tab\there", '\t')),
+        ("dir/trailing.", "dir/trailing.", trailing("trailing.")),
+        (
+            "trailing space ",
+            "trailing space ",
+            trailing("trailing space "),
+        ),
+        ("a//b", "a//b", NameError::EmptyName),
+        ("a/./b", "a/./b", dots(".")),
+        ("a/../b", "a/../b", dots("..")),
+        ("", "", NameError::EmptyPath),
+        (
+            "back\\slash",
+            "back\\\\slash",
+            bad_char("back\\slash", '\\'),
+        ),
+        (
+            long.as_str(),
+            long.as_str(),
+            NameError::TooLong {
+                name: long.clone(),
+                units: 256,
+            },
+        ),
     ] {
         let err = img.add_file(path, vec![]).unwrap_err();
         assert!(
-            matches!(err, FatError::InvalidName { .. }),
-            "{path:?}: {err}"
+            matches!(&err, FatError::InvalidName { path: p, reason } if p == path && *reason == why),
+            "{path:?}: {err:?}"
         );
         let shown = err.to_string();
         assert!(
