@@ -7,12 +7,13 @@ use super::{Command, FaultKind, VbdShared};
 use crate::SimPlatform;
 use hal::event::wait_event;
 use hal::grant::{CopyPtr, GrantCopy};
+use hal::mem::AllocError;
 use hal::mem::{MultiPage, PAGE_SIZE, PageAlloc, Pages, SharedMemory};
 use hal::task::{Either, select};
 use hal::time::sleep_until;
 use hal::{
-    Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable, Instant,
-    RingError,
+    Access, BackRing, Clock, DomId, EventChannel, EventError, EventPort, GrantError, GrantRef,
+    GrantTable, Instant, RingError,
 };
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -25,13 +26,122 @@ use xen_pv::abi::io::{
 };
 use xen_pv::xenbus::{XenbusState, join};
 use xen_pv::xenstore::{TxId, XenStore, XsError};
-use xenpal_drivers::xenbus::XenbusDevice;
+use xenpal_drivers::xenbus::{XenbusDevice, XenbusError};
 use zerocopy::{FromBytes, IntoBytes};
 
 type H = crate::SimHypervisor;
 type Mapping = <xen_pv::grant::Grants<H> as GrantTable>::Mapping;
 type Ring = BackRing<MultiPage<Mapping>, BlkifRequest, BlkifResponse>;
 type Bounce = <xen_pv::pages::FramePool<H> as PageAlloc>::Block;
+
+/// Why blkback could not connect to a frontend: logged and written to the
+/// backend's `error` node, then the backend closes and offers the device
+/// again. (Not public: nothing but the node and the log shows it.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ConnectError {
+    /// A numeric frontend node could not be read, or is not a number.
+    BadNode {
+        /// The node.
+        key: String,
+        /// Why.
+        source: XenbusError,
+    },
+    /// A numeric frontend node does not fit 32 bits.
+    OutOfRange {
+        /// The node.
+        key: String,
+        /// Its value.
+        value: u64,
+    },
+    /// A node the frontend must write (`ring-ref`, `ring-ref<i>`,
+    /// `event-channel`) is absent.
+    MissingNode {
+        /// The node.
+        key: String,
+    },
+    /// The frontend's `ring-page-order` is above the one we offered.
+    RingPageOrder {
+        /// The frontend's.
+        order: u32,
+        /// Ours (`max-ring-page-order`).
+        max: u32,
+    },
+    /// Reading the frontend's `protocol` failed.
+    ReadProtocol(XsError),
+    /// The frontend's `protocol` is not the native one.
+    Protocol {
+        /// The node's value.
+        protocol: String,
+    },
+    /// A ring page could not be mapped.
+    MapRing {
+        /// Its grant reference.
+        gref: u32,
+        /// The grant table's error.
+        source: GrantError,
+    },
+    /// The mapped pages cannot hold a ring.
+    RingUnusable {
+        /// Pages mapped.
+        pages: usize,
+    },
+    /// The frontend's event channel could not be bound.
+    BindEventChannel {
+        /// `event-channel`.
+        port: u32,
+        /// The event channel's error.
+        source: EventError,
+    },
+    /// No dom0 pages for the copies.
+    CopyPages(AllocError),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::BadNode { source, .. } => source.fmt(f),
+            ConnectError::OutOfRange { key, value } => {
+                write!(f, "frontend `{key}` out of range ({value})")
+            }
+            ConnectError::MissingNode { key } => write!(f, "no {key} from the frontend"),
+            ConnectError::RingPageOrder { order, max } => write!(
+                f,
+                "ring-page-order {order} above our max-ring-page-order {max}"
+            ),
+            ConnectError::ReadProtocol(e) => e.fmt(f),
+            ConnectError::Protocol { protocol } => {
+                write!(f, "unsupported protocol {protocol:?}")
+            }
+            ConnectError::MapRing { gref, source } => {
+                write!(f, "mapping ring-ref {gref}: {source}")
+            }
+            ConnectError::RingUnusable { pages } => {
+                write!(f, "a ring of {pages} pages is unusable")
+            }
+            ConnectError::BindEventChannel { port, source } => {
+                write!(f, "binding event-channel {port}: {source}")
+            }
+            ConnectError::CopyPages(e) => write!(f, "dom0 pages for copies: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::BadNode { source, .. } => Some(source),
+            ConnectError::ReadProtocol(e) => Some(e),
+            ConnectError::MapRing { source, .. } => Some(source),
+            ConnectError::BindEventChannel { source, .. } => Some(source),
+            ConnectError::CopyPages(e) => Some(e),
+            ConnectError::OutOfRange { .. }
+            | ConnectError::MissingNode { .. }
+            | ConnectError::RingPageOrder { .. }
+            | ConnectError::Protocol { .. }
+            | ConnectError::RingUnusable { .. } => None,
+        }
+    }
+}
 
 /// dom0 pages per connection for grant copies: segments move this many at
 /// a time (enough for the 8 pages of an indirect request's segment list).
@@ -213,7 +323,7 @@ impl Backend<'_> {
                 Ok(c) => c,
                 Err(why) => {
                     log::warn!("blkback {}: cannot connect: {why}", self.dir());
-                    let _ = self.write("error", &why).await;
+                    let _ = self.write("error", &why.to_string()).await;
                     self.switch(XenbusState::Closing).await;
                     self.switch(XenbusState::Closed).await;
                     continue;
@@ -345,55 +455,58 @@ impl Backend<'_> {
             .await
     }
 
-    async fn peer_number(&self, key: &str) -> Result<Option<u32>, String> {
+    async fn peer_number(&self, key: &str) -> Result<Option<u32>, ConnectError> {
         match self.dev.peer_u64(key).await {
             Ok(None) => Ok(None),
-            Ok(Some(v)) => u32::try_from(v)
-                .map(Some)
-                .map_err(|_| format!("frontend `{key}` out of range")),
-            Err(e) => Err(format!("{e}")),
+            Ok(Some(value)) => {
+                u32::try_from(value)
+                    .map(Some)
+                    .map_err(|_| ConnectError::OutOfRange {
+                        key: key.into(),
+                        value,
+                    })
+            }
+            Err(source) => Err(ConnectError::BadNode {
+                key: key.into(),
+                source,
+            }),
         }
     }
 
+    /// A node the frontend must have written.
+    async fn required(&self, key: &str) -> Result<u32, ConnectError> {
+        self.peer_number(key)
+            .await?
+            .ok_or_else(|| ConnectError::MissingNode { key: key.into() })
+    }
+
     /// Map the frontend's ring, bind its channel, take dom0 pages.
-    async fn connect(&self) -> Result<Conn, String> {
+    async fn connect(&self) -> Result<Conn, ConnectError> {
         let fe = self.dev.peer_id();
         let order = self.peer_number("ring-page-order").await?.unwrap_or(0);
         if order > self.vbd.options.max_ring_page_order {
-            return Err(format!(
-                "ring-page-order {order} above our max-ring-page-order {}",
-                self.vbd.options.max_ring_page_order
-            ));
+            return Err(ConnectError::RingPageOrder {
+                order,
+                max: self.vbd.options.max_ring_page_order,
+            });
         }
         let mut refs = Vec::new();
         if order == 0 {
-            refs.push(
-                self.peer_number("ring-ref")
-                    .await?
-                    .ok_or("no ring-ref from the frontend")?,
-            );
+            refs.push(self.required("ring-ref").await?);
         } else {
             for i in 0..1u32 << order {
-                let key = format!("ring-ref{i}");
-                refs.push(
-                    self.peer_number(&key)
-                        .await?
-                        .ok_or_else(|| format!("no {key} from the frontend"))?,
-                );
+                refs.push(self.required(&format!("ring-ref{i}")).await?);
             }
         }
-        let port = self
-            .peer_number("event-channel")
-            .await?
-            .ok_or("no event-channel from the frontend")?;
+        let port = self.required("event-channel").await?;
         if let Some(proto) = self
             .dev
             .read_peer("protocol")
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(ConnectError::ReadProtocol)?
             && proto != xenpal_drivers::blk::PROTOCOL_NATIVE
         {
-            return Err(format!("unsupported protocol {proto:?}"));
+            return Err(ConnectError::Protocol { protocol: proto });
         }
         let grants = self.p.grants();
         let mut maps = Vec::new();
@@ -402,20 +515,20 @@ impl Backend<'_> {
                 Ok(m) => maps.push(m),
                 Err(e) => {
                     self.unmap_all(maps);
-                    return Err(format!("mapping ring-ref {r}: {e}"));
+                    return Err(ConnectError::MapRing { gref: r, source: e });
                 }
             }
         }
         let pages = maps.len();
         let ring = match MultiPage::new(maps, PAGE_SIZE).map(BackRing::attach) {
             Some(Ok(r)) => r,
-            _ => return Err(format!("a ring of {pages} pages is unusable")),
+            _ => return Err(ConnectError::RingUnusable { pages }),
         };
         let port = match self.p.events().bind_interdomain(fe, EventPort(port)) {
             Ok(p) => p,
             Err(e) => {
                 self.unmap_all(ring.into_memory().into_pages());
-                return Err(format!("binding event-channel {port}: {e}"));
+                return Err(ConnectError::BindEventChannel { port, source: e });
             }
         };
         let bounce = match self.p.pages().alloc(BATCH) {
@@ -423,7 +536,7 @@ impl Backend<'_> {
             Err(e) => {
                 let _ = self.p.events().close(port);
                 self.unmap_all(ring.into_memory().into_pages());
-                return Err(format!("dom0 pages for copies: {e}"));
+                return Err(ConnectError::CopyPages(e));
             }
         };
         self.vbd.stats.lock().unwrap().ring_pages = pages as u32;
