@@ -183,20 +183,41 @@ impl DomainConfig {
     }
 }
 
-/// Why a domain could not be built.
+/// Why a domain could not be built, started or unpaused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimError {
     /// All domain ids are in use.
     NoDomainIds,
-    /// The configuration is invalid (the reason).
-    BadConfig(String),
+    /// [`DomainConfig::memory_pages`] below 8.
+    TooLittleMemory {
+        /// The pages asked for.
+        pages: usize,
+    },
+    /// [`DomainConfig::grant_frames`] is 0 or above 64.
+    GrantFrames {
+        /// The frames asked for.
+        frames: u32,
+    },
+    /// [`Sim::spawn_dom0`] when dom0 already runs a task.
+    Dom0Busy,
+    /// [`Sim::unpause`] of a domain that does not exist.
+    NoSuchDomain(DomId),
 }
 
 impl std::fmt::Display for SimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SimError::NoDomainIds => f.write_str("no free domain id"),
-            SimError::BadConfig(why) => write!(f, "bad domain config: {why}"),
+            SimError::TooLittleMemory { pages } => write!(
+                f,
+                "bad domain config: {pages} pages of RAM, at least 8 needed"
+            ),
+            SimError::GrantFrames { frames } => write!(
+                f,
+                "bad domain config: {frames} grant frames, 1 to 64 allowed"
+            ),
+            SimError::Dom0Busy => f.write_str("bad domain config: dom0 already runs a task"),
+            SimError::NoSuchDomain(id) => write!(f, "bad domain config: no domain d{}", id.0),
         }
     }
 }
@@ -498,18 +519,23 @@ impl Sim {
     /// receives the guest's platform; the domain exits when `main` returns,
     /// when it shuts down, or if it panics.
     ///
-    /// Errors: [`SimError::NoDomainIds`]; [`SimError::BadConfig`] for fewer
-    /// than 8 pages of RAM or 0 or more than 64 grant frames.
+    /// Errors: [`SimError::NoDomainIds`]; [`SimError::TooLittleMemory`] for
+    /// fewer than 8 pages of RAM; [`SimError::GrantFrames`] for 0 or more
+    /// than 64 grant frames.
     pub fn spawn<F, Fut>(&mut self, cfg: DomainConfig, main: F) -> Result<DomId, SimError>
     where
         F: FnOnce(SimPlatform) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         if cfg.memory_pages < 8 {
-            return Err(SimError::BadConfig("at least 8 pages of RAM".into()));
+            return Err(SimError::TooLittleMemory {
+                pages: cfg.memory_pages,
+            });
         }
         if cfg.grant_frames == 0 || cfg.grant_frames > 64 {
-            return Err(SimError::BadConfig("1 to 64 grant frames".into()));
+            return Err(SimError::GrantFrames {
+                frames: cfg.grant_frames,
+            });
         }
         if self.next_domid >= DomId::FIRST_RESERVED.0 {
             return Err(SimError::NoDomainIds);
@@ -550,14 +576,14 @@ impl Sim {
     /// count as a guest: [`run`](Self::run) ends when every other domain has
     /// exited.
     ///
-    /// Errors: [`SimError::BadConfig`] if dom0 already runs something.
+    /// Errors: [`SimError::Dom0Busy`] if dom0 already runs something.
     pub fn spawn_dom0<F, Fut>(&mut self, main: F) -> Result<(), SimError>
     where
         F: FnOnce(SimPlatform) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         if self.dom0_started {
-            return Err(SimError::BadConfig("dom0 already runs a task".into()));
+            return Err(SimError::Dom0Busy);
         }
         self.dom0_started = true;
         let dom = self.core.domain(DomId::DOM0).expect("dom0 exists");
@@ -594,12 +620,9 @@ impl Sim {
 
     /// Let a domain built [paused](DomainConfig::paused) run.
     ///
-    /// Errors: [`SimError::BadConfig`] if there is no such domain.
+    /// Errors: [`SimError::NoSuchDomain`] if there is no such domain.
     pub fn unpause(&self, id: DomId) -> Result<(), SimError> {
-        let dom = self
-            .core
-            .domain(id)
-            .ok_or_else(|| SimError::BadConfig(format!("no domain d{}", id.0)))?;
+        let dom = self.core.domain(id).ok_or(SimError::NoSuchDomain(id))?;
         self.core.make_runnable(&dom);
         Ok(())
     }

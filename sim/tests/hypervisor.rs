@@ -759,3 +759,25 @@ fn console_output_is_captured_and_logged_line_by_line_with_names() {
         ]
     );
 }
+
+#[test]
+fn refused_domains_say_why() {
+    use xenpal_sim::SimError;
+    let mut sim = Sim::new(SimConfig::seeded(0));
+    let guest = |_p: xenpal_sim::SimPlatform| async {};
+    assert_eq!(
+        sim.spawn(DomainConfig::new("tiny").memory_pages(4), guest),
+        Err(SimError::TooLittleMemory { pages: 4 })
+    );
+    assert_eq!(
+        sim.spawn(DomainConfig::new("grants").grant_frames(65), guest),
+        Err(SimError::GrantFrames { frames: 65 })
+    );
+    assert_eq!(
+        sim.unpause(DomId(77)),
+        Err(SimError::NoSuchDomain(DomId(77)))
+    );
+    sim.spawn_dom0(guest).unwrap();
+    assert_eq!(sim.spawn_dom0(guest), Err(SimError::Dom0Busy));
+    assert!(sim.run().all_clean());
+}

@@ -667,7 +667,7 @@ impl Blkback {
 
     /// Run [`serve`](Self::serve) as dom0's main task.
     ///
-    /// Errors: [`SimError::BadConfig`] if dom0 already runs a task.
+    /// Errors: [`SimError::Dom0Busy`] if dom0 already runs a task.
     pub fn spawn(&self, sim: &mut Sim) -> Result<(), SimError> {
         let this = self.clone();
         sim.spawn_dom0(move |p| async move { this.serve(&p).await })

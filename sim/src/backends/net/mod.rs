@@ -405,7 +405,7 @@ impl NetBackend {
 
     /// Run the network as dom0's task.
     ///
-    /// Errors: [`SimError::BadConfig`] if dom0 already runs a task (then
+    /// Errors: [`SimError::Dom0Busy`] if dom0 already runs a task (then
     /// call [`serve`](Self::serve) from that task instead).
     pub fn spawn(self, sim: &mut Sim) -> Result<NetStatus, SimError> {
         let status = self.status();
