@@ -147,17 +147,20 @@ pub fn marshal(
     buf: Option<ArgBuf<'_>>,
     raw: impl FnOnce([u64; 5]) -> isize,
 ) -> isize {
-    let Some(buf) = buf else {
+    let Some(mut buf) = buf else {
         return raw(args);
     };
     if buf.slot >= 5 {
         return Errno::EFAULT.ret();
     }
     let len = buf.data.bytes().len();
+    // Xen reaches the buffer through the address alone, so its provenance
+    // is exposed; and Xen writes an `InOut` buffer, so that address must
+    // come from a mutable borrow (a pointer from `as_ptr` is read-only).
     if buf.handles.is_empty() {
-        args[buf.slot] = match &buf.data {
-            ArgData::In(b) => b.as_ptr() as u64,
-            ArgData::InOut(b) => b.as_ptr() as u64,
+        args[buf.slot] = match &mut buf.data {
+            ArgData::In(b) => b.as_ptr().expose_provenance() as u64,
+            ArgData::InOut(b) => b.as_mut_ptr().expose_provenance() as u64,
         };
         return raw(args);
     }
@@ -167,14 +170,16 @@ pub fn marshal(
     let mut words = [0u64; MAX_MARSHALLED / 8];
     let bytes = words.as_mut_bytes();
     bytes[..len].copy_from_slice(buf.data.bytes());
-    let base = bytes.as_ptr() as u64;
+    let base = bytes.as_ptr().addr() as u64;
     for h in buf.handles {
         if h.at.checked_add(8).is_none_or(|end| end > len) || h.target > len {
             return Errno::EFAULT.ret();
         }
         bytes[h.at..h.at + 8].copy_from_slice(&(base + h.target as u64).to_le_bytes());
     }
-    args[buf.slot] = base;
+    // The pointer Xen writes through is taken after the last write through
+    // `bytes` (which would invalidate an earlier one), at the same address.
+    args[buf.slot] = bytes.as_mut_ptr().expose_provenance() as u64;
     let ret = raw(args);
     if let ArgData::InOut(out) = buf.data {
         out.copy_from_slice(&words.as_bytes()[..len]);

@@ -24,6 +24,29 @@ fn marshal_passes_plain_buffers_in_place() {
     assert_eq!(marshal([1, 2, 3, 4, 5], None, |a| a[4] as isize), 5);
 }
 
+/// Xen writes an `InOut` buffer without handles where it lies: the address
+/// `raw` receives must carry write permission for the caller's buffer.
+#[test]
+fn marshal_lets_xen_write_an_inout_buffer_in_place() {
+    let mut data = [1u8, 2, 3, 4];
+    let want = data.as_ptr().addr() as u64;
+    let buf = ArgBuf {
+        slot: 1,
+        data: ArgData::InOut(&mut data),
+        handles: &[],
+    };
+    let ret = marshal([0; 5], Some(buf), |a| {
+        assert_eq!(a[1], want, "passed in place");
+        let p = core::ptr::with_exposed_provenance_mut::<u8>(a[1] as usize);
+        // SAFETY: `marshal` promises `a[1]` addresses the caller's 4-byte
+        // buffer, valid for writes and unaliased until this returns.
+        unsafe { p.add(2).write(b'X') };
+        0
+    });
+    assert_eq!(ret, 0);
+    assert_eq!(data, [1, 2, b'X', 4], "what Xen wrote is in the buffer");
+}
+
 #[test]
 fn marshal_patches_handles_and_copies_back() {
     // 8 bytes of handle, then 8 bytes of data it points to.
