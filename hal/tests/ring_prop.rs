@@ -560,14 +560,33 @@ fn run_hostile(order: u32, start: u32, ops: &[Op]) -> Result<(), TestCaseError> 
     Ok(())
 }
 
+/// 256 cases per property, each up to 400 operations. Under Miri, which
+/// runs every ring operation thousands of times slower, a handful of
+/// shorter cases, so that `.ci/miri` stays within its time budget; and no
+/// regression file, which Miri's isolation cannot open.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    };
+    if cfg!(miri) {
+        config.cases = 6;
+        config.failure_persistence = None;
+    }
+    config
+}
+
+/// The most operations in one case (see [`config`]).
+const MAX_OPS: usize = if cfg!(miri) { 40 } else { 400 };
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn ring_matches_model(
         order in 0u32..=2,
         start in start(),
-        ops in proptest::collection::vec(op(), 1..400),
+        ops in proptest::collection::vec(op(), 1..MAX_OPS),
     ) {
         run_model(order, start, &ops)?;
     }
@@ -576,7 +595,7 @@ proptest! {
     fn hostile_indices_are_rejected_or_valid(
         order in 0u32..=2,
         start in start(),
-        ops in proptest::collection::vec(hostile_op(), 1..400),
+        ops in proptest::collection::vec(hostile_op(), 1..MAX_OPS),
     ) {
         run_hostile(order, start, &ops)?;
     }

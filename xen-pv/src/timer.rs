@@ -189,6 +189,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri gives a vtable one of several addresses at each use, so Waker::will_wake (best-effort: it compares vtable addresses) is false for a clone and the queue keeps a duplicate entry"
+    )]
     fn queue_programs_earliest_and_wakes_due() {
         let hw = Hw::default();
         let q = TimerQueue::new();

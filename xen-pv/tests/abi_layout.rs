@@ -180,6 +180,10 @@ fn report(mismatches: &[Mismatch]) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs gcc and writes files: Miri cannot spawn processes"
+)]
 fn abi_layout_matches_xen_headers() {
     assert_eq!(
         usize::BITS,
@@ -209,6 +213,7 @@ fn abi_layout_matches_xen_headers() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads src/abi: Miri's isolation forbids file access")]
 fn every_abi_struct_and_field_is_checked() {
     let entries = table();
     let sources = layout::abi_source_structs().unwrap_or_else(|e| panic!("{e}"));
@@ -261,6 +266,10 @@ fn every_abi_struct_and_field_is_checked() {
 /// pipeline (probe, compilers, symbol table, comparison) and is reported by
 /// arch, C struct, field, and both values.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs gcc and writes files: Miri cannot spawn processes"
+)]
 fn a_wrong_entry_is_reported_by_name() {
     let mut wrong = table()
         .into_iter()
