@@ -58,3 +58,34 @@ impl Clock for SimClock {
 /// [`XenPlatform`] over the simulator's hypervisor and clock, with Xen's
 /// `set_timer_op` as the alarm.
 pub type SimPlatform = XenPlatform<SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
+
+/// What a guest holds of its platform's resources: grant entries in use,
+/// pages allocated from its pool, and its lowest free event-channel port.
+/// Taken before a guest opens its devices and again once it has closed
+/// them, the two must be equal: a difference is a leak.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Holdings {
+    /// Grant entries in use (`GrantTable::active_grants`).
+    pub grants: usize,
+    /// Pages allocated and not freed (`PageAlloc::outstanding`).
+    pub pages: usize,
+    /// The port a new unbound channel would get (`None`: none free), so a
+    /// channel left open shows.
+    pub free_port: Option<u32>,
+}
+
+impl Holdings {
+    /// What `p`'s guest holds now.
+    pub fn of(p: &SimPlatform) -> Holdings {
+        use hal::{EventChannel, GrantTable, PageAlloc};
+        let free_port = p.events().alloc_unbound(hal::DomId::DOM0).ok().map(|port| {
+            let _ = p.events().close(port);
+            port.0
+        });
+        Holdings {
+            grants: p.grants().active_grants(),
+            pages: p.pages().outstanding(),
+            free_port,
+        }
+    }
+}

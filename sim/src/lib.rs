@@ -55,7 +55,7 @@ pub mod toolstack;
 pub mod xl;
 
 pub use crate::hypervisor::{Exit, Rng};
-pub use guest::{SimClock, SimHypervisor, SimPlatform};
+pub use guest::{Holdings, SimClock, SimHypervisor, SimPlatform};
 pub use sim::{
     DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, XenstoreWriteError,
     seed_from_env,

@@ -22,7 +22,7 @@ const BODY: &str = "hello from a simulated guest\n";
 /// Serve `requests` HTTP requests on port 80, each on its own listening
 /// socket (a backlog: a connection that comes early finds one listening).
 async fn http_server(p: SimPlatform, requests: usize) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let mut s = Stack::up(&p, "0", SERVER, NetConfig::default()).await;
     let mut sockets = SocketSet::new(vec![]);
     let handles: Vec<_> = (0..requests)

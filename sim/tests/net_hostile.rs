@@ -224,7 +224,7 @@ async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<Stri
 }
 
 async fn victim(p: SimPlatform, errors: Arc<Mutex<Vec<NetError>>>) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let xs = p.xenstore().unwrap().clone();
     let deadline = p.timer().now() + Duration::from_secs(5);
     let mut nic: Nic<'_> = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
@@ -259,7 +259,7 @@ async fn victim(p: SimPlatform, errors: Arc<Mutex<Vec<NetError>>>) {
         .await
         .unwrap();
     assert_eq!(state, "6", "frontend ends Closed");
-    assert_eq!(Baseline::take(&p), base, "resources leaked");
+    assert_eq!(Baseline::of(&p), base, "resources leaked");
     log::info!("victim: still running after \"{err}\"");
     errors.lock().unwrap().push(err);
 }

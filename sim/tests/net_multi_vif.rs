@@ -21,7 +21,7 @@ const ROUNDS: usize = 20;
 /// The guest with two vifs: a UDP ping-pong with each peer, on each vif,
 /// interleaved.
 async fn two_homed(p: SimPlatform, log: Arc<Mutex<Vec<String>>>) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let xs = p.xenstore().unwrap().clone();
     assert_eq!(vif_ids(&xs).await.unwrap(), ["0", "1"]);
     let mut s0 = Stack::up(&p, "0", ROUTER[0], NetConfig::default()).await;
@@ -82,13 +82,13 @@ async fn two_homed(p: SimPlatform, log: Arc<Mutex<Vec<String>>>) {
     let deadline = p.timer().now() + Duration::from_secs(5);
     s0.nic.close(deadline).await.unwrap();
     s1.nic.close(deadline).await.unwrap();
-    assert_eq!(Baseline::take(&p), base, "resources leaked");
+    assert_eq!(Baseline::of(&p), base, "resources leaked");
     xenpal_sim::hal::time::sleep(p.timer(), Duration::from_millis(20)).await;
 }
 
 /// Echo datagrams until `rounds` were echoed.
 async fn echo(p: SimPlatform, ip: Ipv4Address, rounds: usize) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let mut s = Stack::up(&p, "0", ip, NetConfig::default()).await;
     let mut sockets = SocketSet::new(vec![]);
     let h = sockets.add(udp_socket(8, 16 * 1024));

@@ -175,7 +175,7 @@ async fn udp_peer(
     done: Arc<AtomicBool>,
     out: Arc<Mutex<Vec<String>>>,
 ) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let mut s = Stack::up(&p, "0", me, cfg).await;
     let mut sockets = SocketSet::new(vec![]);
     let h = sockets.add(udp_socket(64, 256 * 1024));

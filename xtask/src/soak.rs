@@ -57,8 +57,8 @@ use xenpal_sim::backends::blk::{Blkback, Disk, DiskFaultCounters, DiskFaults, Vb
 use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, add_vif};
 use xenpal_sim::hal::task::select;
 use xenpal_sim::hal::time::sleep;
-use xenpal_sim::hal::{Clock, DomId, EventChannel, GrantTable, PageAlloc};
-use xenpal_sim::{DomainConfig, Exit, Rng, Sim, SimConfig, SimPlatform, fatimg};
+use xenpal_sim::hal::{Clock, DomId};
+use xenpal_sim::{DomainConfig, Exit, Holdings, Rng, Sim, SimConfig, SimPlatform, fatimg};
 
 /// Simulated time within which every guest must finish: longer than any
 /// healthy run (a few simulated minutes at most, when TCP backs off), so
@@ -161,6 +161,9 @@ pub struct SeedReport {
     pub responses: u64,
     /// Connections cut short cleanly (a prefix of the right bytes).
     pub cut_short: u64,
+    /// The site did not start because its disk failed a read (a clean
+    /// error, on seeds whose site disks fail).
+    pub site_failed_cleanly: bool,
     /// Blocks the writer saw flushed.
     pub flushed_blocks: u64,
     /// Backend crashes and restarts dom0 caused.
@@ -221,6 +224,7 @@ fn soak(a: &Args) -> bool {
     }
     println!(
         "soak: {} seeds from {:#x}: {} passed, {} failed; {} responses, {} connections cut short, \
+         {} sites stopped cleanly by a disk error at start, \
          {} blocks flushed, {} backend crashes/restarts by dom0; link faults: {} frames lost, \
          {} duplicated, {} reordered, {} corrupted, {} dropped in partitions; disk faults: {} I/O \
          errors, {} delayed, {} crashes ({} torn writes), {} restarts; {:.1} s",
@@ -230,6 +234,7 @@ fn soak(a: &Args) -> bool {
         failed.len(),
         sum(|r| r.responses),
         sum(|r| r.cut_short),
+        sum(|r| u64::from(r.site_failed_cleanly)),
         sum(|r| r.flushed_blocks),
         sum(|r| r.crashes),
         faults.lost,
@@ -417,26 +422,6 @@ fn plan(seed: u64) -> Plan {
     }
 }
 
-/// A guest's resources before it opened its devices.
-#[derive(Debug, PartialEq, Eq)]
-struct Baseline {
-    grants: usize,
-    pages: usize,
-    free_port: u32,
-}
-
-impl Baseline {
-    fn take(p: &SimPlatform) -> Baseline {
-        let port = p.events().alloc_unbound(DomId::DOM0).unwrap();
-        p.events().close(port).unwrap();
-        Baseline {
-            grants: p.grants().active_grants(),
-            pages: p.pages().outstanding(),
-            free_port: port.0,
-        }
-    }
-}
-
 fn smol_now(p: &SimPlatform) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros((p.timer().now().as_nanos() / 1000) as i64)
 }
@@ -533,7 +518,7 @@ async fn client(
     conns: Vec<Vec<(bool, String)>>,
     disk_errors: bool,
 ) -> (u64, u64) {
-    let base = Baseline::take(&p);
+    let base = Holdings::of(&p);
     let deadline = p.timer().now() + Duration::from_secs(30);
     let mut nic = Netfront::open(&p, "0", NetConfig::default()).await.unwrap();
     nic.wait_up(deadline).await.unwrap();
@@ -608,7 +593,7 @@ async fn client(
     nic.close(p.timer().now() + Duration::from_secs(30))
         .await
         .unwrap();
-    let after = Baseline::take(&p);
+    let after = Holdings::of(&p);
     assert_eq!(after, base, "client {index} leaked");
     (whole, cut)
 }
@@ -629,7 +614,7 @@ type Flushed = Arc<Mutex<BTreeMap<u64, u64>>>;
 /// block reads back wrong after a reconnection, if the disk never
 /// recovers, or on a leak.
 async fn writer(p: SimPlatform, seed: u64, writes: u64, flush_every: u64, flushed: Flushed) {
-    let base = Baseline::take(&p);
+    let base = Holdings::of(&p);
     let ids = vbd_ids(&p).await.unwrap();
     // Errors survived; a bound on them all.
     let mut errors = 0;
@@ -712,7 +697,7 @@ async fn writer(p: SimPlatform, seed: u64, writes: u64, flush_every: u64, flushe
     if let Err(e) = disk.close().await {
         log::warn!("writer: closing the disk: {e}");
     }
-    let after = Baseline::take(&p);
+    let after = Holdings::of(&p);
     assert_eq!(after, base, "the writer leaked");
 }
 
@@ -758,7 +743,7 @@ fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
         .and_then(|imgs| imgs.iter().map(|i| i.build()).collect())
         .expect("the site's images");
 
-    let site_result: Arc<Mutex<Option<Result<site::SiteStats, String>>>> = Arc::default();
+    let site_result: Arc<Mutex<Option<Result<site::SiteStats, site::SiteError>>>> = Arc::default();
     let r = site_result.clone();
     let site_dom = sim
         .spawn(
@@ -773,7 +758,7 @@ fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
                 };
                 let cfg = SiteConfig::default();
                 let out = site::serve_until(&p, cfg, stop).await;
-                *r.lock().unwrap() = Some(out.map_err(|e| e.to_string()));
+                *r.lock().unwrap() = Some(out);
             },
         )
         .unwrap();
@@ -831,14 +816,15 @@ fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
     let blk = Blkback::new();
     let mut vbds = Vec::new();
     for (i, img) in images.into_iter().enumerate() {
-        blk.add_vbd(
-            &sim,
-            site_dom,
-            i as u32,
-            Disk::memory(img),
-            VbdOptions::default(),
-        )
-        .unwrap();
+        let faults = DiskFaults {
+            seed: seed ^ 0xd15c ^ ((i as u64) << 48),
+            ..plan.site_disk
+        };
+        let options = VbdOptions::default().faults(faults);
+        vbds.push(
+            blk.add_vbd(&sim, site_dom, i as u32, Disk::memory(img), options)
+                .unwrap(),
+        );
     }
     let wdisk = blk
         .add_vbd(
@@ -920,6 +906,13 @@ fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
     // The site closed cleanly, its backends holding none of its grants.
     match site_result.lock().unwrap().take() {
         Some(Ok(_)) => {}
+        // A disk that fails reads may fail the site's start (it gives up
+        // on its first failed read of a volume): a clean error, there.
+        Some(Err(site::SiteError::Fat(..) | site::SiteError::Disk(..)))
+            if plan.site_disk.io_error > 0.0 =>
+        {
+            report.site_failed_cleanly = true;
+        }
         Some(Err(e)) => report.failures.push(format!("the site failed: {e}")),
         None if report.failures.is_empty() => {
             report.failures.push("the site never finished".into());

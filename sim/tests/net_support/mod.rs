@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_sim::backends::net::add_vif;
-use xenpal_sim::hal::{Clock, DomId, EventChannel, GrantTable, Instant, PageAlloc};
+use xenpal_sim::hal::{Clock, DomId, Instant};
 use xenpal_sim::xen_pv::timer::XenAlarm;
 use xenpal_sim::{DomainConfig, Sim};
 use xenpal_sim::{SimClock, SimHypervisor, SimPlatform};
@@ -29,26 +29,9 @@ pub fn smol_now(p: &SimPlatform) -> SmolInstant {
     SmolInstant::from_micros((p.timer().now().as_nanos() / 1000) as i64)
 }
 
-/// What a guest must give back: grants, pages, and the lowest free event
-/// channel (ports are allocated lowest first, so a leak moves it).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Baseline {
-    pub grants: usize,
-    pub pages: usize,
-    pub free_port: u32,
-}
-
-impl Baseline {
-    pub fn take(p: &SimPlatform) -> Baseline {
-        let port = p.events().alloc_unbound(DomId::DOM0).unwrap();
-        p.events().close(port).unwrap();
-        Baseline {
-            grants: p.grants().active_grants(),
-            pages: p.pages().outstanding(),
-            free_port: port.0,
-        }
-    }
-}
+/// What a guest holds (grants, pages, free port): equal before and after
+/// its devices, or something leaked.
+pub type Baseline = xenpal_sim::Holdings;
 
 /// One vif with its smoltcp interface.
 pub struct Stack<'p> {
@@ -111,7 +94,7 @@ impl<'p> Stack<'p> {
     pub async fn close(mut self, base: &Baseline) {
         let deadline = self.p.timer().now() + Duration::from_secs(5);
         self.nic.close(deadline).await.unwrap();
-        assert_eq!(&Baseline::take(self.p), base, "resources leaked");
+        assert_eq!(&Baseline::of(self.p), base, "resources leaked");
     }
 }
 
@@ -262,7 +245,7 @@ pub struct Outcome {
 }
 
 pub async fn tcp_sender(p: SimPlatform, total: u64, cfg: NetConfig, out: Arc<Mutex<Outcome>>) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let mut s = Stack::up(&p, "0", A, cfg).await;
     let mut sockets = SocketSet::new(vec![]);
     let h = sockets.add(tcp_socket(512 * 1024));
@@ -322,7 +305,7 @@ pub async fn tcp_receiver(
     out: Arc<Mutex<Outcome>>,
     progress: Arc<AtomicU64>,
 ) {
-    let base = Baseline::take(&p);
+    let base = Baseline::of(&p);
     let mut s = Stack::up(&p, "0", B, cfg).await;
     let mut sockets = SocketSet::new(vec![]);
     let h = sockets.add(tcp_socket(512 * 1024));
