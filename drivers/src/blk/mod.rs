@@ -1162,21 +1162,45 @@ impl<H: Hypervisor, C: hal::Clock, A: AlarmHw> BlockDevice for Blkfront<'_, H, C
     }
 }
 
+/// How many times the `embedded_sdmmc` interface tries a read or write
+/// that fails with [`BlockError::Io`]. `embedded_sdmmc` has no retry of
+/// its own, so one transient error would fail a file or a whole volume
+/// (the simulator's soak showed a site refusing to start); rewriting the
+/// same blocks is harmless. Other errors are returned at once.
+pub const SDMMC_TRIES: u32 = 3;
+
+/// Run `op` until it does not fail with an I/O error, at most
+/// [`SDMMC_TRIES`] times.
+fn retry_io(mut op: impl FnMut() -> Result<(), BlockError>) -> Result<(), BlockError> {
+    let mut tries = 1;
+    loop {
+        match op() {
+            Err(BlockError::Io(what)) if tries < SDMMC_TRIES => {
+                log::warn!("blkfront: {what:?} failed with an I/O error; trying again");
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl<H: Hypervisor, C: hal::Clock, A: AlarmHw> embedded_sdmmc::BlockDevice
     for Blkfront<'_, H, C, A>
 {
     type Error = BlockError;
 
     /// Read 512-byte blocks (on a disk with larger sectors, the covering
-    /// sectors are read), blocking until done.
+    /// sectors are read), blocking until done. One that fails with an I/O
+    /// error is tried again, [`SDMMC_TRIES`] times in all.
     fn read(&self, blocks: &mut [Block], start: BlockIdx) -> Result<(), BlockError> {
-        self.block_on(self.read_blocks(blocks, u64::from(start.0)))
+        retry_io(|| self.block_on(self.read_blocks(blocks, u64::from(start.0))))
     }
 
-    /// Write 512-byte blocks, blocking until done. Durable after
+    /// Write 512-byte blocks, blocking until done (tried again on an I/O
+    /// error, as reads are). Durable after
     /// [`flush_blocking`](Blkfront::flush_blocking).
     fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), BlockError> {
-        self.block_on(self.write_blocks(blocks, u64::from(start.0)))
+        retry_io(|| self.block_on(self.write_blocks(blocks, u64::from(start.0))))
     }
 
     /// The size in 512-byte blocks.
@@ -1217,6 +1241,35 @@ impl<H: Hypervisor, C: hal::Clock, A: AlarmHw> embedded_sdmmc::BlockDevice
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_are_tried_again_and_other_errors_are_not() {
+        let mut calls = 0;
+        let r = retry_io(|| {
+            calls += 1;
+            if calls < SDMMC_TRIES {
+                Err(BlockError::Io(Operation::Read))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((r, calls), (Ok(()), SDMMC_TRIES));
+        let mut calls = 0;
+        let r = retry_io(|| {
+            calls += 1;
+            Err(BlockError::Io(Operation::Write))
+        });
+        assert_eq!(
+            (r, calls),
+            (Err(BlockError::Io(Operation::Write)), SDMMC_TRIES)
+        );
+        let mut calls = 0;
+        let r = retry_io(|| {
+            calls += 1;
+            Err(BlockError::ReadOnly)
+        });
+        assert_eq!((r, calls), (Err(BlockError::ReadOnly), 1));
+    }
 
     #[test]
     fn spans_cover_blocks_with_large_sectors() {
