@@ -1,58 +1,77 @@
-//! ELF64 executables for the runner: a flat binary image for Arm (what
+//! ELF64 executables for the runner, read with the `object` crate: the
+//! architecture a guest was built for, a flat binary image for Arm (what
 //! `objcopy -O binary` does) and a stripped ELF for x86 PV (what `strip`
 //! does, minus the section table Xen does not need).
 
-/// One program header: type, file offset, physical address, file and
-/// memory size.
-#[derive(Copy, Clone, Debug)]
-struct Segment {
+use object::LittleEndian as LE;
+use object::elf::{ELFMAG, EM_AARCH64, EM_X86_64, FileHeader64, PT_LOAD};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{U16, U64};
+
+type Header = FileHeader64<LE>;
+
+/// One program header, checked to lie inside the file: type, physical
+/// address, memory size, and its bytes in the file with their offset.
+struct Segment<'a> {
     kind: u32,
-    offset: usize,
     addr: u64,
-    filesz: usize,
     memsz: u64,
+    offset: u64,
+    data: &'a [u8],
 }
 
-const PT_LOAD: u32 = 1;
+/// The header of a 64-bit little-endian ELF file.
+fn header(elf: &[u8]) -> Result<&Header, String> {
+    if !elf.starts_with(&ELFMAG) {
+        return Err("not an ELF file".into());
+    }
+    Header::parse(elf).map_err(|_| "not a 64-bit little-endian ELF file".into())
+}
 
-/// The program headers of a 64-bit little-endian ELF file, each checked to
-/// lie inside the file.
-fn segments(elf: &[u8]) -> Result<Vec<Segment>, String> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a 64-bit little-endian ELF file".into());
+/// The header and program headers of a 64-bit little-endian ELF file,
+/// each segment checked to lie inside the file.
+fn segments(elf: &[u8]) -> Result<(&Header, Vec<Segment<'_>>), String> {
+    let header = header(elf)?;
+    let phdrs = header
+        .program_headers(LE, elf)
+        .map_err(|e| format!("program headers: {e}"))?;
+    let segs = phdrs
+        .iter()
+        .map(|p| {
+            Ok(Segment {
+                kind: p.p_type(LE),
+                addr: p.p_paddr(LE),
+                memsz: p.p_memsz(LE),
+                offset: p.p_offset(LE),
+                data: p
+                    .data(LE, elf)
+                    .map_err(|()| "segment lies outside the file")?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((header, segs))
+}
+
+/// The architecture of an ELF file, from its header: `aarch64` or
+/// `x86_64`.
+///
+/// Errors: a message if it is not a 64-bit little-endian ELF of either.
+pub fn arch(elf: &[u8]) -> Result<&'static str, String> {
+    match header(elf)?.e_machine(LE) {
+        EM_AARCH64 => Ok("aarch64"),
+        EM_X86_64 => Ok("x86_64"),
+        m => Err(format!(
+            "an ELF file for machine {m}, not aarch64 ({EM_AARCH64}) or x86_64 ({EM_X86_64})"
+        )),
     }
-    let phoff = u64_at(0x20).ok_or("truncated header")? as usize;
-    let phentsize = usize::from(u16_at(0x36).ok_or("truncated header")?);
-    let phnum = usize::from(u16_at(0x38).ok_or("truncated header")?);
-    let mut segs = Vec::new();
-    for i in 0..phnum {
-        let p = phoff + i * phentsize;
-        let field = |o: usize| u64_at(p + o).ok_or("truncated program header");
-        let s = Segment {
-            kind: u32_at(p).ok_or("truncated program header")?,
-            offset: field(8)? as usize,
-            addr: field(0x18)?,
-            filesz: field(0x20)? as usize,
-            memsz: field(0x28)?,
-        };
-        if s.offset
-            .checked_add(s.filesz)
-            .is_none_or(|end| end > elf.len())
-        {
-            return Err("segment lies outside the file".into());
-        }
-        segs.push(s);
-    }
-    Ok(segs)
+}
+
+/// The end address of a segment's bytes (`file` true) or of its memory.
+fn end(s: &Segment<'_>, file: bool) -> Result<u64, String> {
+    let len = if file { s.data.len() as u64 } else { s.memsz };
+    s.addr
+        .checked_add(len)
+        .ok_or_else(|| "segment address overflows".into())
 }
 
 /// Convert an ELF64 little-endian executable to a flat image: the bytes of
@@ -63,24 +82,25 @@ fn segments(elf: &[u8]) -> Result<Vec<Segment>, String> {
 /// Errors: a message if the file is not such an executable or a segment
 /// lies outside it.
 pub fn to_flat(elf: &[u8]) -> Result<Vec<u8>, String> {
-    let segs: Vec<Segment> = segments(elf)?
+    let (_, segs) = segments(elf)?;
+    let segs: Vec<Segment<'_>> = segs
         .into_iter()
-        .filter(|s| s.kind == PT_LOAD && s.filesz > 0)
+        .filter(|s| s.kind == PT_LOAD && !s.data.is_empty())
         .collect();
     let base = segs
         .iter()
         .map(|s| s.addr)
         .min()
         .ok_or("no loadable segment")?;
-    let end = segs
-        .iter()
-        .map(|s| s.addr + s.filesz as u64)
-        .max()
-        .unwrap_or(base);
-    let mut out = vec![0u8; (end - base) as usize];
+    let mut top = base;
+    for s in &segs {
+        top = top.max(end(s, true)?);
+    }
+    let len = usize::try_from(top - base).map_err(|_| "image too large")?;
+    let mut out = vec![0u8; len];
     for s in segs {
         let at = (s.addr - base) as usize;
-        out[at..at + s.filesz].copy_from_slice(&elf[s.offset..s.offset + s.filesz]);
+        out[at..at + s.data.len()].copy_from_slice(s.data);
     }
     Ok(out)
 }
@@ -93,25 +113,32 @@ pub fn to_flat(elf: &[u8]) -> Result<Vec<u8>, String> {
 /// Errors: a message if the file is not such an executable, a segment lies
 /// outside it, or it has no loadable segment.
 pub fn strip(elf: &[u8]) -> Result<(Vec<u8>, u64), String> {
-    let segs = segments(elf)?;
+    let (header, segs) = segments(elf)?;
     let loads = || segs.iter().filter(|s| s.kind == PT_LOAD);
     let lo = loads().map(|s| s.addr).min().ok_or("no loadable segment")?;
-    let hi = loads().map(|s| s.addr + s.memsz).max().unwrap_or(lo);
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let phentsize = usize::from(u16::from_le_bytes([elf[0x36], elf[0x37]]));
-    let headers_end = phoff + phentsize * segs.len();
+    let mut hi = lo;
+    for s in loads() {
+        hi = hi.max(end(s, false)?);
+    }
+    // `segments` checked that the program headers lie inside the file.
+    let headers_end = header.e_phoff(LE) + u64::from(header.e_phentsize(LE)) * segs.len() as u64;
     let end = segs
         .iter()
-        .map(|s| s.offset + s.filesz)
-        .chain([headers_end, 0x40])
+        .map(|s| s.offset + s.data.len() as u64)
+        .chain([headers_end, size_of::<Header>() as u64])
         .max()
         .unwrap_or(0);
-    let mut out = elf
-        .get(..end)
+    let mut out = usize::try_from(end)
+        .ok()
+        .and_then(|end| elf.get(..end))
         .ok_or("program headers lie outside the file")?
         .to_vec();
-    out[0x28..0x30].fill(0); // e_shoff
-    out[0x3a..0x40].fill(0); // e_shentsize, e_shnum, e_shstrndx
+    let mut stripped = *header;
+    stripped.e_shoff = U64::new(LE, 0);
+    stripped.e_shentsize = U16::new(LE, 0);
+    stripped.e_shnum = U16::new(LE, 0);
+    stripped.e_shstrndx = U16::new(LE, 0);
+    out[..size_of::<Header>()].copy_from_slice(object::bytes_of(&stripped));
     Ok((out, hi - lo))
 }
 
@@ -130,7 +157,7 @@ mod tests {
     /// PT_NOTE, followed by 100 bytes of "debug info".
     fn sample() -> Vec<u8> {
         let mut e = vec![0u8; 0x40 + 2 * 56];
-        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        e[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         e[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
         e[0x28..0x30].copy_from_slice(&0x1234u64.to_le_bytes());
         e[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());

@@ -215,26 +215,6 @@ fn check(a: QemuArgs) -> Result<QemuArgs, String> {
     }
 }
 
-/// The architecture of an ELF file, from its header: `aarch64` or
-/// `x86_64`.
-///
-/// Errors: a message if it is not a 64-bit little-endian ELF of either.
-fn elf_arch(elf: &[u8]) -> Result<&'static str, String> {
-    if elf.len() < 20 || &elf[..4] != b"\x7fELF" {
-        return Err("not an ELF file".into());
-    }
-    if elf[4] != 2 || elf[5] != 1 {
-        return Err("not a 64-bit little-endian ELF file".into());
-    }
-    match u16::from_le_bytes([elf[18], elf[19]]) {
-        183 => Ok("aarch64"),
-        62 => Ok("x86_64"),
-        m => Err(format!(
-            "an ELF file for machine {m}, not aarch64 (183) or x86_64 (62)"
-        )),
-    }
-}
-
 /// `cargo xtask run`'s arguments: options from the environment
 /// (`XENPAL_XEN`, `XENPAL_GIC`, `XENPAL_DOM0`, `XENPAL_TIMEOUT`), then from
 /// the command line, then the ELF (what cargo's `runner` passes). Arguments
@@ -274,7 +254,7 @@ fn parse_run(args: &[String]) -> Result<QemuArgs, String> {
     }
     let elf = elf.ok_or("no guest ELF given")?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
-    let arch = elf_arch(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let arch = elf::arch(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
     opts.extend(["--arch".to_string(), arch.to_string()]);
     if !opts.iter().any(|o| o == "--timeout") {
         opts.extend(["--timeout".to_string(), "300".to_string()]);
@@ -1083,15 +1063,68 @@ mod tests {
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 2;
         h[5] = 1;
+        h[6] = 1; // EV_CURRENT, as every linker writes
         h[18] = 183;
-        assert_eq!(elf_arch(&h), Ok("aarch64"));
+        assert_eq!(elf::arch(&h), Ok("aarch64"));
         h[18] = 62;
-        assert_eq!(elf_arch(&h), Ok("x86_64"));
+        assert_eq!(elf::arch(&h), Ok("x86_64"));
         h[18] = 40;
-        assert!(elf_arch(&h).unwrap_err().contains("machine 40"));
+        assert!(elf::arch(&h).unwrap_err().contains("machine 40"));
+        h[18] = 62;
+        h[6] = 0;
+        assert!(elf::arch(&h).is_err(), "EI_VERSION 0");
+        h[6] = 1;
         h[4] = 1;
-        assert!(elf_arch(&h).is_err(), "32-bit");
-        assert!(elf_arch(b"#!/bin/sh").is_err());
+        assert!(elf::arch(&h).is_err(), "32-bit");
+        assert_eq!(elf::arch(b"#!/bin/sh"), Err("not an ELF file".into()));
+    }
+
+    /// The ELF paths `cargo xtask qemu` and `run` take, on the real hello
+    /// guest of each architecture, built the way `qemu` builds it: the
+    /// architecture `run` reads, Arm's flat Image and x86's stripped ELF.
+    #[test]
+    fn real_guest_elfs() {
+        use object::LittleEndian as LE;
+        use object::elf::{FileHeader64, PT_NOTE};
+        use object::read::elf::{FileHeader, ProgramHeader};
+        for arch in ["aarch64", "x86_64"] {
+            let a = parse(&s(&["--arch", arch, "hello"])).unwrap();
+            let path = build_guest(&root(), &a).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(elf::arch(&bytes), Ok(arch), "{}", path.display());
+            let flat = elf::to_flat(&bytes).unwrap();
+            let (stripped, in_memory) = elf::strip(&bytes).unwrap();
+            assert!(stripped.len() < bytes.len(), "symbols and debug info go");
+            assert_eq!(elf::arch(&stripped), Ok(arch));
+            assert_eq!(elf::to_flat(&stripped).unwrap(), flat, "same segments");
+            assert!(in_memory as usize >= flat.len(), "memory spans the bytes");
+            let header = FileHeader64::<LE>::parse(&stripped[..]).unwrap();
+            let original = FileHeader64::<LE>::parse(&bytes[..]).unwrap();
+            assert_eq!(header.e_entry(LE), original.e_entry(LE));
+            assert_eq!(header.e_shoff(LE), 0, "no section table");
+            assert_eq!(header.e_shnum(LE), 0);
+            if arch == "aarch64" {
+                // The Image header: its magic, and an image_size (what
+                // aarch64_boot prints) covering the file's bytes.
+                assert_eq!(&flat[56..60], b"ARM\x64");
+                let image_size = u64::from_le_bytes(flat[16..24].try_into().unwrap());
+                assert!(image_size as usize >= flat.len());
+            } else {
+                // Xen reads a PV kernel's notes from the program headers:
+                // the stripped file keeps them.
+                let mut xen_notes = 0;
+                for ph in header.program_headers(LE, &stripped[..]).unwrap() {
+                    if ph.p_type(LE) != PT_NOTE {
+                        continue;
+                    }
+                    let mut notes = ph.notes(LE, &stripped[..]).unwrap().unwrap();
+                    while let Some(note) = notes.next().unwrap() {
+                        xen_notes += usize::from(note.name() == b"Xen");
+                    }
+                }
+                assert!(xen_notes > 0, "the stripped PV kernel has no Xen notes");
+            }
+        }
     }
 
     #[test]
@@ -1103,6 +1136,7 @@ mod tests {
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 2;
         h[5] = 1;
+        h[6] = 1;
         h[18] = 62;
         std::fs::write(&elf, &h).unwrap();
         let p = elf.display().to_string();
