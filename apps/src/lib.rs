@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(not(target_os = "none"))]
 extern crate std;
 
+pub mod conformance;
 pub mod exchange;
 pub mod fullstack;
 pub mod http;

@@ -22,6 +22,23 @@ fn valid(ports: &[Chan], port: u32) -> bool {
     (port as usize) < ports.len() && port != 0
 }
 
+/// Ports Xen allocates its `struct evtchn`s for at a time: a port beyond
+/// the last bucket is invalid (`EINVAL`), one inside it merely free.
+const BUCKET: usize = 64;
+
+/// Xen's `port_is_valid`: inside an allocated bucket (port 0 included).
+fn in_bucket(ports: &[Chan], port: u32) -> bool {
+    port < NR_PORTS && (port as usize) < ports.len().next_multiple_of(BUCKET)
+}
+
+/// Whether `virq` is global (bound on vCPU 0 only), as Xen's
+/// `virq_is_global` says: all but `VIRQ_TIMER`, `VIRQ_DEBUG`,
+/// `VIRQ_XENOPROF` and `VIRQ_XENPMU` (the arch VIRQs are global on Arm and
+/// x86 alike).
+fn virq_is_global(virq: u32) -> bool {
+    !matches!(virq, 0 | 1 | 7 | 13)
+}
+
 /// Allocate a port of `dom` connected to a simulator service (the
 /// toolstack's xenstore and console channels).
 pub(crate) fn alloc_service_port(dom: &Domain, svc: Service) -> Result<u32, Errno> {
@@ -99,6 +116,10 @@ pub(crate) fn send(core: &Core, dom: &Arc<Domain>, port: u32) -> Result<(), Errn
             crate::services::notify(core, svc, dom.id);
             Ok(())
         }
+        Chan::Ipi => {
+            core.set_pending(dom, port);
+            Ok(())
+        }
         // Xen drops notifications on an unbound port silently.
         Chan::Unbound { .. } => Ok(()),
         _ => Err(Errno::EINVAL),
@@ -118,10 +139,11 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
             } else {
                 DomId(x.remote_dom)
             };
-            if let Some(rd) = core.domain(remote)
-                && core.silo_denies(&target, &rd)
-            {
-                return Err(Errno::EPERM);
+            // SILO looks the remote domain up (the dummy policy does not).
+            match core.domain(remote) {
+                None if core.xsm_silo => return Err(Errno::ESRCH),
+                Some(rd) if core.silo_denies(&target, &rd) => return Err(Errno::EPERM),
+                _ => {}
             }
             x.port = alloc_unbound_for(&target, remote)?;
             a.write(1, &x)?;
@@ -186,6 +208,9 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
             if x.virq as usize >= NR_VIRQS {
                 return Err(Errno::EINVAL);
             }
+            if virq_is_global(x.virq) && x.vcpu != 0 {
+                return Err(Errno::EINVAL);
+            }
             if x.vcpu != 0 {
                 return Err(Errno::ENOENT);
             }
@@ -215,7 +240,7 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
             let x: abi::EvtchnPort = a.read(1)?;
             {
                 let st = dom.st.lock().unwrap();
-                if x.port >= NR_PORTS || (x.port as usize) >= st.ports.len() {
+                if !in_bucket(&st.ports, x.port) {
                     return Err(Errno::EINVAL);
                 }
             }
@@ -225,12 +250,13 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
         evtchnop::STATUS => {
             let mut x: abi::EvtchnStatus = a.read(1)?;
             let target = core.resolve(dom, DomId(x.dom)).ok_or(Errno::ESRCH)?;
+            let st = target.st.lock().unwrap();
+            // Xen checks the port before the permission.
+            if !in_bucket(&st.ports, x.port) {
+                return Err(Errno::EINVAL);
+            }
             if target.id != dom.id && !dom.privileged {
                 return Err(Errno::EPERM);
-            }
-            let st = target.st.lock().unwrap();
-            if x.port >= NR_PORTS {
-                return Err(Errno::EINVAL);
             }
             let chan = st.ports.get(x.port as usize).copied().unwrap_or(Chan::Free);
             x.vcpu = 0;
@@ -253,11 +279,53 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
                     x.u[0] = v;
                     evtchnstat::VIRQ
                 }
+                Chan::Ipi => evtchnstat::IPI,
             };
             drop(st);
             a.write(1, &x)?;
             Ok(0)
         }
+        evtchnop::BIND_IPI => {
+            // struct evtchn_bind_ipi { uint32_t vcpu; evtchn_port_t port; }
+            let mut x: [u32; 2] = a.read(1)?;
+            if x[0] != 0 {
+                return Err(Errno::ENOENT);
+            }
+            let mut st = dom.st.lock().unwrap();
+            let port = get_free_port(&mut st.ports)?;
+            st.ports[port as usize] = Chan::Ipi;
+            drop(st);
+            x[1] = port;
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        evtchnop::BIND_VCPU => {
+            // struct evtchn_bind_vcpu { evtchn_port_t port; uint32_t vcpu; }
+            // One vCPU: only the checks remain.
+            let [port, vcpu]: [u32; 2] = a.read(1)?;
+            if vcpu != 0 {
+                return Err(Errno::ENOENT);
+            }
+            let st = dom.st.lock().unwrap();
+            if !in_bucket(&st.ports, port) {
+                return Err(Errno::EINVAL);
+            }
+            match st.ports.get(port as usize) {
+                Some(Chan::Unbound { .. } | Chan::Interdomain { .. }) => Ok(0),
+                Some(Chan::Virq(v)) if virq_is_global(*v) => Ok(0),
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        evtchnop::SET_PRIORITY => {
+            // The 2-level ABI has no priorities, once the port is valid.
+            let [port, _priority]: [u32; 2] = a.read(1)?;
+            if !in_bucket(&dom.st.lock().unwrap().ports, port) {
+                return Err(Errno::EINVAL);
+            }
+            Err(Errno::ENOSYS)
+        }
+        // FIFO-only: the domain uses the 2-level ABI.
+        evtchnop::EXPAND_ARRAY => Err(Errno::EOPNOTSUPP),
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -217,30 +217,42 @@ struct CopyEnd {
     pinned: Option<(Arc<Domain>, u32, bool)>,
 }
 
-fn copy_end(
+/// The domain one end of a copy names, as Xen's
+/// `gnttab_copy_lock_domain` checks it: a frame only through `DOMID_SELF`.
+fn copy_domain(
     core: &Core,
     dom: &Arc<Domain>,
+    p: &abi::GnttabCopyPtr,
+    is_gref: bool,
+) -> Result<Arc<Domain>, i16> {
+    if !is_gref && p.domid != DomId::SELF.0 {
+        return Err(gntst::PERMISSION_DENIED);
+    }
+    let d = core.resolve(dom, DomId(p.domid)).ok_or(gntst::BAD_DOMAIN)?;
+    if is_gref && core.silo_denies(dom, &d) {
+        return Err(gntst::PERMISSION_DENIED);
+    }
+    Ok(d)
+}
+
+/// Claim one end's page (Xen's `gnttab_copy_claim_buf`): pin the grant, or
+/// look the frame up.
+fn copy_end(
+    dom: &Arc<Domain>,
+    owner: Arc<Domain>,
     p: &abi::GnttabCopyPtr,
     is_gref: bool,
     readonly: bool,
 ) -> Result<CopyEnd, i16> {
     if !is_gref {
-        // Only DOMID_SELF may name a frame directly.
-        if p.domid != DomId::SELF.0 {
-            return Err(gntst::PERMISSION_DENIED);
-        }
         let page = dom.mem.ram_page(Gfn(p.u)).ok_or(gntst::BAD_PAGE)?;
         return Ok(CopyEnd { page, pinned: None });
     }
-    let granter = core.resolve(dom, DomId(p.domid)).ok_or(gntst::BAD_DOMAIN)?;
-    if core.silo_denies(dom, &granter) {
-        return Err(gntst::PERMISSION_DENIED);
-    }
     let gref = p.u as u32;
-    let page = pin(&granter, dom.id, gref, readonly)?;
+    let page = pin(&owner, dom.id, gref, readonly)?;
     Ok(CopyEnd {
         page,
-        pinned: Some((granter, gref, readonly)),
+        pinned: Some((owner, gref, readonly)),
     })
 }
 
@@ -250,45 +262,45 @@ fn release(end: CopyEnd) {
     }
 }
 
+/// One `gnttab_copy`, its checks in Xen's order: nothing for zero bytes;
+/// both domains; the source, then the destination; the lengths last.
 fn copy_one(core: &Core, dom: &Arc<Domain>, op: &abi::GnttabCopy) -> i16 {
     if op.len == 0 {
         return gntst::OKAY;
     }
-    if usize::from(op.source.offset) + usize::from(op.len) > PAGE_SIZE
-        || usize::from(op.dest.offset) + usize::from(op.len) > PAGE_SIZE
-    {
-        return gntst::BAD_COPY_ARG;
-    }
-    let src = match copy_end(
-        core,
-        dom,
-        &op.source,
-        op.flags & gntcopy::SOURCE_GREF != 0,
-        true,
-    ) {
+    let src_gref = op.flags & gntcopy::SOURCE_GREF != 0;
+    let dst_gref = op.flags & gntcopy::DEST_GREF != 0;
+    let owners = copy_domain(core, dom, &op.source, src_gref)
+        .and_then(|s| Ok((s, copy_domain(core, dom, &op.dest, dst_gref)?)));
+    let (src_dom, dst_dom) = match owners {
+        Ok(o) => o,
+        Err(s) => return s,
+    };
+    let src = match copy_end(dom, src_dom, &op.source, src_gref, true) {
         Ok(e) => e,
         Err(s) => return s,
     };
-    let dst = match copy_end(
-        core,
-        dom,
-        &op.dest,
-        op.flags & gntcopy::DEST_GREF != 0,
-        false,
-    ) {
+    let dst = match copy_end(dom, dst_dom, &op.dest, dst_gref, false) {
         Ok(e) => e,
         Err(s) => {
             release(src);
             return s;
         }
     };
-    let mut buf = [0u8; PAGE_SIZE];
     let n = usize::from(op.len);
-    src.page.read(usize::from(op.source.offset), &mut buf[..n]);
-    dst.page.write(usize::from(op.dest.offset), &buf[..n]);
+    let status = if usize::from(op.source.offset) + n > PAGE_SIZE
+        || usize::from(op.dest.offset) + n > PAGE_SIZE
+    {
+        gntst::BAD_COPY_ARG
+    } else {
+        let mut buf = [0u8; PAGE_SIZE];
+        src.page.read(usize::from(op.source.offset), &mut buf[..n]);
+        dst.page.write(usize::from(op.dest.offset), &buf[..n]);
+        gntst::OKAY
+    };
     release(src);
     release(dst);
-    gntst::OKAY
+    status
 }
 
 pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult {
@@ -339,6 +351,17 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
                     x.status = gntst::OKAY;
                 }
             }
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        gnttabop::GET_VERSION => {
+            // struct gnttab_get_version { domid_t dom; uint16_t pad; uint32_t version; }
+            let mut x: [u32; 2] = a.read(1)?;
+            let target = core.resolve(dom, DomId(x[0] as u16)).ok_or(Errno::ESRCH)?;
+            if target.id != dom.id && !dom.privileged {
+                return Err(Errno::EPERM);
+            }
+            x[1] = 1;
             a.write(1, &x)?;
             Ok(0)
         }

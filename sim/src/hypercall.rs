@@ -276,10 +276,11 @@ fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
         }
         schedop::REMOTE_SHUTDOWN => {
             let x: abi::SchedRemoteShutdown = a.read(1)?;
+            // Xen looks the domain up before asking XSM.
+            let target = core.domain(DomId(x.domain_id)).ok_or(Errno::ESRCH)?;
             if !dom.privileged {
                 return Err(Errno::EPERM);
             }
-            let target = core.domain(DomId(x.domain_id)).ok_or(Errno::ESRCH)?;
             target.st.lock().unwrap().shutdown = Some(x.reason);
             target.dead.store(true, Ordering::SeqCst);
             core.make_runnable(&target);
@@ -394,6 +395,20 @@ fn vcpu_op(dom: &Arc<Domain>, cmd: u32, vcpu: u64, a: &mut Args<'_>) -> HResult 
 
 fn xen_version(cmd: u32, a: &mut Args<'_>) -> HResult {
     match cmd {
+        abi::XENVER_GET_FEATURES => {
+            // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
+            let mut x: [u32; 2] = a.read(1)?;
+            if x[0] != 0 {
+                return Err(Errno::EINVAL);
+            }
+            // An auto-translated guest, as on Arm.
+            x[1] = 1 << abi::XENFEAT_AUTO_TRANSLATED_PHYSMAP;
+            a.write(1, &x)?;
+            Ok(0)
+        }
+        // The page size, asked with a null handle.
+        abi::XENVER_PAGESIZE if a.raw[1] == 0 => Ok(hal::PAGE_SIZE as isize),
+        abi::XENVER_PAGESIZE => Err(Errno::EINVAL),
         abi::XENVER_VERSION => Ok((4 << 16) | 17),
         abi::XENVER_EXTRAVERSION => {
             let mut v = [0u8; 16];

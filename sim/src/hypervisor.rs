@@ -39,6 +39,9 @@ pub(crate) enum Chan {
         port: u32,
     },
     Virq(u32),
+    /// Bound to one of our vCPUs (`EVTCHNOP_bind_ipi`): a send marks the
+    /// port itself pending.
+    Ipi,
     /// Connected to a service of the simulator standing in for dom0's daemon;
     /// shows as interdomain with dom0.
     Service(Service),

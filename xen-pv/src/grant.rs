@@ -116,6 +116,11 @@ impl<M> ForeignPage<M> {
     pub fn gref(&self) -> GrantRef {
         self.gref
     }
+    /// Xen's handle for the mapping (`GNTTABOP_unmap_grant_ref` takes it).
+    #[doc(alias = "grant_handle_t")]
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
 }
 
 impl<M: SharedMemory> SharedMemory for ForeignPage<M> {
@@ -184,6 +189,15 @@ impl<H: Hypervisor> Grants<H> {
     /// Number of entries in the table.
     pub fn capacity(&self) -> u32 {
         self.inner.nr_entries
+    }
+
+    /// The `GTF_*` flags of our entry for `gref` as Xen last left them
+    /// (`GTF_reading`/`GTF_writing` while a peer maps or copies it).
+    ///
+    /// Errors: [`GrantError::BadRef`] if `gref` is not an active grant.
+    #[doc(alias = "GTF_reading")]
+    pub fn entry_flags(&self, gref: GrantRef) -> Result<u16, GrantError> {
+        self.flags(gref)
     }
 
     fn entry(&self, gref: GrantRef) -> Result<usize, GrantError> {

@@ -155,7 +155,7 @@ pub fn spawn_lines(cmd: &mut Command) -> Result<(Child, mpsc::Receiver<String>),
 }
 
 /// Run `cmd` (QEMU), logging every line to `log`, until the guest prints
-/// `selftest verdict: PASS|FAIL`, Xen reports a crash, QEMU exits, or
+/// `selftest verdict: PASS|FAIL` (or `conformance verdict:`), Xen reports a crash, QEMU exits, or
 /// `timeout` passes. The guest's lines are picked out as `console` says.
 /// With an `end_marker`, a verdict does not end the run: it goes on (up to
 /// 90 s more) until a line starting with the marker, so a dom0 can finish
@@ -230,7 +230,9 @@ pub fn run(
                         stop_at = Some(Instant::now() + Duration::from_secs(1));
                     }
                     if stop_at.is_none()
-                        && let Some(v) = text.strip_prefix("selftest verdict: ")
+                        && let Some(v) = text
+                            .strip_prefix("selftest verdict: ")
+                            .or_else(|| text.strip_prefix("conformance verdict: "))
                     {
                         out.ending = Ending::Verdict(v.starts_with("PASS"));
                         out.elapsed = start.elapsed();

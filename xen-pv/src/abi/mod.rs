@@ -204,6 +204,8 @@ pub mod evtchnop {
     pub const BIND_IPI: u32 = 7;
     pub const BIND_VCPU: u32 = 8;
     pub const UNMASK: u32 = 9;
+    pub const EXPAND_ARRAY: u32 = 12;
+    pub const SET_PRIORITY: u32 = 13;
 }
 
 /// Ports of the 2-level ABI: `sizeof(xen_ulong_t) * sizeof(xen_ulong_t) * 64`.
@@ -667,6 +669,15 @@ pub const XENVER_VERSION: u32 = 0;
 /// `XENVER_extraversion`: fills a 16-byte string.
 #[doc(alias = "XENVER_extraversion")]
 pub const XENVER_EXTRAVERSION: u32 = 1;
+/// `XENVER_get_features`: one 32-bit word of `XENFEAT_*` bits.
+#[doc(alias = "XENVER_get_features")]
+pub const XENVER_GET_FEATURES: u32 = 6;
+/// `XENVER_pagesize`: returns the page size (the argument must be null).
+#[doc(alias = "XENVER_pagesize")]
+pub const XENVER_PAGESIZE: u32 = 7;
+/// `XENFEAT_auto_translated_physmap`: the guest sees guest-physical frames.
+#[doc(alias = "XENFEAT_auto_translated_physmap")]
+pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
 
 /// `VCPUOP_register_vcpu_info`.
 #[doc(alias = "VCPUOP_register_vcpu_info")]

@@ -1,0 +1,259 @@
+//! The conformance suite: what Xen does at each interface a guest uses,
+//! asked of whatever platform the guest runs on — the simulator, or real
+//! Xen under QEMU or on a board — so that the simulator's beliefs about Xen
+//! are checked against Xen itself.
+//!
+//! Each case is a named check (`evtchn.close.free-port`) with the outcome
+//! Xen gives, taken from Xen's source (`xen/common/event_channel.c`,
+//! `grant_table.c`, `sched/core.c`, ...; 4.17 and 4.20 agree on every case
+//! here unless the case says otherwise). The guest prints one line per case
+//! and a verdict:
+//!
+//! ```text
+//! conformance evtchn.close.free-port: -EINVAL
+//! conformance gnttab.map.readonly-grant-rw: GNTST_permission_denied (expected GNTST_general_error)
+//! conformance xs.read.missing: n/a (no xenstore on this platform)
+//! conformance verdict: FAIL (151 cases: 140 as expected, 10 n/a, 1 unexpected)
+//! ```
+//!
+//! A line is `conformance NAME: OBSERVED`, then ` (expected X)` when the
+//! observation is not what Xen does, or `n/a (why)` when the case cannot
+//! run here; [`parse_line`] reads one back. `cargo xtask report` sets the
+//! platforms' columns side by side; `docs/FIDELITY.md` explains each
+//! difference it allows.
+//!
+//! Outcomes are written so that they compare across platforms: an errno
+//! name (`-EINVAL`), a `GNTST_*` name, `ok`, or a short description that
+//! names no port number or domain id.
+
+mod evtchn;
+mod gnttab;
+mod misc;
+mod xenstore;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use hal::{Console, DomId};
+use xen_pv::abi::{Errno, gntst};
+use xenpal::Platform;
+
+/// What a case observed on this platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The outcome, comparable across platforms.
+    Value(String),
+    /// The case cannot run here (why).
+    NotApplicable(String),
+}
+
+/// One case: its name, what Xen does, and what this platform did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// `interface.operation.situation`, e.g. `evtchn.close.free-port`.
+    pub name: String,
+    /// Xen's outcome.
+    pub expected: String,
+    /// This platform's.
+    pub observed: Observed,
+}
+
+impl Case {
+    /// Whether the platform did what Xen does (or the case could not run).
+    pub fn as_expected(&self) -> bool {
+        match &self.observed {
+            Observed::Value(v) => *v == self.expected,
+            Observed::NotApplicable(_) => true,
+        }
+    }
+
+    /// The console line for this case.
+    pub fn line(&self) -> String {
+        match &self.observed {
+            Observed::Value(v) if *v == self.expected => format!("conformance {}: {v}", self.name),
+            Observed::Value(v) => format!(
+                "conformance {}: {v} (expected {})",
+                self.name, self.expected
+            ),
+            Observed::NotApplicable(why) => format!("conformance {}: n/a ({why})", self.name),
+        }
+    }
+}
+
+/// A case as read back from a console line: name, observed value (`n/a`
+/// for a case that could not run) and whether it was what Xen does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The case's name.
+    pub name: String,
+    /// What was observed, or `n/a`.
+    pub observed: String,
+    /// Whether the guest judged it as Xen's outcome (or not applicable).
+    pub as_expected: bool,
+}
+
+/// Read one `conformance NAME: ...` line (not the verdict); `None` for any
+/// other line.
+pub fn parse_line(line: &str) -> Option<Line> {
+    let rest = line.strip_prefix("conformance ")?;
+    let (name, value) = rest.split_once(": ")?;
+    if name == "verdict" || name.contains(' ') {
+        return None;
+    }
+    if value.starts_with("n/a") {
+        return Some(Line {
+            name: name.to_string(),
+            observed: "n/a".into(),
+            as_expected: true,
+        });
+    }
+    Some(match value.split_once(" (expected ") {
+        Some((v, _)) => Line {
+            name: name.to_string(),
+            observed: v.to_string(),
+            as_expected: false,
+        },
+        None => Line {
+            name: name.to_string(),
+            observed: value.to_string(),
+            as_expected: true,
+        },
+    })
+}
+
+/// Where the suite runs: facts about the domain that change what Xen
+/// answers (not what the platform is called).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Another domain that exists and is not us (dom0 under a Linux dom0,
+    /// a peer on the simulator); `None` where we are alone.
+    pub other: Option<DomId>,
+}
+
+/// The context every case gets.
+pub(crate) struct Ctx<'p> {
+    pub p: &'p Platform,
+    /// Our domain id.
+    pub me: DomId,
+    /// Whether we are the control domain (dom0): Xen's XSM lets it act on
+    /// other domains.
+    pub privileged: bool,
+    pub setup: Setup,
+    cases: Vec<Case>,
+}
+
+impl Ctx<'_> {
+    /// Record a case.
+    pub fn check(&mut self, name: &str, expected: &str, observed: impl Into<String>) {
+        self.push(Case {
+            name: name.to_string(),
+            expected: expected.to_string(),
+            observed: Observed::Value(observed.into()),
+        });
+    }
+
+    /// Record a case that cannot run here.
+    pub fn not_applicable(&mut self, name: &str, expected: &str, why: &str) {
+        self.push(Case {
+            name: name.to_string(),
+            expected: expected.to_string(),
+            observed: Observed::NotApplicable(why.to_string()),
+        });
+    }
+
+    fn push(&mut self, c: Case) {
+        let line = c.line();
+        self.p.console().write_lossy(line.as_bytes());
+        self.p.console().write_lossy(b"\n");
+        self.cases.push(c);
+    }
+}
+
+/// An errno result as the suite writes it: `ok` or `-ENAME`.
+pub(crate) fn errno<T>(r: Result<T, Errno>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("-{}", e.name()),
+    }
+}
+
+/// A `GNTST_*` status as Xen names it.
+#[doc(alias = "GNTST_okay")]
+pub(crate) fn gntst_name(s: i16) -> String {
+    match s {
+        gntst::OKAY => "GNTST_okay".into(),
+        gntst::GENERAL_ERROR => "GNTST_general_error".into(),
+        gntst::BAD_DOMAIN => "GNTST_bad_domain".into(),
+        gntst::BAD_GNTREF => "GNTST_bad_gntref".into(),
+        gntst::BAD_HANDLE => "GNTST_bad_handle".into(),
+        gntst::BAD_VIRT_ADDR => "GNTST_bad_virt_addr".into(),
+        gntst::BAD_DEV_ADDR => "GNTST_bad_dev_addr".into(),
+        gntst::NO_DEVICE_SPACE => "GNTST_no_device_space".into(),
+        gntst::PERMISSION_DENIED => "GNTST_permission_denied".into(),
+        gntst::BAD_PAGE => "GNTST_bad_page".into(),
+        gntst::BAD_COPY_ARG => "GNTST_bad_copy_arg".into(),
+        gntst::ADDRESS_TOO_BIG => "GNTST_address_too_big".into(),
+        gntst::EAGAIN => "GNTST_eagain".into(),
+        gntst::NO_SPACE => "GNTST_no_space".into(),
+        n => format!("GNTST({n})"),
+    }
+}
+
+/// The suite's results.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Every case, in order.
+    pub cases: Vec<Case>,
+}
+
+impl Report {
+    /// Cases as expected (run), not applicable, and unexpected.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for case in &self.cases {
+            match &case.observed {
+                Observed::NotApplicable(_) => c.1 += 1,
+                Observed::Value(_) if case.as_expected() => c.0 += 1,
+                Observed::Value(_) => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// Whether every case that ran did what Xen does.
+    pub fn passed(&self) -> bool {
+        let (ok, _, bad) = self.counts();
+        bad == 0 && ok > 0
+    }
+
+    /// The verdict line.
+    pub fn verdict(&self) -> String {
+        let (ok, na, bad) = self.counts();
+        format!(
+            "conformance verdict: {} ({} cases: {ok} as expected, {na} n/a, {bad} unexpected)",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.cases.len()
+        )
+    }
+}
+
+/// Run every case, printing each line as it completes and the verdict last.
+pub async fn run(p: &Platform, setup: Setup) -> Report {
+    let me = crate::selftest::discover_domid(p).unwrap_or(p.domid());
+    let mut cx = Ctx {
+        p,
+        me,
+        privileged: me == DomId(0),
+        setup,
+        cases: Vec::new(),
+    };
+    evtchn::run(&mut cx);
+    gnttab::run(&mut cx);
+    misc::run(&mut cx).await;
+    xenstore::run(&mut cx).await;
+    let report = Report { cases: cx.cases };
+    let v = report.verdict();
+    p.console().write_lossy(v.as_bytes());
+    p.console().write_lossy(b"\n");
+    report
+}
