@@ -409,7 +409,8 @@ fn xen_version(cmd: u32, a: &mut Args<'_>) -> HResult {
         // The page size, asked with a null handle.
         abi::XENVER_PAGESIZE if a.raw[1] == 0 => Ok(hal::PAGE_SIZE as isize),
         abi::XENVER_PAGESIZE => Err(Errno::EINVAL),
-        abi::XENVER_VERSION => Ok((4 << 16) | 17),
+        // The hypervisor the simulator models (docs/FIDELITY.md).
+        abi::XENVER_VERSION => Ok((4 << 16) | 20),
         abi::XENVER_EXTRAVERSION => {
             let mut v = [0u8; 16];
             v[..4].copy_from_slice(b"-sim");

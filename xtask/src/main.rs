@@ -40,7 +40,10 @@
 //! the simulator with faults on and checks its invariants (see `soak.rs`).
 //!
 //! `report` prints the self-test results of the simulator and of every
-//! QEMU run saved there (those without `--features`), side by side.
+//! QEMU run saved there (those without `--features`), side by side; then
+//! the conformance suite's (see `fidelity.rs`), ending with the line
+//! `conformance: cases=N identical=M explained=K unexplained=U`, and fails
+//! if a difference is not explained in `docs/FIDELITY.md`.
 
 mod bench;
 mod boards;
@@ -50,6 +53,7 @@ mod dom0;
 mod dtb;
 mod elf;
 mod fetch;
+mod fidelity;
 mod fullstack;
 mod run;
 mod site;
@@ -832,6 +836,9 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     println!("   log: {}", log.display());
     // The table compares platforms: runs built with extra features (to
     // fail or crash on purpose) stay out of it.
+    if a.guest == "conformance" && a.features.is_none() && a.elf.is_none() {
+        fidelity::save(&out, &o.guest_lines)?;
+    }
     if a.guest == "selftest" && a.features.is_none() && a.elf.is_none() {
         let results: Vec<(String, String)> = o
             .guest_lines
@@ -949,8 +956,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("report") => {
-            side_by_side(&root().join("target/xenpal-qemu"));
-            ExitCode::SUCCESS
+            let base = root().join("target/xenpal-qemu");
+            side_by_side(&base);
+            match fidelity::report(&root(), &base) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some("qemu") => match parse(&args[1..]).and_then(qemu) {
             Ok(true) => ExitCode::SUCCESS,

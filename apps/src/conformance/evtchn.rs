@@ -188,9 +188,9 @@ fn pending(cx: &Ctx<'_>, port: u32) -> &'static str {
 }
 
 pub(crate) fn run(cx: &mut Ctx<'_>) {
-    let h = cx.p.hypervisor().clone();
+    let p = cx.p;
+    let h = p.hypervisor();
     let me = cx.me;
-    let h = &h;
 
     // --- alloc_unbound ---------------------------------------------------
     let a = alloc_unbound(h, DomId::SELF, DomId::SELF);
@@ -212,14 +212,21 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
     let r = alloc_unbound(h, DomId::SELF, NO_SUCH_DOMAIN);
     let want = if XSM_SILO { "-ESRCH" } else { "ok" };
     cx.check("evtchn.alloc-unbound.remote-missing", want, errno(r));
-    if let Ok(p) = r {
-        let d = describe(cx, status(h, DomId::SELF, p), None);
-        cx.check(
+    match r {
+        Ok(p) => {
+            let d = describe(cx, status(h, DomId::SELF, p), None);
+            cx.check(
+                "evtchn.status.unbound-to-missing",
+                "unbound to another domain, vcpu 0",
+                d,
+            );
+            let _ = close(h, p);
+        }
+        Err(_) => cx.not_applicable(
             "evtchn.status.unbound-to-missing",
             "unbound to another domain, vcpu 0",
-            d,
-        );
-        let _ = close(h, p);
+            "no such port: XSM SILO refused it",
+        ),
     }
     let r = alloc_unbound(h, NO_SUCH_DOMAIN, DomId::SELF);
     cx.check("evtchn.alloc-unbound.dom-missing", "-ESRCH", errno(r));
@@ -270,13 +277,31 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
     cx.check("evtchn.bind-interdomain.beyond-abi", "-EINVAL", errno(r));
     let r = bind_interdomain(h, NO_SUCH_DOMAIN, 1);
     cx.check("evtchn.bind-interdomain.dom-missing", "-ESRCH", errno(r));
-    if let Ok(f) = alloc_unbound(h, DomId::SELF, NO_SUCH_DOMAIN) {
-        let r = bind_interdomain(h, DomId::SELF, f);
-        cx.check(
+    // A port unbound for a domain other than us: under SILO only one that
+    // exists (dom0, which SILO lets every guest talk to), which a guest
+    // alone does not have.
+    let remote = if XSM_SILO {
+        cx.setup.other
+    } else {
+        Some(NO_SUCH_DOMAIN)
+    };
+    match remote.map(|r| alloc_unbound(h, DomId::SELF, r)) {
+        Some(Ok(f)) => {
+            let r = bind_interdomain(h, DomId::SELF, f);
+            cx.check(
+                "evtchn.bind-interdomain.unbound-for-another",
+                "-EINVAL",
+                errno(r),
+            );
+            let _ = close(h, f);
+        }
+        _ => cx.not_applicable(
             "evtchn.bind-interdomain.unbound-for-another",
             "-EINVAL",
-            errno(r),
-        );
+            "XSM SILO allows an unbound port only for an existing domain, and there is none to use",
+        ),
+    }
+    if let Ok(f) = alloc_unbound(h, DomId::SELF, DomId::SELF) {
         let _ = close(h, f);
         let r = bind_interdomain(h, DomId::SELF, f);
         cx.check("evtchn.bind-interdomain.free-port", "-EINVAL", errno(r));

@@ -193,8 +193,8 @@ const MAP_CASES: [&str; 24] = [
 ];
 
 pub(crate) fn run(cx: &mut Ctx<'_>) {
-    let h = cx.p.hypervisor().clone();
-    let h = &h;
+    let p = cx.p;
+    let h = p.hypervisor();
     let me = cx.me;
 
     // --- query_size, get_version, unknown ops --------------------------------
@@ -312,9 +312,17 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
         "GNTST_okay",
         raw_copy(h, local(fa), 0, local(fb), 0, PAGE_SIZE as u16),
     );
+    // Xen 4.19 ignores a zero-length copy before looking at anything
+    // (commit a4a790f432, "gnttab: fully ignore zero-size copy requests");
+    // before, the domains were checked first.
+    let want = if cx.version >= (4, 19) {
+        "GNTST_okay"
+    } else {
+        "GNTST_bad_domain"
+    };
     cx.check(
         "gnttab.copy.zero-len-bad-ref",
-        "GNTST_okay",
+        want,
         raw_copy(
             h,
             End::Gref(NO_SUCH_DOMAIN, OUT_OF_RANGE),

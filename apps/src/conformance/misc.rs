@@ -45,8 +45,8 @@ fn poll_raw<H: Hypervisor>(h: &H, nr_ports: u32) -> Result<usize, Errno> {
 const ARM: bool = cfg!(target_arch = "aarch64");
 
 pub(crate) async fn run(cx: &mut Ctx<'_>) {
-    let h = cx.p.hypervisor().clone();
-    let h = &h;
+    let p = cx.p;
+    let h = p.hypervisor();
     let t = cx.p.timer();
 
     // --- sched_op -----------------------------------------------------------

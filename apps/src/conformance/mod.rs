@@ -34,7 +34,9 @@ mod xenstore;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use hal::{Console, DomId};
+use core::time::Duration;
+use hal::time::{Clock, sleep};
+use hal::{Console, ConsoleError, DomId};
 use xen_pv::abi::{Errno, gntst};
 use xenpal::Platform;
 
@@ -138,8 +140,13 @@ pub(crate) struct Ctx<'p> {
     /// Whether we are the control domain (dom0): Xen's XSM lets it act on
     /// other domains.
     pub privileged: bool,
+    /// Xen's version, `(major, minor)`: a few answers changed between
+    /// releases (each case that depends on it says which commit).
+    pub version: (u16, u16),
     pub setup: Setup,
     cases: Vec<Case>,
+    /// Lines not yet on the console (see [`Ctx::flush`]).
+    out: Vec<u8>,
 }
 
 impl Ctx<'_> {
@@ -162,10 +169,32 @@ impl Ctx<'_> {
     }
 
     fn push(&mut self, c: Case) {
-        let line = c.line();
-        self.p.console().write_lossy(line.as_bytes());
-        self.p.console().write_lossy(b"\n");
+        self.out.extend_from_slice(c.line().as_bytes());
+        self.out.push(b'\n');
         self.cases.push(c);
+    }
+
+    /// Put the lines recorded so far on the console, waiting for the
+    /// backend to make room (the suite prints more than a console ring
+    /// holds, and a dropped line is a case the report never sees). Gives
+    /// up after 30 s of no room, or if the console is gone.
+    pub async fn flush(&mut self) {
+        let t = self.p.timer();
+        let mut stuck_since = t.now();
+        while !self.out.is_empty() {
+            match self.p.console().write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                    stuck_since = t.now();
+                }
+                Err(ConsoleError::WouldBlock)
+                    if t.now() - stuck_since < Duration::from_secs(30) =>
+                {
+                    sleep(t, Duration::from_millis(1)).await;
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -244,16 +273,23 @@ pub async fn run(p: &Platform, setup: Setup) -> Report {
         p,
         me,
         privileged: me == DomId(0),
+        version: xen_pv::hypercall::xen_version(p.hypervisor()).unwrap_or((0, 0)),
         setup,
         cases: Vec::new(),
+        out: Vec::new(),
     };
     evtchn::run(&mut cx);
+    cx.flush().await;
     gnttab::run(&mut cx);
+    cx.flush().await;
     misc::run(&mut cx).await;
+    cx.flush().await;
     xenstore::run(&mut cx).await;
-    let report = Report { cases: cx.cases };
-    let v = report.verdict();
-    p.console().write_lossy(v.as_bytes());
-    p.console().write_lossy(b"\n");
+    let report = Report {
+        cases: core::mem::take(&mut cx.cases),
+    };
+    cx.out.extend_from_slice(report.verdict().as_bytes());
+    cx.out.push(b'\n');
+    cx.flush().await;
     report
 }

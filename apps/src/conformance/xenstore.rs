@@ -480,8 +480,18 @@ pub(crate) async fn run(cx: &mut Ctx<'_>) {
 
     // --- malformed requests -----------------------------------------------------------
     let path = at("x");
-    let r = xs.request(xs::READ, n, &[path.as_bytes()]).await;
-    cx.check("xs.malformed.no-nul", "EINVAL", word(&r));
+    if cx.version >= (4, 18) {
+        let r = xs.request(xs::READ, n, &[path.as_bytes()]).await;
+        cx.check("xs.malformed.no-nul", "EINVAL", word(&r));
+    } else {
+        // Before 4.18 (commit f174147e63) canonicalize() returned NULL
+        // without setting errno: the reply is whatever failed last.
+        cx.not_applicable(
+            "xs.malformed.no-nul",
+            "EINVAL",
+            "C xenstored before 4.18 answers with a stale errno",
+        );
+    }
     let r = xs.request(20, n, &[b"\0"]).await;
     cx.check("xs.malformed.unknown-type", "ENOSYS", word(&r));
 
