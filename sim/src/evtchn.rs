@@ -169,9 +169,6 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
                 };
                 lport
             } else {
-                if core.silo_denies(dom, &rd) {
-                    return Err(Errno::EPERM);
-                }
                 // Lock the lower domain id first, as Xen does.
                 let (mut lst, mut rst);
                 if dom.id < rd.id {
@@ -184,6 +181,10 @@ pub(crate) fn op(core: &Core, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> 
                 match rst.ports.get(x.remote_port as usize) {
                     Some(Chan::Unbound { remote }) if *remote == dom.id && x.remote_port != 0 => {}
                     _ => return Err(Errno::EINVAL),
+                }
+                // XSM is asked after the ports are checked.
+                if core.silo_denies(dom, &rd) {
+                    return Err(Errno::EPERM);
                 }
                 let lport = get_free_port(&mut lst.ports)?;
                 lst.ports[lport as usize] = Chan::Interdomain {

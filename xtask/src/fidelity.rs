@@ -9,8 +9,9 @@
 //! run the case) must be listed for that case in `docs/FIDELITY.md`'s
 //! table — then the case is *explained*, else *unexplained*.
 
+use crate::cpio::Entry;
 use std::path::Path;
-use xenpal_apps::conformance::{self, Line, Setup};
+use xenpal_apps::conformance::{self, Line};
 
 /// Where a QEMU run of the conformance guest saves its lines
 /// (`name\tobserved\tok|unexpected`).
@@ -46,36 +47,39 @@ fn load(path: &Path) -> Option<Vec<Line>> {
     )
 }
 
-/// The suite on the simulator, with an idle peer domain, as
-/// `apps/tests/conformance_sim.rs` runs it.
-pub fn sim_column() -> Vec<Line> {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-    let mut sim = xenpal_sim::Sim::new(xenpal_sim::SimConfig::seeded(1));
-    let Ok(peer) = sim.spawn(xenpal_sim::DomainConfig::new("peer"), |p| async move {
-        xenpal::hal::time::sleep(p.timer(), Duration::from_secs(3600)).await;
-    }) else {
-        return Vec::new();
-    };
-    let out: Arc<Mutex<Vec<Line>>> = Arc::default();
-    let o = out.clone();
-    let cfg = xenpal_sim::DomainConfig::new("conformance");
-    if sim
-        .spawn(cfg, move |p| async move {
-            let r = conformance::run(&p, Setup { other: Some(peer) }).await;
-            let mut v = o.lock().unwrap();
-            v.extend(
-                r.cases
-                    .iter()
-                    .filter_map(|c| conformance::parse_line(&c.line())),
-            );
-        })
-        .is_err()
-    {
-        return Vec::new();
-    }
-    sim.run();
-    out.lock().unwrap().clone()
+/// Sourced by dom0's `/init` once the guest is up (`say` and `fail` come
+/// from there): a second copy of the guest beside it, and each told the
+/// other's id, so the suite's two-domain cases run.
+const WITH: &str = r#"sed 's/^name = "xenpal"$/name = "xenpal-peer"/' /etc/xen/guest.cfg > /run/peer.cfg
+xl create /run/peer.cfg || fail "xl create of the second guest"
+a=$(xl domid xenpal) && b=$(xl domid xenpal-peer) || fail "xl domid"
+xenstore-write /local/domain/$a/data/peer-domid $b /local/domain/$b/data/peer-domid $a \
+    || fail "xenstore-write data/peer-domid"
+say "conformance: second guest (domain $b) beside the first (domain $a)"
+"#;
+
+/// Run once the first guest has shut down: the second goes too.
+const AFTER: &str = r#"xl destroy xenpal-peer 2>/dev/null
+say "conformance: second guest gone"
+"#;
+
+/// dom0's extra files for the conformance guest: the hooks `/init` runs.
+pub fn dom0_files() -> Vec<(String, Entry)> {
+    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
+    vec![
+        ("etc/xen/with-guest".into(), script(WITH)),
+        ("etc/xen/after-guest".into(), script(AFTER)),
+    ]
+}
+
+/// The suite on the simulator, two guests as `apps/tests/conformance_sim.rs`
+/// runs it, with the dummy XSM policy or SILO.
+pub fn sim_column(xsm_silo: bool) -> Vec<Line> {
+    let (r, _) = conformance::on_simulator(1, xsm_silo);
+    r.cases
+        .iter()
+        .filter_map(|c| conformance::parse_line(&c.line()))
+        .collect()
 }
 
 /// One explained difference: cases and platforms (globs with `*`; several
@@ -237,7 +241,10 @@ pub fn saved_runs(base: &Path) -> Vec<(String, Vec<Line>)> {
 /// Print the cases side by side and the contract line; `Ok` unless a
 /// difference is unexplained.
 pub fn report(root: &Path, base: &Path) -> Result<Counts, String> {
-    let mut columns = vec![("simulator".to_string(), sim_column())];
+    let mut columns = vec![
+        ("simulator".to_string(), sim_column(false)),
+        ("simulator-silo".to_string(), sim_column(true)),
+    ];
     columns.extend(saved_runs(base));
     let doc_path = root.join("docs/FIDELITY.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap_or_default();

@@ -533,6 +533,8 @@ fn linux_dom0_boot(
         drive = Some(disk);
     } else if a.guest == "control" {
         extra = control::dom0_files();
+    } else if a.guest == "conformance" {
+        extra = fidelity::dom0_files();
     } else if let Some(site) = &a.site {
         let images = site::pack(&site.dir, site.image_mib, out)?;
         println!(

@@ -21,9 +21,6 @@ const BEYOND_ABI: u32 = 5000;
 const UNALLOCATED: u32 = 4095;
 /// A domain id nobody has (below `DOMID_FIRST_RESERVED`).
 pub(crate) const NO_SUCH_DOMAIN: DomId = DomId(0x7fe0);
-/// Whether Xen enforces XSM SILO: the default of Arm builds (Kconfig
-/// `XSM_SILO_DEFAULT`); x86 builds and the simulator use the dummy policy.
-pub(crate) const XSM_SILO: bool = cfg!(target_arch = "aarch64");
 /// `VIRQ_DEBUG`: a per-vCPU VIRQ nothing else binds.
 const VIRQ_DEBUG: u32 = 1;
 /// `VIRQ_DOM_EXC`: a global VIRQ.
@@ -122,6 +119,11 @@ fn status<H: hypercall::Hypervisor>(
     call(h, evtchnop::STATUS, &mut a).map(|_| a)
 }
 
+/// `EVTCHNOP_status` of `port` of `dom`, as [`describe`] writes it.
+pub(crate) fn describe_status(cx: &Ctx<'_>, dom: DomId, port: u32) -> String {
+    describe(cx, status(cx.p.hypervisor(), dom, port), None)
+}
+
 /// A port's status as the suite writes it: no port numbers or domain ids.
 fn describe(cx: &Ctx<'_>, r: Result<abi::EvtchnStatus, Errno>, peer: Option<u32>) -> String {
     let st = match r {
@@ -210,7 +212,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
     // Xen's dummy XSM policy does not look at the remote domain; SILO (the
     // default of Arm builds) does.
     let r = alloc_unbound(h, DomId::SELF, NO_SUCH_DOMAIN);
-    let want = if XSM_SILO { "-ESRCH" } else { "ok" };
+    let want = if cx.setup.xsm_silo { "-ESRCH" } else { "ok" };
     cx.check("evtchn.alloc-unbound.remote-missing", want, errno(r));
     match r {
         Ok(p) => {
@@ -280,7 +282,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
     // A port unbound for a domain other than us: under SILO only one that
     // exists (dom0, which SILO lets every guest talk to), which a guest
     // alone does not have.
-    let remote = if XSM_SILO {
+    let remote = if cx.setup.xsm_silo {
         cx.setup.other
     } else {
         Some(NO_SUCH_DOMAIN)

@@ -27,7 +27,9 @@ async fn main(p: xenpal::Platform) -> Result<(), Unexpected> {
     // dom0less guest or an x86 dom0 is alone.
     let me = xenpal_apps::selftest::discover_domid(&p).unwrap_or(p.domid());
     let other = (p.xenstore().is_some() && me != DomId(0)).then_some(DomId(0));
-    let report = conformance::run(&p, Setup { other }).await;
+    // Xen's Arm builds default to XSM SILO; x86 builds to the dummy policy.
+    let xsm_silo = cfg!(target_arch = "aarch64");
+    let report = conformance::run(&p, Setup { other, xsm_silo }).await;
     if report.passed() {
         Ok(())
     } else {
