@@ -4,6 +4,7 @@
 //! rebooted, ignored the unknown request, and powered off.
 
 use crate::cpio::Entry;
+use crate::dom0::script;
 
 /// Sourced by dom0's `/init` once the guest is created (`say`, `fail` and
 /// `$seen`, the guest's whole console, come from there).
@@ -57,9 +58,8 @@ say "control: xl shutdown: the guest powered off"
 
 /// dom0's extra files: the hooks `/init` runs.
 pub fn dom0_files() -> Vec<(String, Entry)> {
-    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
     vec![
-        ("etc/xen/with-guest".into(), script(WITH)),
-        ("etc/xen/after-guest".into(), script(AFTER)),
+        script("etc/xen/with-guest", WITH),
+        script("etc/xen/after-guest", AFTER),
     ]
 }

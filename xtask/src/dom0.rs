@@ -328,6 +328,15 @@ pub fn build(
     })
 }
 
+/// An executable file for dom0's initramfs at `path` (a hook `/init`
+/// sources, a hotplug script).
+pub fn script(path: &str, text: &str) -> (String, Entry) {
+    (
+        path.to_string(),
+        Entry::File(0o755, text.as_bytes().to_vec()),
+    )
+}
+
 /// dom0's `/init`: mount what the toolstack needs, load the backend
 /// modules, start xenstored and the console daemon, then `xl create` the
 /// guest and relay its PV console to ours with the `(d1)` prefix. Ends by

@@ -10,6 +10,7 @@
 //! table — then the case is *explained*, else *unexplained*.
 
 use crate::cpio::Entry;
+use crate::dom0::script;
 use std::path::Path;
 use xenpal_apps::conformance::{self, Line};
 
@@ -65,10 +66,9 @@ say "conformance: second guest gone"
 
 /// dom0's extra files for the conformance guest: the hooks `/init` runs.
 pub fn dom0_files() -> Vec<(String, Entry)> {
-    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
     vec![
-        ("etc/xen/with-guest".into(), script(WITH)),
-        ("etc/xen/after-guest".into(), script(AFTER)),
+        script("etc/xen/with-guest", WITH),
+        script("etc/xen/after-guest", AFTER),
     ]
 }
 

@@ -7,6 +7,7 @@
 //! vif sits on dom0's bridge `xenbr0` (10.0.0.1/24); the guest is 10.0.0.2.
 
 use crate::cpio::Entry;
+use crate::dom0::script;
 use std::path::Path;
 use std::process::Command;
 use xenpal_apps::fullstack::{INPUT, OUTPUT, fnv1a64, transform};
@@ -121,22 +122,20 @@ done
 /// Our hotplug scripts (`vif-xenpal`, `block-xenpal`), for dom0's
 /// `/etc/xen/scripts`.
 pub fn hotplug_scripts() -> Vec<(String, Entry)> {
-    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
     vec![
-        ("etc/xen/scripts/vif-xenpal".into(), script(VIF_SCRIPT)),
-        ("etc/xen/scripts/block-xenpal".into(), script(BLOCK_SCRIPT)),
+        script("etc/xen/scripts/vif-xenpal", VIF_SCRIPT),
+        script("etc/xen/scripts/block-xenpal", BLOCK_SCRIPT),
     ]
 }
 
 /// dom0's extra files: the hotplug scripts, the hooks `/init` runs, and the
 /// runner's copies of both files.
 pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
-    let script = |s: &str| Entry::File(0o755, s.as_bytes().to_vec());
     let mut files = hotplug_scripts();
     files.extend([
-        ("etc/xen/before-guest".into(), script(BEFORE)),
-        ("etc/xen/with-guest".into(), script(WITH)),
-        ("etc/xen/after-guest".into(), script(AFTER)),
+        script("etc/xen/before-guest", BEFORE),
+        script("etc/xen/with-guest", WITH),
+        script("etc/xen/after-guest", AFTER),
         (
             format!("expected/{INPUT}"),
             Entry::File(0o644, data.to_vec()),

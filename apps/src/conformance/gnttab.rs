@@ -70,7 +70,7 @@ fn raw_map<H: Hypervisor>(h: &H, dom: DomId, gref: u32, flags: u32) -> String {
     }
 }
 
-fn raw_unmap<H: Hypervisor>(h: &H, host_addr: u64, handle: u32) -> String {
+pub(crate) fn raw_unmap<H: Hypervisor>(h: &H, host_addr: u64, handle: u32) -> String {
     let mut u = [abi::GnttabUnmapGrantRef {
         host_addr,
         handle,
@@ -135,7 +135,7 @@ fn raw_copy<H: Hypervisor>(
 }
 
 /// A HAL grant error as the `GNTST_*` Xen returned.
-fn hal_name(e: GrantError) -> String {
+pub(crate) fn hal_name(e: GrantError) -> String {
     let s = match e {
         GrantError::BadRef => abi::gntst::BAD_GNTREF,
         GrantError::BadDomain => abi::gntst::BAD_DOMAIN,
@@ -150,6 +150,22 @@ fn hal_name(e: GrantError) -> String {
         other => return format!("{other:?}"),
     };
     gntst_name(s)
+}
+
+/// A map's outcome as the suite writes it.
+pub(crate) fn map_word<M>(r: &Result<M, GrantError>) -> String {
+    match r {
+        Ok(_) => gntst_name(abi::gntst::OKAY),
+        Err(e) => hal_name(*e),
+    }
+}
+
+/// An unmap's outcome as the suite writes it.
+pub(crate) fn unmap_word<M>(r: Result<(), (M, GrantError)>) -> String {
+    match r {
+        Ok(()) => gntst_name(abi::gntst::OKAY),
+        Err((_, e)) => hal_name(e),
+    }
 }
 
 /// The flags Xen keeps in our entry for `gref`: `reading`, `writing`.
@@ -393,14 +409,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
     let _ = g.end_access(ended);
 
     let m1 = g.map(me, rw, Access::ReadWrite);
-    cx.check(
-        "gnttab.map.self-rw",
-        "GNTST_okay",
-        match &m1 {
-            Ok(_) => gntst_name(0),
-            Err(e) => hal_name(*e),
-        },
-    );
+    cx.check("gnttab.map.self-rw", "GNTST_okay", map_word(&m1));
     if let Ok(m1) = m1 {
         let mut buf = [0u8; 13];
         m1.read(0, &mut buf);
@@ -442,24 +451,10 @@ pub(crate) fn run(cx: &mut Ctx<'_>) {
         );
         let (addr, handle) = (m1.gfn().addr(), m1.handle());
         let u1 = g.unmap(m1);
-        cx.check(
-            "gnttab.unmap.first",
-            "GNTST_okay",
-            match u1 {
-                Ok(()) => gntst_name(0),
-                Err((_, e)) => hal_name(e),
-            },
-        );
+        cx.check("gnttab.unmap.first", "GNTST_okay", unmap_word(u1));
         if let Ok(m2) = m2 {
             let u2 = g.unmap(m2);
-            cx.check(
-                "gnttab.unmap.second",
-                "GNTST_okay",
-                match u2 {
-                    Ok(()) => gntst_name(0),
-                    Err((_, e)) => hal_name(e),
-                },
-            );
+            cx.check("gnttab.unmap.second", "GNTST_okay", unmap_word(u2));
         } else {
             cx.check("gnttab.unmap.second", "GNTST_okay", "no mapping");
         }

@@ -22,6 +22,8 @@
 //! may not talk at all, so there they are SILO's refusals.
 
 use super::evtchn::{alloc_unbound, bind_interdomain, clear_pending, close, port_op};
+use super::gnttab::{hal_name, map_word, raw_unmap, unmap_word};
+use super::xenstore::word;
 use super::{Ctx, errno, gntst_name};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -29,10 +31,10 @@ use alloc::vec::Vec;
 use core::time::Duration;
 use hal::mem::{PageAlloc, Pages, SharedMemory};
 use hal::time::{Clock, sleep};
-use hal::{Access, DomId, GrantError, GrantRef, GrantTable};
+use hal::{Access, DomId, GrantRef, GrantTable};
 use xen_pv::abi::{self, evtchnop, gntcopy, gnttabop};
 use xen_pv::hypercall::{self, Hypervisor as _};
-use xen_pv::xenstore::{Perm, PermAccess, TxId, XenStore, XsError};
+use xen_pv::xenstore::{Perm, PermAccess, TxId, XenStore};
 
 const LEADER_TEXT: &[u8] = b"from the leader";
 const FOLLOWER_TEXT: &[u8] = b"from the follower";
@@ -83,25 +85,6 @@ async fn wait_step(cx: &Ctx<'_>, xs: &Xs, path: &str, step: u32) -> bool {
         sleep(t, Duration::from_millis(2)).await;
     }
     false
-}
-
-fn word<T>(r: &Result<T, XsError>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(XsError::Errno(e)) => e.name().into(),
-        Err(e) => format!("{e}"),
-    }
-}
-
-fn hal_word(e: GrantError) -> String {
-    match e {
-        GrantError::BadRef => gntst_name(abi::gntst::BAD_GNTREF),
-        GrantError::BadDomain => gntst_name(abi::gntst::BAD_DOMAIN),
-        GrantError::PermissionDenied => gntst_name(abi::gntst::PERMISSION_DENIED),
-        GrantError::BadHandle => gntst_name(abi::gntst::BAD_HANDLE),
-        GrantError::General => gntst_name(abi::gntst::GENERAL_ERROR),
-        other => format!("{other:?}"),
-    }
 }
 
 /// The names of the leader's cases and the follower's, for a platform
@@ -410,14 +393,7 @@ pub(crate) async fn follow(cx: &Ctx<'_>, leader: DomId) {
         "GNTST_okay"
     };
     let map = g.map(leader, GrantRef(rw), Access::ReadWrite);
-    out.check(
-        "pair.gnttab.peer-map-rw",
-        want_ok,
-        match &map {
-            Ok(_) => gntst_name(0),
-            Err(e) => hal_word(*e),
-        },
-    );
+    out.check("pair.gnttab.peer-map-rw", want_ok, map_word(&map));
     let mut seen = [0u8; LEADER_TEXT.len()];
     if let Ok(m) = &map {
         m.read(0, &mut seen);
@@ -437,7 +413,7 @@ pub(crate) async fn follow(cx: &Ctx<'_>, leader: DomId) {
             let _ = g.unmap(m);
             gntst_name(0)
         }
-        Err(e) => hal_word(e),
+        Err(e) => hal_name(e),
     };
     let want_gen = if silo {
         "GNTST_permission_denied"
@@ -534,27 +510,11 @@ pub(crate) async fn follow(cx: &Ctx<'_>, leader: DomId) {
         Ok(m) => {
             let (addr, handle) = (m.gfn().addr(), m.handle());
             let r = g.unmap(m);
-            out.check(
-                "pair.gnttab.peer-unmap",
-                "GNTST_okay",
-                match r {
-                    Ok(()) => gntst_name(0),
-                    Err((_, e)) => hal_word(e),
-                },
-            );
-            let mut u = [abi::GnttabUnmapGrantRef {
-                host_addr: addr,
-                handle,
-                ..Default::default()
-            }];
-            let r = hypercall::grant_table_op(h, gnttabop::UNMAP_GRANT_REF, &mut u);
+            out.check("pair.gnttab.peer-unmap", "GNTST_okay", unmap_word(r));
             out.check(
                 "pair.gnttab.peer-unmap-twice",
                 "GNTST_bad_handle",
-                match r {
-                    Ok(()) => gntst_name(u[0].status),
-                    Err(e) => format!("-{}", e.name()),
-                },
+                raw_unmap(h, addr, handle),
             );
         }
         Err(_) => {

@@ -77,7 +77,8 @@ const CASES: &[&str] = &[
     "xs.introduce.unprivileged",
 ];
 
-fn word<T>(r: &Result<T, XsError>) -> String {
+/// A xenstore result as the suite writes it: `ok` or the error's name.
+pub(crate) fn word<T>(r: &Result<T, XsError>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(XsError::Errno(e)) => e.name().into(),
