@@ -57,6 +57,7 @@ const HEADERS: &[&str] = &[
     "xen/io/console.h",
     "xen/io/netif.h",
     "xen/io/blkif.h",
+    "xen/arch-x86/hvm/start_info.h",
 ];
 
 /// Every checked structure. `abi::x86_64::*` is checked on x86_64 only,
@@ -127,6 +128,17 @@ fn table() -> Vec<Entry> {
             first_p2m_pfn, nr_p2m_frames,
         }),
         entry!("struct mmu_update" => abi::x86_64::MmuUpdate { ptr, val }),
+        // PVH boot.
+        entry!("struct hvm_start_info" => abi::x86_64::HvmStartInfo {
+            magic, version, flags, nr_modules, modlist_paddr, cmdline_paddr, rsdp_paddr,
+            memmap_paddr, memmap_entries, reserved,
+        }),
+        entry!("struct hvm_modlist_entry" => abi::x86_64::HvmModlistEntry {
+            paddr, size, cmdline_paddr, reserved,
+        }),
+        entry!("struct hvm_memmap_table_entry" => abi::x86_64::HvmMemmapTableEntry {
+            addr, size, type_ => "type", reserved,
+        }),
         entry!("struct trap_info" => abi::x86_64::TrapInfo { vector, flags, cs, address }),
         entry!("struct callback_register" => abi::x86_64::CallbackRegister {
             kind => "type", flags, address,

@@ -269,4 +269,92 @@ pub mod elfnote {
     pub const LOADER: u32 = 8;
     pub const FEATURES: u32 = 10;
     pub const SUPPORTED_FEATURES: u32 = 17;
+    /// The 32-bit physical entry point of a PVH kernel.
+    #[doc(alias = "XEN_ELFNOTE_PHYS32_ENTRY")]
+    pub const PHYS32_ENTRY: u32 = 18;
+}
+
+// ---------------------------------------------------------------------------
+// PVH boot (arch-x86/hvm/start_info.h): what Xen hands a PVH guest in `ebx`.
+
+/// `hvm_start_info.magic`: `"xEn3"` with the top bit of the `E` set.
+#[doc(alias = "XEN_HVM_START_MAGIC_VALUE")]
+pub const HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// Types of [`HvmMemmapTableEntry`] (`XEN_HVM_MEMMAP_TYPE_*`).
+pub mod hvm_memmap_type {
+    #![allow(missing_docs)]
+    pub const RAM: u32 = 1;
+    pub const RESERVED: u32 = 2;
+    pub const ACPI: u32 = 3;
+    pub const NVS: u32 = 4;
+    pub const UNUSABLE: u32 = 5;
+    pub const DISABLED: u32 = 6;
+    pub const PMEM: u32 = 7;
+}
+
+/// What Xen tells a PVH guest at boot (`hvm_start_info`), at the physical
+/// address in `ebx`. Version 1 adds the memory map.
+#[doc(alias = "hvm_start_info")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct HvmStartInfo {
+    /// [`HVM_START_MAGIC`].
+    pub magic: u32,
+    /// Version of this structure (0 or 1).
+    pub version: u32,
+    /// `SIF_*` flags.
+    pub flags: u32,
+    /// Entries at `modlist_paddr`.
+    pub nr_modules: u32,
+    /// Physical address of the [`HvmModlistEntry`] array.
+    pub modlist_paddr: u64,
+    /// Physical address of the NUL-terminated command line (0: none).
+    pub cmdline_paddr: u64,
+    /// Physical address of the ACPI RSDP (0: none).
+    pub rsdp_paddr: u64,
+    /// Version 1: physical address of the [`HvmMemmapTableEntry`] array.
+    pub memmap_paddr: u64,
+    /// Version 1: entries at `memmap_paddr` (0: no map given).
+    pub memmap_entries: u32,
+    /// Must be zero.
+    pub reserved: u32,
+}
+
+/// A module handed to a PVH guest (`hvm_modlist_entry`).
+#[doc(alias = "hvm_modlist_entry")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct HvmModlistEntry {
+    /// Physical address of the module.
+    pub paddr: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Physical address of its command line (0: none).
+    pub cmdline_paddr: u64,
+    /// Must be zero.
+    pub reserved: u64,
+}
+
+/// One region of a PVH guest's physical memory map
+/// (`hvm_memmap_table_entry`).
+#[doc(alias = "hvm_memmap_table_entry")]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct HvmMemmapTableEntry {
+    /// Base address.
+    pub addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// [`hvm_memmap_type`].
+    #[doc(alias = "XEN_HVM_MEMMAP_TYPE_RAM")]
+    pub type_: u32,
+    /// Must be zero (version 1).
+    pub reserved: u32,
 }
