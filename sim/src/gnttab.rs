@@ -8,6 +8,7 @@
 
 use crate::hypercall::{Args, HResult};
 use crate::hypervisor::{Core, Domain, MapEntry, Pin};
+use crate::xsm;
 use hal::DomId;
 use hal::mem::{Gfn, PAGE_SIZE, SharedMemory, WordMemory};
 use std::sync::Arc;
@@ -148,7 +149,7 @@ fn map_inner(core: &Core, dom: &Arc<Domain>, op: &mut abi::GnttabMapGrantRef) ->
         return Err(gntst::GENERAL_ERROR);
     }
     let granter = core.domain(DomId(op.dom)).ok_or(gntst::BAD_DOMAIN)?;
-    if core.silo_denies(dom, &granter) {
+    if xsm::silo_denies(core, dom, &granter) {
         return Err(gntst::PERMISSION_DENIED);
     }
     if !op.host_addr.is_multiple_of(PAGE_SIZE as u64) {
@@ -229,7 +230,7 @@ fn copy_domain(
         return Err(gntst::PERMISSION_DENIED);
     }
     let d = core.resolve(dom, DomId(p.domid)).ok_or(gntst::BAD_DOMAIN)?;
-    if is_gref && core.silo_denies(dom, &d) {
+    if is_gref && xsm::silo_denies(core, dom, &d) {
         return Err(gntst::PERMISSION_DENIED);
     }
     Ok(d)

@@ -124,7 +124,7 @@ pub(crate) fn dispatch(
 ) -> isize {
     let mut a = Args::new(raw, buf);
     let r = match op {
-        op::EVENT_CHANNEL_OP => crate::evtchn::op(core, dom, raw[0] as u32, &mut a),
+        op::EVENT_CHANNEL_OP => crate::event_channel::op(core, dom, raw[0] as u32, &mut a),
         op::GRANT_TABLE_OP => crate::gnttab::op(core, dom, raw[0] as u32, &mut a),
         op::MEMORY_OP => memory_op(core, dom, raw[0] as u32, &mut a),
         op::SCHED_OP => sched_op(core, dom, raw[0] as u32, &mut a),

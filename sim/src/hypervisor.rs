@@ -451,12 +451,6 @@ impl Core {
         }
     }
 
-    /// Whether XSM's SILO policy forbids `a` and `b` to talk (neither is
-    /// privileged).
-    pub(crate) fn silo_denies(&self, a: &Domain, b: &Domain) -> bool {
-        self.xsm_silo && a.id != b.id && !a.privileged && !b.privileged
-    }
-
     /// Put `task` on a run queue.
     pub(crate) fn enqueue(&self, task: Task, worker: usize) {
         match &self.queues {

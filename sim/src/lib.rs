@@ -39,7 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backends;
-mod evtchn;
+mod event_channel;
 pub mod fatimg;
 mod gnttab;
 mod guest;
@@ -53,6 +53,7 @@ mod services;
 mod sim;
 pub mod toolstack;
 pub mod xl;
+mod xsm;
 
 pub use crate::hypervisor::{Exit, Rng};
 pub use guest::{Holdings, SimClock, SimHypervisor, SimPlatform};

@@ -11,7 +11,7 @@
 
 use crate::guest::{SimClock, SimHypervisor, SimPlatform};
 use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task};
-use crate::{evtchn, gnttab, layout, services};
+use crate::{event_channel, gnttab, layout, services};
 use hal::DomId;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -437,7 +437,7 @@ pub(crate) fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
         (ports, handles)
     };
     for p in ports {
-        let _ = evtchn::close_port(core, dom, p);
+        let _ = event_channel::close_port(core, dom, p);
     }
     for h in handles {
         gnttab::unmap_handle(core, dom, h, None);

@@ -4,7 +4,7 @@
 use crate::guest::SimPlatform;
 use crate::hypervisor::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
 use crate::sched::{self, LocalSched, MainFuture, NewGuest, Stop};
-use crate::{evtchn, layout};
+use crate::{event_channel, layout};
 use hal::mem::PAGE_SIZE;
 use hal::{DomId, Instant};
 use std::collections::{BTreeMap, BTreeSet};
@@ -684,8 +684,8 @@ impl Sim {
         let home = format!("/local/domain/{id}");
         if cfg.xenstore {
             let gfn = layout::store_gfn(cfg.memory_pages);
-            let port =
-                evtchn::alloc_service_port(dom, Service::Xenstore).expect("fresh domain has ports");
+            let port = event_channel::alloc_service_port(dom, Service::Xenstore)
+                .expect("fresh domain has ports");
             {
                 let mut st = dom.st.lock().unwrap();
                 st.hvm_params[hvm_param::STORE_PFN as usize] = gfn.0;
@@ -700,8 +700,8 @@ impl Sim {
         }
         if cfg.pv_console {
             let gfn = layout::console_gfn(cfg.memory_pages);
-            let port =
-                evtchn::alloc_service_port(dom, Service::Console).expect("fresh domain has ports");
+            let port = event_channel::alloc_service_port(dom, Service::Console)
+                .expect("fresh domain has ports");
             let mut st = dom.st.lock().unwrap();
             st.hvm_params[hvm_param::CONSOLE_PFN as usize] = gfn.0;
             st.hvm_params[hvm_param::CONSOLE_EVTCHN as usize] = u64::from(port);
