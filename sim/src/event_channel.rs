@@ -1,7 +1,7 @@
 //! `event_channel_op`: Xen's event-channel operations, 2-level ABI
 //! (Xen's `xen/common/event_channel.c`), one function per operation.
 
-use crate::hypercall::{Args, HResult};
+use crate::guest_access::{Args, HResult};
 use crate::hypervisor::{Chan, Core, Domain, NR_PORTS, NR_VIRQS, Service};
 use crate::xsm;
 use hal::DomId;

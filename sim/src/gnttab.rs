@@ -6,7 +6,7 @@
 //! the shared entry (by compare-and-exchange, retried a bounded number of
 //! times) while pins exist, so the granter's `end_access` fails meanwhile.
 
-use crate::hypercall::{Args, HResult};
+use crate::guest_access::{Args, HResult};
 use crate::hypervisor::{Core, Domain, MapEntry, Pin};
 use crate::xsm;
 use hal::DomId;

@@ -1,7 +1,7 @@
 //! The hypervisor's state: domains, virtual time, timers, the run queues, and
 //! the trace that makes runs comparable.
 
-use crate::memory::DomainMemory;
+use crate::p2m::DomainMemory;
 use hal::mem::{PAGE_SIZE, SharedMemory, WordMemory};
 use hal::{DomId, Instant};
 use std::cmp::Reverse;

@@ -39,15 +39,21 @@
 #![forbid(unsafe_code)]
 
 pub mod backends;
+mod console;
+mod domain;
 mod event_channel;
 pub mod fatimg;
 mod gnttab;
 mod guest;
+mod guest_access;
 mod guest_log;
+mod hvm;
 mod hypercall;
 mod hypervisor;
+mod kernel;
 pub mod layout;
 mod memory;
+mod p2m;
 mod sched;
 mod services;
 mod sim;

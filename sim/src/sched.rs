@@ -10,7 +10,8 @@
 //! code (a blocking `BlockDevice::read`, say) works in the simulator too.
 
 use crate::guest::{SimClock, SimHypervisor, SimPlatform};
-use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task};
+use crate::guest_access::{Args, HResult};
+use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task, TimerKind};
 use crate::{event_channel, gnttab, layout, services};
 use hal::DomId;
 use std::cell::RefCell;
@@ -22,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
-use xen_pv::abi::hvm_param;
 use xen_pv::abi::io::xs;
+use xen_pv::abi::{self, Errno, hvm_param, schedop};
 use xen_pv::platform::{Runner, XenPlatform};
 use xen_pv::timer::XenAlarm;
 
@@ -516,4 +517,132 @@ pub(crate) fn timer_thread(core: Arc<Core>, stop: Arc<AtomicBool>) {
             }
         }
     }
+}
+
+pub(crate) fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Args<'_>) -> HResult {
+    match cmd {
+        schedop::YIELD => {
+            // Let one other domain run, as Xen would deschedule us.
+            crate::sched::yield_once(core, dom);
+            Ok(0)
+        }
+        schedop::BLOCK => {
+            // Xen unmasks upcalls and blocks unless events are pending; the
+            // order below (blocked flag, then the check) pairs with `kick`.
+            dom.blocked.store(true, Ordering::SeqCst);
+            if dom.upcall_pending() {
+                dom.blocked.store(false, Ordering::SeqCst);
+            }
+            Ok(0)
+        }
+        schedop::SHUTDOWN => {
+            let x: abi::SchedShutdown = a.read(1)?;
+            if x.reason > abi::shutdown::SOFT_RESET {
+                return Err(Errno::EINVAL);
+            }
+            dom.st.lock().unwrap().shutdown = Some(x.reason);
+            dom.dead.store(true, Ordering::SeqCst);
+            Ok(0)
+        }
+        schedop::POLL => {
+            let x: abi::SchedPoll = a.read(1)?;
+            if x.nr_ports > 128 {
+                return Err(Errno::EINVAL);
+            }
+            let at = a.handle(1, core::mem::offset_of!(abi::SchedPoll, ports))?;
+            let mut ports = Vec::with_capacity(x.nr_ports as usize);
+            for i in 0..x.nr_ports as usize {
+                let p: u32 = a.read_at(1, at + 4 * i)?;
+                ports.push(p);
+            }
+            {
+                let st = dom.st.lock().unwrap();
+                if ports.iter().any(|&p| p as usize >= st.ports.len()) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            let pending = |ports: &[u32]| {
+                ports.iter().any(|&p| {
+                    let (w, b) = ((p / 64) as usize, 1u64 << (p % 64));
+                    hal::SharedMemory::load_u64(
+                        &dom.shared_info,
+                        xen_pv::event::layout::PENDING + 8 * w,
+                        Ordering::SeqCst,
+                    ) & b
+                        != 0
+                })
+            };
+            if pending(&ports) {
+                return Ok(0);
+            }
+            let generation = {
+                let mut st = dom.st.lock().unwrap();
+                st.poll = Some(ports.clone());
+                st.poll_gen += 1;
+                st.poll_gen
+            };
+            let timeout = if x.timeout != 0 {
+                core.slack(x.timeout)
+            } else {
+                0
+            };
+            if timeout != 0 {
+                core.add_timer(
+                    timeout,
+                    TimerKind::Poll {
+                        dom: dom.id,
+                        generation,
+                    },
+                );
+            }
+            // Xen blocks the vCPU until a polled port is pending (masked or
+            // not) or the timeout. Run other domains meanwhile.
+            let done = || pending(&ports) || (timeout != 0 && core.time.peek() >= timeout);
+            if crate::sched::nested_wait(core, dom, u64::MAX, &done) {
+                dom.st.lock().unwrap().poll = None;
+            } else {
+                // No scheduler on this thread: sleep after this step.
+                dom.blocked.store(true, Ordering::SeqCst);
+            }
+            Ok(0)
+        }
+        schedop::REMOTE_SHUTDOWN => {
+            let x: abi::SchedRemoteShutdown = a.read(1)?;
+            // Xen looks the domain up before asking XSM.
+            let target = core.domain(DomId(x.domain_id)).ok_or(Errno::ESRCH)?;
+            if !dom.privileged {
+                return Err(Errno::EPERM);
+            }
+            target.st.lock().unwrap().shutdown = Some(x.reason);
+            target.dead.store(true, Ordering::SeqCst);
+            core.make_runnable(&target);
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub(crate) fn set_timer_op(core: &Core, dom: &Arc<Domain>, deadline: u64) -> HResult {
+    let generation = {
+        let mut st = dom.st.lock().unwrap();
+        st.timer_gen += 1;
+        st.timer = (deadline != 0).then_some(deadline);
+        st.timer_gen
+    };
+    if deadline != 0 {
+        if deadline <= core.time.peek() {
+            // Already past: Xen raises the timer at once.
+            dom.st.lock().unwrap().timer = None;
+            core.send_virq(dom, hal::Virq::TIMER.0);
+        } else {
+            core.add_timer(
+                core.slack(deadline),
+                TimerKind::Virq {
+                    dom: dom.id,
+                    generation,
+                },
+            );
+        }
+    }
+    Ok(0)
 }
