@@ -8,7 +8,7 @@
 //! [`crate::mm`] has mapped it. Grant entries need machine frames; the p2m
 //! list Xen gave us translates ([`Hypervisor::xen_frame`]).
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use hal::mem::Gfn;
 use xen_pv::abi::Errno;
 use xen_pv::hypercall::{ArgBuf, Hypervisor, marshal};
@@ -75,6 +75,8 @@ struct Layout {
     /// and foreign grants (mapped as they are used).
     window_start: AtomicU64,
     window_end: AtomicU64,
+    /// PVH (auto-translated): a frame is its own number to Xen.
+    auto: AtomicBool,
 }
 
 static LAYOUT: Layout = Layout {
@@ -83,6 +85,7 @@ static LAYOUT: Layout = Layout {
     ram_end: AtomicU64::new(0),
     window_start: AtomicU64::new(0),
     window_end: AtomicU64::new(0),
+    auto: AtomicBool::new(false),
 };
 
 /// The hypervisor on x86_64 PV.
@@ -104,6 +107,20 @@ impl PvHypervisor {
         LAYOUT.window_start.store(window.0, Ordering::Relaxed);
         LAYOUT.window_end.store(window.1, Ordering::Relaxed);
         LAYOUT.p2m.store(p2m.cast_mut(), Ordering::Release);
+    }
+
+    /// Record the layout of a PVH (auto-translated) guest: frames
+    /// `[1, mapped_end)` are mapped one to one and are what Xen calls them;
+    /// the window `[window.0, window.1)` is inside.
+    ///
+    /// # Safety
+    /// Frames `[1, mapped_end)` must be mapped at their physical addresses
+    /// for the rest of the domain's life.
+    pub unsafe fn set_auto_layout(mapped_end: u64, window: (u64, u64)) {
+        LAYOUT.ram_end.store(mapped_end, Ordering::Relaxed);
+        LAYOUT.window_start.store(window.0, Ordering::Relaxed);
+        LAYOUT.window_end.store(window.1, Ordering::Relaxed);
+        LAYOUT.auto.store(true, Ordering::Release);
     }
 
     /// The machine frame of our frame `pfn`, from the p2m list.
@@ -132,6 +149,10 @@ impl Hypervisor for PvHypervisor {
     /// The block hook: [`crate::irq::block`] around the bare
     /// `SCHEDOP_block`.
     fn block(&self) -> isize {
+        #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+        if crate::pvh::active() {
+            return crate::pvh::block();
+        }
         crate::irq::block(|| {
             // SAFETY: SCHEDOP_block takes no pointer argument.
             unsafe {
@@ -164,6 +185,9 @@ impl Hypervisor for PvHypervisor {
     fn xen_frame(&self, gfn: Gfn) -> Result<u64, Errno> {
         if gfn.0 == 0 || gfn.0 >= LAYOUT.ram_end.load(Ordering::Relaxed) {
             return Err(Errno::EINVAL);
+        }
+        if LAYOUT.auto.load(Ordering::Acquire) {
+            return Ok(gfn.0);
         }
         Self::mfn(gfn.0).ok_or(Errno::EINVAL)
     }

@@ -27,6 +27,12 @@ static UPCALLS: AtomicUsize = AtomicUsize::new(0);
 const MASK: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask);
 const PENDING: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
 
+/// Count an upcall (the PVH callback vector's handler does).
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub(crate) fn note_upcall() {
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Event upcalls delivered through the callback so far.
 pub fn upcalls() -> usize {
     UPCALLS.load(Ordering::Relaxed)

@@ -24,6 +24,7 @@ pub mod hypercall;
 pub mod irq;
 pub mod mm;
 pub mod platform;
+pub mod pvh;
 pub mod start;
 pub mod time;
 

@@ -43,6 +43,8 @@ pub enum BootError {
     ForeignRing(&'static str, u64),
     /// Assembling the platform failed.
     Xen(xen_pv::platform::BootError),
+    /// `hvm_start_info` (a PVH boot) is unusable.
+    Pvh(crate::pvh::StartInfoError),
 }
 
 impl fmt::Display for BootError {
@@ -56,6 +58,7 @@ impl fmt::Display for BootError {
                 write!(f, "the {what} page (machine frame {mfn:#x}) is not ours")
             }
             BootError::Xen(e) => write!(f, "{e}"),
+            BootError::Pvh(e) => write!(f, "{e}"),
         }
     }
 }
@@ -139,12 +142,31 @@ pub struct MemoryReport {
     pub pool: u64,
 }
 
-/// The platform and what `start_info` said.
+/// What Xen handed the guest at boot, checked.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// A PV boot: `start_info` (boxed: it is large, with its command line).
+    Pv(alloc::boxed::Box<BootInfo>),
+    /// A PVH boot: `hvm_start_info`.
+    Pvh(xen_pv::abi::x86_64::HvmStartInfo),
+}
+
+impl Boot {
+    /// Whether this is the control domain.
+    pub fn is_dom0(&self) -> bool {
+        match self {
+            Boot::Pv(i) => i.is_dom0(),
+            Boot::Pvh(i) => i.flags & xen_pv::abi::x86_64::sif::INITDOMAIN != 0,
+        }
+    }
+}
+
+/// The platform and what Xen handed the guest.
 pub struct Booted {
     /// The platform.
     pub platform: PvPlatform,
-    /// The checked `start_info`.
-    pub info: BootInfo,
+    /// The checked `start_info` or `hvm_start_info`.
+    pub boot: Boot,
     /// How memory was laid out.
     pub memory: MemoryReport,
 }
@@ -363,7 +385,7 @@ pub fn boot(start_info: usize) -> Result<Booted, BootError> {
     let platform = XenPlatform::assemble(h, PvClock, XenAlarm(h), parts).map_err(BootError::Xen)?;
     Ok(Booted {
         platform,
-        info,
+        boot: Boot::Pv(alloc::boxed::Box::new(info)),
         memory: MemoryReport {
             tables,
             heap: heap_pages * PAGE,
@@ -372,7 +394,7 @@ pub fn boot(start_info: usize) -> Result<Booted, BootError> {
     })
 }
 
-/// Boot, then run `app` to completion and shut down for the reason its
+/// Boot (PV or PVH, as Xen entered us), then run `app` to completion and shut down for the reason its
 /// result gives (`true`: poweroff, `false`: crash, or a `SHUTDOWN_*` code). A boot failure is printed and crashes
 /// the domain. (All but the boot is [`xen_pv::platform::run`].)
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
@@ -381,7 +403,12 @@ where
     F: FnOnce(Booted) -> Fut,
     Fut: Future<Output: xen_pv::platform::ShutdownReason>,
 {
-    xen_pv::platform::run(PvHypervisor, boot(start_info), |b| &b.platform, app)
+    let booted = if crate::pvh::active() {
+        crate::pvh::boot(start_info)
+    } else {
+        boot(start_info)
+    };
+    xen_pv::platform::run(PvHypervisor, booted, |b| &b.platform, app)
 }
 
 /// Shut the domain down with `reason` (`SHUTDOWN_*`). Never returns.

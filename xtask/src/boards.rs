@@ -97,7 +97,7 @@ pub fn write(
     Ok(())
 }
 
-/// Write the x86_64 PV artefacts for `guest`: the stripped ELF `elf` as
+/// Write the x86_64 artefacts for `guest` (PV, or PVH with `pvh`): the stripped ELF `elf` as
 /// `xenpal-<guest>.elf` and its `xl` config, made from `domain_cfg` (the
 /// guest crate's own domain config) when there is one. Returns the ELF's
 /// path.
@@ -108,18 +108,24 @@ pub fn write_x86(
     guest: &str,
     elf: &[u8],
     domain_cfg: Option<&str>,
+    pvh: bool,
 ) -> Result<PathBuf, String> {
     let name = format!("xenpal-{guest}.elf");
     let path = dir.join(&name);
     std::fs::write(&path, elf).map_err(|e| format!("{name}: {e}"))?;
     let cfg = format!("xenpal-{guest}.cfg");
+    let (kind, mode) = if pvh {
+        ("PVH kernel (entered at its PHYS32_ENTRY note)", "pvh")
+    } else {
+        ("64-bit PV kernel", "pv")
+    };
     let header = format!(
         "# xl domain config: `xl create -c {cfg}` on an x86 Xen host (dom0 running\n\
-         # Linux). The guest is a 64-bit PV kernel; copy {name} next to this file\n\
+         # Linux). The guest is a {kind}; copy {name} next to this file\n\
          # (or give `kernel` a full path).\n"
     );
     if let Some(user) = domain_cfg {
-        let xl = from_domain_config(&header, user, &name, &[("type", "pv")]);
+        let xl = from_domain_config(&header, user, &name, &[("type", mode)]);
         std::fs::write(dir.join(&cfg), xl).map_err(|e| format!("{cfg}: {e}"))?;
         return Ok(path);
     }
@@ -128,7 +134,7 @@ pub fn write_x86(
         format!(
             "{header}\
              name = \"xenpal-{guest}\"\n\
-             type = \"pv\"\n\
+             type = \"{mode}\"\n\
              kernel = \"{name}\"\n\
              memory = 64\n\
              vcpus = 1\n\

@@ -10,7 +10,7 @@ const WORLD: &str = if cfg!(not(target_os = "none")) {
 } else if cfg!(target_arch = "aarch64") {
     "Xen/arm64"
 } else {
-    "Xen/x86_64 PV"
+    "Xen/x86_64"
 };
 
 #[xenpal::main]

@@ -136,6 +136,9 @@ mod guest {
     static START_INFO: AtomicUsize = AtomicUsize::new(0);
 
     fn bad_start_info() -> Outcome {
+        if arch::pvh::active() {
+            return bad_hvm_start_info();
+        }
         use xenpal::xen_pv::abi::x86_64::StartInfo;
         let at = START_INFO.load(Ordering::Relaxed);
         // SAFETY: start_info's page, mapped since boot and never written
@@ -161,24 +164,65 @@ mod guest {
         }
     }
 
+    /// The same for a PVH boot's `hvm_start_info`.
+    fn bad_hvm_start_info() -> Outcome {
+        use xenpal::xen_pv::abi::x86_64::HvmStartInfo;
+        let at = START_INFO.load(Ordering::Relaxed);
+        // SAFETY: hvm_start_info, identity-mapped and never written after
+        // Xen filled it; read only.
+        let good = unsafe {
+            core::slice::from_raw_parts(at as *const u8, core::mem::size_of::<HvmStartInfo>())
+        };
+        let mut bad_magic = alloc::vec::Vec::from(good);
+        bad_magic[0] ^= 0xff;
+        let mut later = alloc::vec::Vec::from(good);
+        later[4] = 9;
+        match (
+            arch::pvh::parse_start_info(&good[..20]),
+            arch::pvh::parse_start_info(&bad_magic),
+            arch::pvh::parse_start_info(&later),
+            arch::pvh::parse_start_info(good),
+        ) {
+            (Err(a), Err(b), Err(c), Ok(_)) => Outcome::Pass(format!(
+                "truncated: {a}; bad magic: {b}; unknown version: {c}"
+            )),
+            (_, _, _, Err(e)) => Outcome::Fail(format!("the real hvm_start_info failed: {e}")),
+            _ => Outcome::Fail("a damaged hvm_start_info was accepted".into()),
+        }
+    }
+
     fn main(start_info: usize) -> ! {
         arch::eprintln!("xenpal selftest starting (start_info at {start_info:#x})");
         START_INFO.store(start_info, Ordering::Relaxed);
         arch::platform::run(start_info, |b| async move {
             let m = b.memory;
+            let what = match &b.boot {
+                arch::platform::Boot::Pv(i) => format!(
+                    "{} ({}), {} pages; {} page tables added",
+                    i.magic_str(),
+                    if i.is_dom0() { "dom0" } else { "domU" },
+                    i.nr_pages,
+                    m.tables
+                ),
+                arch::platform::Boot::Pvh(i) => format!(
+                    "PVH ({}), hvm_start_info version {}",
+                    if b.boot.is_dom0() { "dom0" } else { "domU" },
+                    i.version
+                ),
+            };
             arch::eprintln!(
-                "xenpal: {} ({}), {} pages; {} page tables added, heap {} KiB, {} pages for the page allocator",
-                b.info.magic_str(),
-                if b.info.is_dom0() { "dom0" } else { "domU" },
-                b.info.nr_pages,
-                m.tables,
+                "xenpal: {what}, heap {} KiB, {} pages for the page allocator",
                 m.heap / 1024,
                 m.pool
             );
             let mut extra: alloc::vec::Vec<Extra> =
                 alloc::vec![("interrupts", upcalls), ("bad-start-info", bad_start_info)];
             crate::faults::add(&mut extra);
-            let report = selftest::run(&b.platform, Tolerances::default(), &extra).await;
+            // A PVH guest must not map its own grants (Xen takes the page
+            // from its first frame number): see selftest::run_with.
+            let self_map = !arch::pvh::active();
+            let report =
+                selftest::run_with(&b.platform, Tolerances::default(), &extra, self_map).await;
             report.passed()
         })
     }
