@@ -1,8 +1,9 @@
 //! Proves that every `#[repr(C)]` structure in `xenpal_xen_pv::abi` (`mod.rs`,
 //! `x86_64.rs`, `arm.rs`, `io.rs`) has the layout Xen's public headers give
 //! it: the size and alignment of each structure, and the offset and size of
-//! each named (non-`_pad`) field, for x86_64 (`gcc`) and AArch64
-//! (`aarch64-linux-gnu-gcc`).
+//! each named (non-`_pad`) field, for x86_64 (`gcc`), AArch64
+//! (`aarch64-linux-gnu-gcc`) and 32-bit Arm (`arm-linux-gnueabihf-gcc`;
+//! `xen_ulong_t` and guest handles are 64-bit there too).
 //!
 //! The table below is the only list. From it the test generates a C probe
 //! that includes the headers (from `libxen-dev`, with
@@ -11,7 +12,8 @@
 //! to an object file, never run, and the values are read back from its ELF
 //! symbol table. They are compared with `size_of`/`align_of`/`offset_of!` of
 //! the Rust types, computed on the host: `#[repr(C)]` layouts of fixed-width
-//! integers are the same on both 64-bit targets. A second test checks that
+//! integers are the same on all three targets (the Arm EABI aligns `u64` to
+//! 8 bytes, as the 64-bit ABIs do). A second test checks that
 //! the table names every such structure and field in the sources, so a new
 //! one cannot be left unchecked.
 

@@ -20,15 +20,19 @@ const CI_PACKAGES: &str = "libxen-dev gcc-aarch64-linux-gnu";
 pub enum Arch {
     X86_64,
     Aarch64,
+    /// 32-bit Arm (ARMv7-A, hard float): `xen_ulong_t` is 64-bit there
+    /// too, and guest handles are 64-bit aligned.
+    Arm32,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Arm32];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
+            Arch::Arm32 => "arm32",
         }
     }
 
@@ -36,6 +40,7 @@ impl Arch {
         match self {
             Arch::X86_64 => "gcc",
             Arch::Aarch64 => "aarch64-linux-gnu-gcc",
+            Arch::Arm32 => "arm-linux-gnueabihf-gcc",
         }
     }
 
@@ -43,6 +48,7 @@ impl Arch {
         match self {
             Arch::X86_64 => "gcc",
             Arch::Aarch64 => "gcc-aarch64-linux-gnu",
+            Arch::Arm32 => "gcc-arm-linux-gnueabihf",
         }
     }
 
@@ -50,6 +56,7 @@ impl Arch {
         match self {
             Arch::X86_64 => elf::EM_X86_64,
             Arch::Aarch64 => elf::EM_AARCH64,
+            Arch::Arm32 => elf::EM_ARM,
         }
     }
 }
@@ -82,7 +89,7 @@ impl Entry {
         if self.rust.starts_with("abi::x86_64::") {
             &[Arch::X86_64]
         } else if self.rust.starts_with("abi::arm::") {
-            &[Arch::Aarch64]
+            &[Arch::Aarch64, Arch::Arm32]
         } else {
             &Arch::ALL
         }
