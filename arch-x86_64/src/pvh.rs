@@ -615,7 +615,8 @@ pub fn boot(start_info: usize) -> Result<crate::platform::Booted, crate::platfor
         platform,
         boot: Boot::Pvh(info),
         memory: MemoryReport {
-            tables: 10,
+            // One PML4, one PDPT, a page directory per GiB.
+            tables: 2 + (IDENTITY_MAP_BYTES >> 30) as usize,
             heap: heap_pages * page,
             pool: pool.1 as u64,
         },
