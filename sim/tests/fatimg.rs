@@ -23,25 +23,15 @@ use xenpal_sim::{DomainConfig, Sim, SimConfig};
 // ---------------------------------------------------------------------------
 // Host tools.
 
-/// The path of host tool `name`, or a failure naming the Debian packages.
-/// Never skips: CI installs them.
+/// The path of host tool `name` (from `dosfstools` or `mtools`); a failure
+/// naming the package if it is missing.
 fn tool(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // fsck.fat lives in /usr/sbin, often not on a user's PATH.
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    for d in dirs {
-        let p = d.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "the host tool `{name}` is missing: these tests check the FAT images with the real \
-         tools. Install the Debian packages dosfstools and mtools \
-         (sudo apt-get install dosfstools mtools)."
-    );
+    let package = if name.ends_with(".fat") {
+        "dosfstools"
+    } else {
+        "mtools"
+    };
+    xenpal_tests::host_tool(name, package)
 }
 
 /// Run a tool; its standard output and error. mtools work in UTF-8 (long

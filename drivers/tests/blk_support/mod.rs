@@ -121,25 +121,9 @@ impl Drop for Scratch {
     }
 }
 
-/// The path of host tool `name`, or a failure naming the Debian package to
-/// install. Never skips: CI installs the packages.
+/// The path of host tool `name` from Debian package `package`.
 pub fn tool(name: &str, package: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // mkfs.fat lives in /usr/sbin, often not on a user's PATH.
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    for d in dirs {
-        let p = d.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "the host tool `{name}` is missing: these tests build FAT images with the real tools. \
-         Install the Debian packages dosfstools and mtools \
-         (sudo apt-get install dosfstools mtools); `{name}` is in `{package}`."
-    );
+    xenpal_tests::host_tool(name, package)
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {
