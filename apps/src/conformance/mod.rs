@@ -137,6 +137,9 @@ pub struct Setup {
     /// default of Arm builds (Kconfig `XSM_SILO_DEFAULT`); x86 builds use
     /// the dummy policy, the simulator either (`SimConfig::xsm_silo`).
     pub xsm_silo: bool,
+    /// Whether the guest may map its own grants: not on x86 HVM/PVH, where
+    /// Xen takes the page from its first frame number (docs/PVH.md).
+    pub self_map: bool,
 }
 
 /// The context every case gets.
@@ -358,7 +361,15 @@ pub fn on_simulator(seed: u64, xsm_silo: bool) -> (Report, String) {
         let d = sim
             .spawn(DomainConfig::new(name), move |p| async move {
                 let other = *theirs.lock().unwrap();
-                let r = run(&p, Setup { other, xsm_silo }).await;
+                let r = run(
+                    &p,
+                    Setup {
+                        other,
+                        xsm_silo,
+                        self_map: true,
+                    },
+                )
+                .await;
                 o.lock().unwrap().push(r);
             })
             .unwrap();

@@ -29,7 +29,17 @@ async fn main(p: xenpal::Platform) -> Result<(), Unexpected> {
     let other = (p.xenstore().is_some() && me != DomId(0)).then_some(DomId(0));
     // Xen's Arm builds default to XSM SILO; x86 builds to the dummy policy.
     let xsm_silo = cfg!(target_arch = "aarch64");
-    let report = conformance::run(&p, Setup { other, xsm_silo }).await;
+    // An x86 PVH guest must not map its own grants (docs/PVH.md).
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    let self_map = !xenpal::arch::pvh::active();
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
+    let self_map = true;
+    let setup = Setup {
+        other,
+        xsm_silo,
+        self_map,
+    };
+    let report = conformance::run(&p, setup).await;
     if report.passed() {
         Ok(())
     } else {
