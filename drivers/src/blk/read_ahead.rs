@@ -4,7 +4,6 @@
 //! that is not cached into one read of a whole window of blocks, and
 //! serves the next reads from it.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
