@@ -693,6 +693,16 @@ fn x86_64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Comm
         in_memory / 1024
     );
     let path = boards::write_x86(out, &a.guest, &image, a.domain_cfg.as_deref(), a.pvh)?;
+    // The image is linked at 0x1000 (arch-x86_64/link.ld); a PVH dom0 sees
+    // the host's legacy hole from 640 KiB, where it cannot be loaded.
+    let end = 0x1000 + in_memory;
+    if a.pvh && !a.dom0_linux && end > PVH_DOM0_IMAGE_END {
+        return Err(format!(
+            "as a PVH dom0 the image must end below {PVH_DOM0_IMAGE_END:#x} (the legacy hole \
+             at 640 KiB), and {} ends at {end:#x}: run it as a domU (--xen 4.17 --dom0 linux)",
+            a.guest
+        ));
+    }
     if a.dom0_linux {
         println!("== fetching Xen {} (amd64) from Debian", a.xen.as_str());
         let xen = fetch::xen_amd64(&base.join("cache"), a.xen)?;
@@ -736,6 +746,10 @@ fn x86_64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Comm
     );
     Ok(cmd)
 }
+
+/// Where a PVH dom0's image must end: the host's memory below 640 KiB
+/// (the e820's first RAM region under QEMU's BIOS).
+const PVH_DOM0_IMAGE_END: u64 = 0x9f000;
 
 /// Where a QEMU run of the self-test saves its results (`name\tWORD` lines).
 const RESULTS: &str = "results.tsv";
