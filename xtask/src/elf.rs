@@ -4,7 +4,9 @@
 //! does, minus the section table Xen does not need).
 
 use object::LittleEndian as LE;
-use object::elf::{ELFMAG, EM_AARCH64, EM_X86_64, FileHeader64, PT_LOAD};
+use object::elf::{
+    ELFCLASS32, ELFMAG, EM_AARCH64, EM_ARM, EM_X86_64, FileHeader32, FileHeader64, PT_LOAD,
+};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{U16, U64};
 
@@ -57,6 +59,16 @@ fn segments(elf: &[u8]) -> Result<(&Header, Vec<Segment<'_>>), String> {
 ///
 /// Errors: a message if it is not a 64-bit little-endian ELF of either.
 pub fn arch(elf: &[u8]) -> Result<&'static str, String> {
+    if elf.starts_with(&ELFMAG) && elf.get(4) == Some(&ELFCLASS32) {
+        let h = FileHeader32::<LE>::parse(elf)
+            .map_err(|_| "not a 32-bit little-endian ELF file".to_string())?;
+        return match h.e_machine(LE) {
+            EM_ARM => Ok("arm32"),
+            m => Err(format!(
+                "a 32-bit ELF file for machine {m}, not arm32 ({EM_ARM})"
+            )),
+        };
+    }
     match header(elf)?.e_machine(LE) {
         EM_AARCH64 => Ok("aarch64"),
         EM_X86_64 => Ok("x86_64"),
@@ -64,6 +76,45 @@ pub fn arch(elf: &[u8]) -> Result<&'static str, String> {
             "an ELF file for machine {m}, not aarch64 ({EM_AARCH64}) or x86_64 ({EM_X86_64})"
         )),
     }
+}
+
+/// A 32-bit little-endian ELF executable (32-bit Arm) as a flat image, as
+/// [`to_flat`] makes one of a 64-bit one: for a zImage, whose header the
+/// image carries in its first bytes.
+///
+/// Errors: a message if the file is not such an executable or a segment
+/// lies outside it.
+pub fn to_flat32(elf: &[u8]) -> Result<Vec<u8>, String> {
+    let h = FileHeader32::<LE>::parse(elf)
+        .map_err(|_| "not a 32-bit little-endian ELF file".to_string())?;
+    let phdrs = h
+        .program_headers(LE, elf)
+        .map_err(|e| format!("program headers: {e}"))?;
+    let mut segs = Vec::new();
+    for p in phdrs.iter().filter(|p| p.p_type(LE) == PT_LOAD) {
+        let data = p
+            .data(LE, elf)
+            .map_err(|()| "segment lies outside the file".to_string())?;
+        if !data.is_empty() {
+            segs.push((u64::from(p.p_paddr(LE)), data));
+        }
+    }
+    let base = segs
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .ok_or("no loadable segment")?;
+    let top = segs
+        .iter()
+        .map(|(a, d)| a + d.len() as u64)
+        .max()
+        .unwrap_or(base);
+    let mut out = vec![0u8; usize::try_from(top - base).map_err(|_| "image too large")?];
+    for (a, d) in segs {
+        let at = (a - base) as usize;
+        out[at..at + d.len()].copy_from_slice(d);
+    }
+    Ok(out)
 }
 
 /// The end address of a segment's bytes (`file` true) or of its memory.

@@ -210,6 +210,19 @@ pub fn xen_arm64(cache: &Path, v: XenVersion) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{name} has no boot/xen-{}-arm64", v.as_str()))
 }
 
+/// The Xen hypervisor binary for 32-bit Arm (a zImage). Debian ships it
+/// for armhf in Debian 12 (Xen 4.17).
+///
+/// Errors: as [`package`].
+pub fn xen_armhf(cache: &Path, v: XenVersion) -> Result<PathBuf, String> {
+    let name = format!("xen-hypervisor-{}-armhf", v.as_str());
+    let dir = package(cache, v.suite(), "armhf", &name)?;
+    let bin = dir.join(format!("boot/xen-{}-armhf", v.as_str()));
+    bin.exists()
+        .then_some(bin)
+        .ok_or_else(|| format!("{name} has no boot/xen-{}-armhf", v.as_str()))
+}
+
 /// The Xen hypervisor binary for x86_64 (a multiboot ELF, which Debian ships
 /// gzipped; unpacked next to it on first use).
 ///

@@ -1,7 +1,7 @@
 //! `cargo xtask`: developer tasks.
 //!
 //! ```text
-//! cargo xtask qemu --arch aarch64|x86_64 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20]
+//! cargo xtask qemu --arch aarch64|x86_64|arm32 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20]
 //!                  [--dom0 linux|none] [--timeout SECS] [--features F]
 //!                  [--expect pass|fail|crash] [GUEST]
 //! cargo xtask report
@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--mode pv|pvh] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64|arm32 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--mode pv|pvh] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
@@ -225,10 +225,18 @@ fn check(a: QemuArgs) -> Result<QemuArgs, String> {
     if a.dom0_linux && a.xen != XenVersion::V4_17 {
         return Err("--dom0 linux needs --xen 4.17: its toolstack comes from Debian 12, which ships Xen 4.17".into());
     }
+    if a.arm32() && (a.xen != XenVersion::V4_17 || a.gic != 2 || a.dom0_linux) {
+        return Err(
+            "--arch arm32 runs dom0less on Debian 12's armhf Xen with GICv2, for now: --xen 4.17 --gic 2"
+                .into(),
+        );
+    }
     match a.arch.as_str() {
-        "aarch64" | "x86_64" => Ok(a),
+        "aarch64" | "x86_64" | "arm32" => Ok(a),
         "" => Err("--arch is required".into()),
-        other => Err(format!("--arch must be aarch64 or x86_64, not {other:?}")),
+        other => Err(format!(
+            "--arch must be aarch64, x86_64 or arm32, not {other:?}"
+        )),
     }
 }
 
@@ -311,11 +319,15 @@ impl QemuArgs {
         self.arch == "x86_64"
     }
 
+    fn arm32(&self) -> bool {
+        self.arch == "arm32"
+    }
+
     fn target(&self) -> &'static str {
-        if self.x86() {
-            "x86_64-unknown-none"
-        } else {
-            "aarch64-unknown-none"
+        match self.arch.as_str() {
+            "x86_64" => "x86_64-unknown-none",
+            "arm32" => "armv7a-none-eabi",
+            _ => "aarch64-unknown-none",
         }
     }
 
@@ -352,13 +364,20 @@ fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = a.target();
     let mut cmd = Command::new(cargo);
+    // 32-bit Arm has no platform yet: its guests are the arch crate's
+    // examples (`boot`).
+    let (package, kind, dir) = if a.arm32() {
+        ("xenpal-arch-arm32", "--example", "release/examples")
+    } else {
+        ("xenpal-guests", "--bin", "release")
+    };
     cmd.current_dir(root).args([
         "build",
         "--quiet",
         "--release",
         "-p",
-        "xenpal-guests",
-        "--bin",
+        package,
+        kind,
         &a.guest,
         "--target",
         target,
@@ -370,11 +389,7 @@ fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("building guest {} failed ({status})", a.guest));
     }
-    Ok(root
-        .join("target")
-        .join(target)
-        .join("release")
-        .join(&a.guest))
+    Ok(root.join("target").join(target).join(dir).join(&a.guest))
 }
 
 fn dump_dtb(dir: &Path, gic: u8, mem_mib: u32) -> Result<Vec<u8>, String> {
@@ -504,6 +519,76 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
         a.timeout
     );
     Ok(cmd)
+}
+
+/// Make the 32-bit Arm zImage, fetch Debian's armhf Xen and write the
+/// dom0less device tree; returns the QEMU command (`qemu-system-arm`,
+/// Cortex-A15 with the virtualization extensions, GICv2).
+fn arm32_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Command, String> {
+    let image = elf::to_flat32(elf)?;
+    println!("   image: {} bytes (a zImage)", image.len());
+    let zimage = out.join("zImage");
+    std::fs::write(&zimage, &image).map_err(|e| format!("{}: {e}", zimage.display()))?;
+    println!("== fetching Xen {} (armhf) from Debian", a.xen.as_str());
+    let xen = fetch::xen_armhf(&base.join("cache"), a.xen)?;
+    let args = arm32_machine_args(1024);
+    let dumped = out.join("qemu-virt-arm32.dtb");
+    let o = Command::new("qemu-system-arm")
+        .args(&args)
+        .arg("-machine")
+        .arg(format!("dumpdtb={}", dumped.display()))
+        .output()
+        .map_err(|e| format!("qemu-system-arm: {e} (install Debian's qemu-system-arm)"))?;
+    let base_dtb = std::fs::read(&dumped).map_err(|e| {
+        format!(
+            "QEMU did not dump its device tree: {e}; {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })?;
+    let domu = dtb::DomU {
+        memory_kib: 128 * 1024,
+        kernel_addr: KERNEL_ADDR,
+        kernel_size: image.len() as u64,
+        enhanced: None,
+        bootargs: "console=hvc0".into(),
+    };
+    let dtb = dtb::dom0less(&base_dtb, "loglvl=all guest_loglvl=all", &domu)?;
+    let dtb_path = out.join("xen.dtb");
+    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("qemu-system-arm");
+    cmd.args(&args)
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(&xen)
+        .arg("-dtb")
+        .arg(&dtb_path)
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr={KERNEL_ADDR:#x}",
+            zimage.display()
+        ));
+    println!(
+        "== booting Xen {} + guest under qemu-system-arm (Cortex-A15, GICv2), timeout {:?}",
+        a.xen.as_str(),
+        a.timeout
+    );
+    Ok(cmd)
+}
+
+fn arm32_machine_args(mem_mib: u32) -> Vec<String> {
+    [
+        "-machine",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a15",
+        "-m",
+        &mem_mib.to_string(),
+        "-smp",
+        "2",
+        "-nographic",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Where QEMU's loader puts dom0's kernel and initramfs (clear of Xen and
@@ -843,6 +928,8 @@ fn qemu(a: QemuArgs) -> Result<bool, String> {
     let boot = || {
         if a.x86() {
             x86_64_boot(&a, &base, &out, &elf)
+        } else if a.arm32() {
+            arm32_boot(&a, &base, &out, &elf)
         } else {
             aarch64_boot(&a, &base, &out, &elf)
         }
@@ -1131,6 +1218,24 @@ mod tests {
             parse(&s(&["--arch", "aarch64", "--mode", "pvh"])).is_err(),
             "PVH is x86"
         );
+        let arm32 = parse(&s(&[
+            "--arch", "arm32", "--xen", "4.17", "--gic", "2", "boot",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (arm32.target(), arm32.run_name().as_str()),
+            ("armv7a-none-eabi", "arm32-gic2-xen4.17")
+        );
+        assert!(
+            parse(&s(&["--arch", "arm32", "boot"])).is_err(),
+            "Xen 4.17, GICv2 only"
+        );
+        assert!(
+            parse(&s(&[
+                "--arch", "arm32", "--xen", "4.17", "--gic", "2", "--dom0", "linux"
+            ]))
+            .is_err()
+        );
         assert!(
             parse(&s(&["--arch", "aarch64", "--expect", "fail"]))
                 .unwrap()
@@ -1160,9 +1265,18 @@ mod tests {
         h[6] = 0;
         assert!(elf::arch(&h).is_err(), "EI_VERSION 0");
         h[6] = 1;
-        h[4] = 1;
-        assert!(elf::arch(&h).is_err(), "32-bit");
+        // A 32-bit header: 52 bytes, e_machine at the same offset.
+        let mut h32 = h[..52].to_vec();
+        h32[4] = 1;
+        h32[18] = 40;
+        assert_eq!(elf::arch(&h32), Ok("arm32"));
+        h32[18] = 3;
+        assert!(elf::arch(&h32).unwrap_err().contains("machine 3"), "i386");
         assert_eq!(elf::arch(b"#!/bin/sh"), Err("not an ELF file".into()));
+        assert!(
+            elf::to_flat32(&h).is_err(),
+            "a 64-bit file is not flattened as 32-bit"
+        );
     }
 
     /// The ELF paths `cargo xtask qemu` and `run` take, on the real hello
