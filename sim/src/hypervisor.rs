@@ -251,15 +251,22 @@ impl TimeSource {
     /// Current time as a guest reads it.
     pub(crate) fn read(&self) -> u64 {
         match self {
-            TimeSource::Virtual { now, read_cost } => now.fetch_add(*read_cost, Ordering::SeqCst),
+            TimeSource::Virtual { now, read_cost } => now
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                    Some(t.saturating_add(*read_cost))
+                })
+                .unwrap_or_else(|t| t),
             TimeSource::Real { start } => start.elapsed().as_nanos() as u64,
         }
     }
 
-    /// Let `ns` of virtual time pass (deterministic mode).
+    /// Let `ns` of virtual time pass (deterministic mode). Saturating:
+    /// time never wraps to the past.
     pub(crate) fn charge(&self, ns: u64) {
         if let TimeSource::Virtual { now, .. } = self {
-            now.fetch_add(ns, Ordering::SeqCst);
+            let _ = now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ns))
+            });
         }
     }
 

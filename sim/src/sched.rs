@@ -190,7 +190,7 @@ fn run_task(core: &Arc<Core>, task: Task) -> bool {
             } else {
                 xen_pv::abi::runstate::RUNNABLE
             };
-            dom.set_runstate(after, core.time.peek() + cost);
+            dom.set_runstate(after, core.time.peek().saturating_add(cost));
             if alive {
                 with_local(|l| l.slots.insert(id, slot));
             }
@@ -581,8 +581,9 @@ pub(crate) fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Ar
                 st.poll_gen += 1;
                 st.poll_gen
             };
+            // An s_time_t: a deadline negative as a signed time is past.
             let timeout = if x.timeout != 0 {
-                core.slack(x.timeout)
+                core.slack(x.timeout.min(i64::MAX as u64))
             } else {
                 0
             };
@@ -622,27 +623,78 @@ pub(crate) fn sched_op(core: &Arc<Core>, dom: &Arc<Domain>, cmd: u32, a: &mut Ar
     }
 }
 
+/// Where Xen's `do_set_timer_op` puts a guest's deadline (system time in
+/// ns, an `s_time_t`), seen at `now`: `None` to stop the timer (0), `now`
+/// for a deadline already past (or negative as a signed time), and 100 ms
+/// from now for one more than 2^50 ns (about 13 days) ahead, which Xen
+/// treats as a wrapped time rather than waiting for it.
+pub(crate) fn xen_timer_deadline(deadline: u64, now: u64) -> Option<u64> {
+    const HUGE_SHIFT: u32 = 50;
+    const HUGE_DELAY_NS: u64 = 100_000_000;
+    if deadline == 0 {
+        return None;
+    }
+    let signed = deadline as i64;
+    let offset = signed.saturating_sub(now as i64);
+    Some(if signed < 0 || offset <= 0 {
+        now
+    } else if (offset >> HUGE_SHIFT) != 0 {
+        now.saturating_add(HUGE_DELAY_NS)
+    } else {
+        deadline
+    })
+}
+
+/// `set_timer_op`: one deadline per domain, raising `VIRQ_TIMER`, with
+/// Xen's handling of past and far-off times ([`xen_timer_deadline`]).
 pub(crate) fn set_timer_op(core: &Core, dom: &Arc<Domain>, deadline: u64) -> HResult {
+    let now = core.time.peek();
+    let deadline = xen_timer_deadline(deadline, now);
     let generation = {
         let mut st = dom.st.lock().unwrap();
         st.timer_gen += 1;
-        st.timer = (deadline != 0).then_some(deadline);
+        st.timer = deadline;
         st.timer_gen
     };
-    if deadline != 0 {
-        if deadline <= core.time.peek() {
+    match deadline {
+        None => {}
+        Some(d) if d <= now => {
             // Already past: Xen raises the timer at once.
             dom.st.lock().unwrap().timer = None;
             core.send_virq(dom, hal::Virq::TIMER.0);
-        } else {
-            core.add_timer(
-                core.slack(deadline),
-                TimerKind::Virq {
-                    dom: dom.id,
-                    generation,
-                },
-            );
         }
+        Some(d) => core.add_timer(
+            core.slack(d),
+            TimerKind::Virq {
+                dom: dom.id,
+                generation,
+            },
+        ),
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xen_timer_deadline;
+
+    #[test]
+    fn timer_deadlines_as_xen_takes_them() {
+        let now = 5_000_000_000;
+        assert_eq!(xen_timer_deadline(0, now), None, "0 stops the timer");
+        assert_eq!(xen_timer_deadline(now + 10, now), Some(now + 10));
+        assert_eq!(xen_timer_deadline(now - 1, now), Some(now), "past: now");
+        // Negative as an s_time_t: past.
+        assert_eq!(xen_timer_deadline(u64::MAX, now), Some(now));
+        assert_eq!(xen_timer_deadline(1 << 63, now), Some(now));
+        // More than 2^50 ns ahead: Xen fires in 100 ms instead.
+        assert_eq!(
+            xen_timer_deadline(now + (1 << 50), now),
+            Some(now + 100_000_000)
+        );
+        assert_eq!(
+            xen_timer_deadline(now + (1 << 50) - 1, now),
+            Some(now + (1 << 50) - 1)
+        );
+    }
 }
