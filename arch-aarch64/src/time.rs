@@ -5,21 +5,7 @@
 use hal::time::{Clock, Instant};
 use xen_pv::timer::AlarmHw;
 
-/// Nanoseconds for `ticks` of a counter running at `freq` Hz (exact, no
-/// overflow for any 64-bit tick count).
-pub fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
-    if freq == 0 {
-        return 0;
-    }
-    (u128::from(ticks) * 1_000_000_000 / u128::from(freq)).min(u128::from(u64::MAX)) as u64
-}
-
-/// Counter ticks at or after `ns` nanoseconds (rounded up, saturating).
-pub fn ns_to_ticks(ns: u64, freq: u64) -> u64 {
-    (u128::from(ns) * u128::from(freq))
-        .div_ceil(1_000_000_000)
-        .min(u128::from(u64::MAX)) as u64
-}
+pub use hal::time::{ns_to_ticks, ticks_to_ns};
 
 /// The generic timer as a [`Clock`] and a one-shot [`AlarmHw`].
 #[derive(Copy, Clone, Debug, Default)]
@@ -111,25 +97,5 @@ impl AlarmHw for GenericTimer {
         }
         #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
         let _ = deadline;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tick_conversions_round_trip() {
-        let f = 62_500_000; // QEMU's counter
-        assert_eq!(ticks_to_ns(f, f), 1_000_000_000);
-        assert_eq!(ns_to_ticks(1_000_000_000, f), f);
-        assert_eq!(
-            ns_to_ticks(1, f),
-            1,
-            "rounds up so an alarm never fires early"
-        );
-        assert!(ticks_to_ns(ns_to_ticks(123_456_789, f), f) >= 123_456_789);
-        assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX);
-        assert_eq!(ticks_to_ns(5, 0), 0);
     }
 }

@@ -78,6 +78,24 @@ impl fmt::Display for Instant {
     }
 }
 
+/// Nanoseconds for `ticks` of a counter running at `freq` Hz (exact, no
+/// overflow for any 64-bit tick count; 0 for a counter of 0 Hz). For the
+/// clocks built on a hardware counter, such as Arm's generic timer.
+pub fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
+    if freq == 0 {
+        return 0;
+    }
+    (u128::from(ticks) * 1_000_000_000 / u128::from(freq)).min(u128::from(u64::MAX)) as u64
+}
+
+/// Counter ticks at or after `ns` nanoseconds (rounded up, so an alarm
+/// never fires early; saturating).
+pub fn ns_to_ticks(ns: u64, freq: u64) -> u64 {
+    (u128::from(ns) * u128::from(freq))
+        .div_ceil(1_000_000_000)
+        .min(u128::from(u64::MAX)) as u64
+}
+
 /// A monotonic clock.
 ///
 /// `now()` MUST never go backwards between two calls on the same clock, and
@@ -213,6 +231,21 @@ impl<C: Clock> embedded_hal::delay::DelayNs for Delay<C> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counter_tick_conversions_round_trip() {
+        let f = 62_500_000; // QEMU's counter
+        assert_eq!(ticks_to_ns(f, f), 1_000_000_000);
+        assert_eq!(ns_to_ticks(1_000_000_000, f), f);
+        assert_eq!(
+            ns_to_ticks(1, f),
+            1,
+            "rounds up so an alarm never fires early"
+        );
+        assert!(ticks_to_ns(ns_to_ticks(123_456_789, f), f) >= 123_456_789);
+        assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX);
+        assert_eq!(ticks_to_ns(5, 0), 0);
+    }
+
     use super::*;
     use core::cell::Cell;
     use embedded_hal::delay::DelayNs;
