@@ -47,6 +47,7 @@ unsafe extern "Rust" {
 #[unsafe(no_mangle)]
 extern "C" fn xenpal_arm32_start(device_tree: usize) -> ! {
     crate::heap::init();
+    crate::exceptions::install();
     // SAFETY: the guest binary defines `xenpal_app_main` with this exact
     // signature through `entry!`; the link fails otherwise.
     unsafe { xenpal_app_main(device_tree) }

@@ -1,0 +1,167 @@
+//! Unexpected exceptions on 32-bit Arm: the vector table (at `VBAR`), which
+//! vector an exception came through, and the report — the kind, where it
+//! happened, and for an abort the fault status and address from `cp15` —
+//! on the emergency console; then the domain is crashed, as on AArch64.
+
+/// The ARMv7 exception vectors, in table order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Vector {
+    /// Reset (never taken by a guest).
+    Reset,
+    /// Undefined instruction.
+    Undefined,
+    /// Supervisor call (`svc`), which nothing here issues.
+    Svc,
+    /// Prefetch abort: fetching an instruction faulted.
+    PrefetchAbort,
+    /// Data abort: a load or store faulted.
+    DataAbort,
+    /// The unused slot.
+    Reserved,
+    /// IRQ (none are enabled yet).
+    Irq,
+    /// FIQ.
+    Fiq,
+}
+
+impl Vector {
+    /// From the table index the entry code passes (0..8).
+    pub fn from_index(i: u32) -> Self {
+        match i {
+            0 => Vector::Reset,
+            1 => Vector::Undefined,
+            2 => Vector::Svc,
+            3 => Vector::PrefetchAbort,
+            4 => Vector::DataAbort,
+            6 => Vector::Irq,
+            7 => Vector::Fiq,
+            _ => Vector::Reserved,
+        }
+    }
+
+    /// How far `lr` is past the instruction that took the exception.
+    pub fn lr_offset(self) -> u32 {
+        match self {
+            Vector::DataAbort => 8,
+            Vector::PrefetchAbort | Vector::Irq | Vector::Fiq => 4,
+            Vector::Undefined | Vector::Svc => 4,
+            Vector::Reset | Vector::Reserved => 0,
+        }
+    }
+
+    /// The name used in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vector::Reset => "reset",
+            Vector::Undefined => "undefined instruction",
+            Vector::Svc => "supervisor call",
+            Vector::PrefetchAbort => "prefetch abort",
+            Vector::DataAbort => "data abort",
+            Vector::Reserved => "reserved vector",
+            Vector::Irq => "IRQ",
+            Vector::Fiq => "FIQ",
+        }
+    }
+}
+
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+mod entry {
+    use super::Vector;
+
+    // The table: one branch per vector, each to a stub that passes its index
+    // and the `lr` of the mode the exception entered (on that mode's stack,
+    // which is the image's stack: the report never returns).
+    core::arch::global_asm!(
+        r#"
+        .section .text.vectors, "ax"
+        .arm
+        .balign 32
+        .global xenpal_arm32_vectors
+    xenpal_arm32_vectors:
+        .irp i, 0,1,2,3,4,5,6,7
+        b       xenpal_arm32_vector\i
+        .endr
+        .irp i, 0,1,2,3,4,5,6,7
+    xenpal_arm32_vector\i:
+        ldr     sp, =__stack_top
+        mov     r1, lr
+        mov     r0, #\i
+        bl      xenpal_arm32_exception
+        .endr
+        "#
+    );
+
+    unsafe extern "C" {
+        static xenpal_arm32_vectors: u8;
+    }
+
+    /// Point `VBAR` at the table.
+    pub fn install() {
+        let base = (&raw const xenpal_arm32_vectors) as u32;
+        // SAFETY: the table is 32-byte aligned code in the image, which stays
+        // where it is; setting VBAR only redirects exceptions to it.
+        unsafe {
+            core::arch::asm!("mcr p15, 0, {}, c12, c0, 0", "isb", in(reg) base, options(nostack))
+        };
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn xenpal_arm32_exception(index: u32, lr: u32) -> ! {
+        let v = Vector::from_index(index);
+        let at = lr.wrapping_sub(v.lr_offset());
+        match v {
+            Vector::DataAbort => {
+                let (dfsr, dfar): (u32, u32);
+                // SAFETY: reading DFSR and DFAR has no side effect.
+                unsafe {
+                    core::arch::asm!(
+                        "mrc p15, 0, {0}, c5, c0, 0",
+                        "mrc p15, 0, {1}, c6, c0, 0",
+                        out(reg) dfsr, out(reg) dfar, options(nomem, nostack),
+                    )
+                };
+                crate::eprintln!(
+                    "xenpal: unexpected exception: {} at pc {at:#x}, address {dfar:#x}, status {dfsr:#x}",
+                    v.name()
+                );
+            }
+            Vector::PrefetchAbort => {
+                let (ifsr, ifar): (u32, u32);
+                // SAFETY: reading IFSR and IFAR has no side effect.
+                unsafe {
+                    core::arch::asm!(
+                        "mrc p15, 0, {0}, c5, c0, 1",
+                        "mrc p15, 0, {1}, c6, c0, 2",
+                        out(reg) ifsr, out(reg) ifar, options(nomem, nostack),
+                    )
+                };
+                crate::eprintln!(
+                    "xenpal: unexpected exception: {} at pc {at:#x}, address {ifar:#x}, status {ifsr:#x}",
+                    v.name()
+                );
+            }
+            _ => crate::eprintln!("xenpal: unexpected exception: {} at pc {at:#x}", v.name()),
+        }
+        crate::platform::crash()
+    }
+}
+
+/// Install the vector table (the entry code does, before the guest runs).
+pub fn install() {
+    #[cfg(all(target_arch = "arm", target_os = "none"))]
+    entry::install();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Vector;
+
+    #[test]
+    fn vectors_and_where_they_point() {
+        assert_eq!(Vector::from_index(4), Vector::DataAbort);
+        assert_eq!(Vector::from_index(4).lr_offset(), 8);
+        assert_eq!(Vector::from_index(1).name(), "undefined instruction");
+        assert_eq!(Vector::from_index(5), Vector::Reserved);
+        assert_eq!(Vector::from_index(99), Vector::Reserved);
+    }
+}
