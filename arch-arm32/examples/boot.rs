@@ -1,6 +1,6 @@
 //! The 32-bit Arm boot probe: entered by Xen as a zImage, it says where it
-//! runs, asks Xen its version through a hypercall, checks the generic
-//! timer's clock moves forward, and powers off — or crashes, which the
+//! runs, asks Xen its version through a hypercall, checks the MMU and
+//! caches are on and the generic timer's clock moves forward, and powers off — or crashes, which the
 //! runner reports, if the clock does not (`cargo xtask qemu --arch arm32
 //! boot`).
 
@@ -17,6 +17,11 @@ mod guest {
             "xenpal arm32: booted at {:#x}, device tree at {device_tree:#x}, Xen {major}.{minor}",
             main as fn(usize) -> ! as usize
         );
+        if !arch::mm::enabled() {
+            arch::eprintln!("xenpal: exit: crash: the MMU or a cache is off (SCTLR)");
+            arch::platform::crash();
+        }
+        arch::eprintln!("xenpal arm32: MMU (LPAE, identity map) and caches on");
         use arch::hal::time::Clock;
         let t = arch::time::GenericTimer;
         let (first, mut last) = (t.now(), t.now());

@@ -16,6 +16,7 @@ pub mod console;
 pub mod exceptions;
 pub mod heap;
 pub mod hypercall;
+pub mod mm;
 pub mod platform;
 pub mod start;
 pub mod time;

@@ -46,8 +46,9 @@ unsafe extern "Rust" {
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 #[unsafe(no_mangle)]
 extern "C" fn xenpal_arm32_start(device_tree: usize) -> ! {
-    crate::heap::init();
     crate::exceptions::install();
+    crate::mm::enable();
+    crate::heap::init();
     // SAFETY: the guest binary defines `xenpal_app_main` with this exact
     // signature through `entry!`; the link fails otherwise.
     unsafe { xenpal_app_main(device_tree) }
