@@ -1,5 +1,6 @@
 //! The 32-bit Arm boot probe: entered by Xen as a zImage, it says where it
-//! runs, asks Xen its version through a hypercall, checks the MMU and
+//! runs, parses its device tree, asks Xen its version through a hypercall,
+//! checks the MMU and
 //! caches are on and the generic timer's clock moves forward, and powers off — or crashes, which the
 //! runner reports, if the clock does not (`cargo xtask qemu --arch arm32
 //! boot`).
@@ -8,6 +9,7 @@
 
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 mod guest {
+    extern crate alloc;
     use xenpal_arch_arm32 as arch;
 
     fn main(device_tree: usize) -> ! {
@@ -17,6 +19,41 @@ mod guest {
             "xenpal arm32: booted at {:#x}, device tree at {device_tree:#x}, Xen {major}.{minor}",
             main as fn(usize) -> ! as usize
         );
+        // The device tree, parsed as on AArch64.
+        // SAFETY: Xen put the device tree at `device_tree` in our RAM; its
+        // first 8 bytes (magic, size) are read before the size is trusted.
+        let header = unsafe { core::slice::from_raw_parts(device_tree as *const u8, 8) };
+        let info = arch::boot_info::blob_size(header).and_then(|size| {
+            // SAFETY: `blob_size` checked the magic and a plausible size.
+            let blob = unsafe { core::slice::from_raw_parts(device_tree as *const u8, size) };
+            arch::boot_info::parse(blob, device_tree as u64)
+        });
+        match info {
+            Ok(i) => {
+                let gic = match i.gic {
+                    arch::boot_info::Gic::V2 { dist, cpu } => {
+                        alloc::format!("GICv2 at {:#x}/{:#x}", dist.base, cpu.base)
+                    }
+                    arch::boot_info::Gic::V3 { dist, .. } => {
+                        alloc::format!("GICv3 at {:#x}", dist.base)
+                    }
+                };
+                arch::eprintln!(
+                    "xenpal arm32: device tree: RAM from {:#x}, {gic}, timer PPI {}, /hypervisor {}",
+                    i.memory.first().map_or(0, |m| m.base),
+                    i.virt_timer_irq,
+                    if i.hypervisor.is_some() {
+                        "present"
+                    } else {
+                        "absent"
+                    }
+                );
+            }
+            Err(e) => {
+                arch::eprintln!("xenpal: boot failed: device tree: {e}");
+                arch::platform::crash();
+            }
+        }
         if !arch::mm::enabled() {
             arch::eprintln!("xenpal: exit: crash: the MMU or a cache is off (SCTLR)");
             arch::platform::crash();

@@ -12,6 +12,7 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod boot_info;
 pub mod console;
 pub mod exceptions;
 pub mod heap;

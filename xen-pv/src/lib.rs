@@ -17,6 +17,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod console;
+pub mod devicetree;
 pub mod event;
 pub mod executor;
 pub mod grant;

@@ -1,6 +1,7 @@
-//! The boot information: the device tree Xen (or a boot loader) hands the
-//! guest in `x0`, read for memory, the `/hypervisor` node, the GIC, the
-//! timer and a PL011.
+//! The boot information of an Arm guest: the device tree Xen (or a boot
+//! loader) hands it (in `x0` on AArch64, `r2` on 32-bit Arm), read for
+//! memory, the `/hypervisor` node, the GIC, the timer and a PL011. Both Arm
+//! arch crates use it (as their `boot_info`).
 //!
 //! The `fdt` crate walks the structure; property values are decoded here
 //! with every length checked, so a malformed or missing node is a
