@@ -239,6 +239,22 @@ pub(crate) enum TimeSource {
     Real { start: std::time::Instant },
 }
 
+/// Add `by` to `t`, stopping at `u64::MAX`; returns the value before.
+fn saturating_fetch_add(t: &AtomicU64, by: u64) -> u64 {
+    let mut cur = t.load(Ordering::SeqCst);
+    loop {
+        match t.compare_exchange_weak(
+            cur,
+            cur.saturating_add(by),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(before) => return before,
+            Err(now) => cur = now,
+        }
+    }
+}
+
 impl TimeSource {
     /// Current time, as the scheduler sees it (no read cost).
     pub(crate) fn peek(&self) -> u64 {
@@ -251,11 +267,7 @@ impl TimeSource {
     /// Current time as a guest reads it.
     pub(crate) fn read(&self) -> u64 {
         match self {
-            TimeSource::Virtual { now, read_cost } => now
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                    Some(t.saturating_add(*read_cost))
-                })
-                .unwrap_or_else(|t| t),
+            TimeSource::Virtual { now, read_cost } => saturating_fetch_add(now, *read_cost),
             TimeSource::Real { start } => start.elapsed().as_nanos() as u64,
         }
     }
@@ -264,9 +276,7 @@ impl TimeSource {
     /// time never wraps to the past.
     pub(crate) fn charge(&self, ns: u64) {
         if let TimeSource::Virtual { now, .. } = self {
-            let _ = now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                Some(t.saturating_add(ns))
-            });
+            saturating_fetch_add(now, ns);
         }
     }
 
