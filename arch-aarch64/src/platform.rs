@@ -86,14 +86,28 @@ pub fn image_range() -> Region {
     Region { base: 0, size: 0 }
 }
 
-fn page_up(a: u64) -> u64 {
-    a.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+/// `a` rounded up to a page boundary; `None` past the address space's end.
+fn page_up(a: u64) -> Option<u64> {
+    a.div_ceil(PAGE_SIZE as u64).checked_mul(PAGE_SIZE as u64)
+}
+
+/// The whole pages of `r`, at most `MAP_WINDOW_PAGES` of them, as a window
+/// for foreign mappings; `None` if `r` holds no whole page.
+fn window_in(r: Region) -> Option<Region> {
+    let page = PAGE_SIZE as u64;
+    let base = page_up(r.base)?;
+    let end = r.end() & !(page - 1);
+    (end > base).then(|| Region {
+        base,
+        size: (end - base).min(MAP_WINDOW_PAGES * page),
+    })
 }
 
 /// Plan the guest-physical layout and the regions to map, from the device
 /// tree and where the image lies.
 ///
-/// Errors: [`BootError::NoRam`].
+/// Errors: [`BootError::NoRam`]; [`BootError::Dt`] if the grant region lies
+/// so close to the address space's end that the window after it wraps.
 pub fn plan(
     info: &BootInfo,
     image: Region,
@@ -107,7 +121,7 @@ pub fn plan(
     // Free RAM: after the image, up to the device tree (if it is in this
     // bank above the image) or the bank's end. The last page becomes the
     // shared_info frame.
-    let free_start = page_up(image.end());
+    let free_start = page_up(image.end()).ok_or(BootError::NoRam)?;
     let mut free_end = bank.end() & !(page - 1);
     if info.dtb.base >= free_start && info.dtb.base < free_end {
         free_end = info.dtb.base & !(page - 1);
@@ -143,15 +157,19 @@ pub fn plan(
                 },
                 MemKind::Normal,
             ));
-            // Foreign pages go in the first extended region if there is one,
-            // else in the grant region after the room kept for the table.
-            let window = match h.extended.first() {
-                Some(e) => Region {
-                    base: page_up(e.base),
-                    size: (MAP_WINDOW_PAGES * page).min(e.size),
-                },
+            // Foreign pages go in the first extended region that holds a
+            // whole page, else in the grant region after the room kept for
+            // the table.
+            let window = match h.extended.iter().find_map(|e| window_in(*e)) {
+                Some(w) => w,
                 None => Region {
-                    base: gt.base + GRANT_RESERVE * page,
+                    base: gt.base.checked_add(GRANT_RESERVE * page).ok_or_else(|| {
+                        DtError::Malformed(
+                            "/hypervisor".into(),
+                            "reg",
+                            "leaves no room for the grant table below the address space's end",
+                        )
+                    })?,
                     size: gt
                         .size
                         .saturating_sub(GRANT_RESERVE * page)
@@ -381,5 +399,49 @@ mod tests {
             ),
             Err(BootError::NoRam)
         ));
+    }
+
+    /// Found by the device-tree fuzzer: an extended region at the very top
+    /// of the address space made rounding its base up to a page overflow.
+    /// Such a region holds no whole page, so the next one is used (or the
+    /// grant region's tail when none is usable).
+    #[test]
+    fn extended_regions_at_the_address_space_end_are_passed_over() {
+        let image = Region {
+            base: 0x4008_0000,
+            size: 0x1000,
+        };
+        let mut i = info(true);
+        let h = i.hypervisor.as_mut().unwrap();
+        h.extended = alloc::vec![
+            Region {
+                base: 0xffff_ffff_ffff_ff7a,
+                size: 0x10,
+            },
+            Region {
+                base: 0x5000_0800,
+                size: 0x3000,
+            },
+        ];
+        let (l, _) = plan(&i, image).unwrap();
+        // The second region's whole pages: 0x5000_1000..0x5000_3000.
+        assert_eq!(l.map_window, (Gfn(0x50001), 2));
+        i.hypervisor.as_mut().unwrap().extended.truncate(1);
+        let (l, _) = plan(&i, image).unwrap();
+        assert_eq!(l.map_window.0, Gfn(0x38000 + GRANT_RESERVE));
+    }
+
+    #[test]
+    fn a_grant_region_at_the_address_space_end_is_an_error() {
+        let mut i = info(true);
+        let h = i.hypervisor.as_mut().unwrap();
+        h.extended.clear();
+        h.grant_table.base = u64::MAX - 0x1000;
+        h.grant_table.size = 0x1000;
+        let image = Region {
+            base: 0x4008_0000,
+            size: 0x1000,
+        };
+        assert!(matches!(plan(&i, image), Err(BootError::Dt(_))));
     }
 }
