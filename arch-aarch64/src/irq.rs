@@ -1,55 +1,22 @@
 //! How Xen's event interrupt (and the timer's) reaches us: the GIC (v2 and
 //! v3), the IRQ handler, and [`block`], the block hook.
 //!
-//! Interrupts only wake the vCPU: the handler acknowledges, silences the
-//! virtual timer if that is what fired (its output is level-triggered), and
-//! signals end of interrupt. Event dispatch and timer expiry happen in the
-//! executor's step, in task context (see `docs/ARCHITECTURE.md`). IRQs are
-//! masked at boot; Xen unmasks them (`PSTATE.I`) when `SCHEDOP_block`
-//! returns, so the pending interrupt is taken and handled right there.
+//! What the handler does and counts, and the GICv2 registers, are
+//! `xenpal_arm::gic`'s, shared with 32-bit Arm; GICv3's system-register
+//! CPU interface and the `DAIF` masking are AArch64's own. IRQs are masked
+//! at boot; Xen unmasks them (`PSTATE.I`) when `SCHEDOP_block` returns, so
+//! the pending interrupt is taken and handled right there.
 //!
 //! This module issues no hypercall of its own: [`block`] is handed the
 //! bare `SCHEDOP_block` by `hypercall.rs`, whose `Hypervisor::block` it is.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-/// INTID of the Xen event-channel PPI, once configured (0: none).
-static EVENT_IRQ: AtomicU32 = AtomicU32::new(0);
-/// INTID of the virtual-timer PPI, once configured (0: none).
-static TIMER_IRQ: AtomicU32 = AtomicU32::new(0);
-/// Set by the handler on every interrupt; cleared by the idle path
-/// ([`take_activity`]) with IRQs masked.
-static ACTIVITY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// Whether any interrupt was handled since the last call (and clear the
-/// record). Call with IRQs masked to make check-then-block atomic.
-pub fn take_activity() -> bool {
-    ACTIVITY.swap(false, Ordering::AcqRel)
-}
-
-/// Interrupts handled, per kind: events, timer, other.
-static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-
-/// Whether an event-channel interrupt was configured (the device tree had
-/// a `/hypervisor` node).
-pub fn has_event_irq() -> bool {
-    EVENT_IRQ.load(Ordering::Relaxed) != 0
-}
-
-/// How many interrupts were handled: `(event, timer, other)`.
-pub fn counts() -> (u64, u64, u64) {
-    (
-        COUNTS[0].load(Ordering::Relaxed),
-        COUNTS[1].load(Ordering::Relaxed),
-        COUNTS[2].load(Ordering::Relaxed),
-    )
-}
+pub use xenpal_arm::gic::{counts, has_event_irq, take_activity};
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hw {
-    use super::*;
     use crate::boot_info::Gic;
-    use core::ptr::{read_volatile, write_volatile};
+    use xenpal_arm::gic::mmio::{r32, w8, w32};
+    use xenpal_arm::gic::{SPURIOUS, v2};
 
     /// The configured GIC (set once at boot).
     static mut GIC: Option<Gic> = None;
@@ -60,38 +27,20 @@ mod hw {
         unsafe { *core::ptr::addr_of!(GIC) }
     }
 
-    fn w32(addr: u64, v: u32) {
-        // SAFETY: `addr` is a register of the GIC frames the device tree
-        // named, identity-mapped as Device memory by `mm`.
-        unsafe { write_volatile(addr as *mut u32, v) }
-    }
-
-    fn r32(addr: u64) -> u32 {
-        // SAFETY: as for `w32`.
-        unsafe { read_volatile(addr as *const u32) }
-    }
-
-    fn w8(addr: u64, v: u8) {
-        // SAFETY: as for `w32`; priority registers are byte-accessible.
-        unsafe { write_volatile(addr as *mut u8, v) }
-    }
-
     /// Set up the GIC and enable the given PPIs (at a middle priority).
     pub fn init(gic: Gic, ppis: &[u32]) {
         // SAFETY: boot-time, single vCPU, IRQs masked: nothing reads GIC
         // concurrently.
         unsafe { *core::ptr::addr_of_mut!(GIC) = Some(gic) };
         match gic {
-            Gic::V2 { dist, cpu } => {
-                for &id in ppis {
-                    w8(dist.base + 0x400 + u64::from(id), 0xa0);
-                    w32(dist.base + 0x100, 1 << id);
-                }
-                w32(dist.base, 1); // GICD_CTLR: enable
-                w32(cpu.base + 0x4, 0xff); // GICC_PMR: let all priorities through
-                w32(cpu.base, 1); // GICC_CTLR: enable
-            }
-            Gic::V3 { dist, redist } => {
+            // SAFETY: the frames the device tree named, which `mm` mapped
+            // as Device memory before interrupts are set up.
+            Gic::V2 { dist, cpu } => unsafe { v2::init(dist.base, cpu.base, ppis) },
+            // SAFETY: as for V2: register offsets inside the distributor
+            // and our redistributor frame; the `asm!` below only enables
+            // the system-register CPU interface and group-1 interrupts at
+            // EL1, with IRQs still masked in PSTATE.
+            Gic::V3 { dist, redist } => unsafe {
                 w32(dist.base, (1 << 4) | (1 << 1)); // GICD_CTLR: ARE_NS, EnableGrp1NS
                 // Wake our redistributor (the first frame belongs to vCPU 0).
                 let rd = redist.base;
@@ -108,9 +57,7 @@ mod hw {
                     w8(sgi + 0x400 + u64::from(id), 0xa0);
                     w32(sgi + 0x100, 1 << id); // GICR_ISENABLER0
                 }
-                // SAFETY: enabling the system-register CPU interface and
-                // group-1 interrupts at EL1; IRQs are still masked in PSTATE.
-                unsafe {
+                {
                     core::arch::asm!(
                         "mrs {t}, S3_0_C12_C12_5",   // ICC_SRE_EL1
                         "orr {t}, {t}, #1",
@@ -125,15 +72,16 @@ mod hw {
                         options(nostack),
                     );
                 }
-            }
+            },
         }
     }
 
     /// Acknowledge the highest-priority pending interrupt: its INTID
-    /// (1020..1023: none).
+    /// ([`SPURIOUS`] and above: none).
     fn ack() -> u32 {
         match gic() {
-            Some(Gic::V2 { cpu, .. }) => r32(cpu.base + 0xc) & 0x3ff,
+            // SAFETY: the CPU interface `init` was given.
+            Some(Gic::V2 { cpu, .. }) => unsafe { v2::ack(cpu.base) },
             Some(Gic::V3 { .. }) => {
                 let v: u64;
                 // SAFETY: reading ICC_IAR1_EL1 acknowledges an interrupt;
@@ -141,13 +89,14 @@ mod hw {
                 unsafe { core::arch::asm!("mrs {}, S3_0_C12_C12_0", out(reg) v, options(nostack)) };
                 (v & 0xff_ffff) as u32
             }
-            None => 1023,
+            None => SPURIOUS,
         }
     }
 
     fn eoi(intid: u32) {
         match gic() {
-            Some(Gic::V2 { cpu, .. }) => w32(cpu.base + 0x10, intid),
+            // SAFETY: the CPU interface `init` was given.
+            Some(Gic::V2 { cpu, .. }) => unsafe { v2::eoi(cpu.base, intid) },
             Some(Gic::V3 { .. }) => {
                 // SAFETY: ends the interrupt we acknowledged.
                 unsafe {
@@ -160,48 +109,18 @@ mod hw {
 
     /// The IRQ handler (called from the vectors).
     pub fn handle_irq() {
-        // Bounded: at most a few interrupts can be pending at once.
-        for _ in 0..16 {
-            let id = ack();
-            if id >= 1020 {
-                break;
-            }
-            let kind = if id == EVENT_IRQ.load(Ordering::Relaxed) {
-                0
-            } else if id == TIMER_IRQ.load(Ordering::Relaxed) {
-                // Level-triggered: mask the timer output until the executor
-                // programs the next deadline.
-                crate::time::silence();
-                1
-            } else {
-                2
-            };
-            COUNTS[kind].fetch_add(1, Ordering::Relaxed);
-            ACTIVITY.store(true, Ordering::Release);
-            eoi(id);
-        }
+        xenpal_arm::gic::handle(ack, eoi, crate::time::silence);
     }
 }
 
 /// Set up the GIC; `event_irq` (Xen's event PPI, if any) and `timer_irq`
 /// (the virtual timer) are enabled.
 pub fn init(gic: crate::boot_info::Gic, event_irq: Option<u32>, timer_irq: u32) {
-    EVENT_IRQ.store(event_irq.unwrap_or(0), Ordering::Relaxed);
-    TIMER_IRQ.store(timer_irq, Ordering::Relaxed);
+    let (ppis, n) = xenpal_arm::gic::configure(event_irq, timer_irq);
     #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-    {
-        let mut ppis = [timer_irq, 0];
-        let n = match event_irq {
-            Some(e) => {
-                ppis[1] = e;
-                2
-            }
-            None => 1,
-        };
-        hw::init(gic, &ppis[..n]);
-    }
+    hw::init(gic, &ppis[..n]);
     #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-    let _ = gic;
+    let _ = (gic, ppis, n);
 }
 
 /// Handle an IRQ taken through the vectors.

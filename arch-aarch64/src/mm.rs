@@ -1,185 +1,18 @@
 //! The MMU: an identity map (virtual address = physical address) with the
 //! right memory types, then caches on.
 //!
-//! Xen's Arm ABI requires memory shared with Xen or another domain (RAM, the
-//! grant-table region, foreign mappings) to be Normal Write-Back
-//! Inner-Shareable; QEMU does not model caches, so getting this wrong would
-//! only show on a board. Device frames (GIC, UART) are Device-nGnRE. Nothing
-//! else is mapped, so a stray access faults and is reported.
-//!
-//! Layout: 4 KiB granule, 39-bit virtual addresses (`T0SZ` = 25), a level-1
-//! table of 1 GiB entries pointing to level-2 tables of 2 MiB blocks.
-//! Regions are rounded out to 2 MiB.
+//! The tables are `xenpal_arm::lpae`'s (shared with 32-bit Arm, whose LPAE
+//! descriptors are these): 4 KiB granule, a level-1 table of 1 GiB entries
+//! pointing to level-2 tables of 2 MiB blocks. Here: 39-bit virtual
+//! addresses (`T0SZ` = 25), and the AArch64 registers that turn it on.
 
-use crate::boot_info::Region;
-use core::fmt;
+pub use xenpal_arm::lpae::{
+    ATTR_DEVICE, ATTR_NORMAL, BLOCK, GIB, L2_TABLES, MAIR, MemKind, MmError, Table, Tables,
+    block_descriptor, table_descriptor,
+};
 
-/// Bytes covered by one level-2 block.
-pub const BLOCK: u64 = 2 << 20;
-/// Bytes covered by one level-1 entry.
-pub const GIB: u64 = 1 << 30;
 /// Highest address (exclusive) the map can cover: 39-bit VA.
-pub const VA_LIMIT: u64 = 1 << 39;
-/// Level-2 tables available (each maps 1 GiB).
-pub const L2_TABLES: usize = 8;
-
-/// `MAIR_EL1` attribute index of Device-nGnRE memory.
-pub const ATTR_DEVICE: u64 = 0;
-/// `MAIR_EL1` attribute index of Normal Write-Back memory.
-pub const ATTR_NORMAL: u64 = 1;
-/// `MAIR_EL1`: attr0 Device-nGnRE (0x04), attr1 Normal Inner/Outer
-/// Write-Back Read/Write-Allocate (0xff).
-pub const MAIR: u64 = 0x04 | (0xff << 8);
-
-/// What kind of memory a region is.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum MemKind {
-    /// RAM and memory shared with Xen: Normal, Write-Back, Inner-Shareable.
-    Normal,
-    /// Device registers: Device-nGnRE, never executable.
-    Device,
-}
-
-/// Why a region cannot be mapped.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum MmError {
-    /// The region ends above what 39-bit addresses reach.
-    OutOfRange(Region),
-    /// More distinct gigabytes than there are level-2 tables.
-    TooManyTables,
-    /// The region overlaps one already mapped with another kind.
-    Conflict(Region),
-}
-
-impl fmt::Display for MmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MmError::OutOfRange(r) => write!(
-                f,
-                "region {:#x}+{:#x} is beyond the 512 GiB identity map",
-                r.base, r.size
-            ),
-            MmError::TooManyTables => {
-                write!(f, "regions span more than {L2_TABLES} GiB-sized tables")
-            }
-            MmError::Conflict(r) => write!(
-                f,
-                "region {:#x}+{:#x} overlaps another of a different kind",
-                r.base, r.size
-            ),
-        }
-    }
-}
-
-/// One 4 KiB translation table.
-#[repr(C, align(4096))]
-#[derive(Clone)]
-pub struct Table(pub [u64; 512]);
-
-/// The identity map's tables. Descriptors hold table addresses, so build
-/// them where they will live ([`Tables::map`] is told the address of the
-/// level-2 tables).
-pub struct Tables {
-    /// Level 1: one entry per GiB.
-    pub l1: Table,
-    /// Level 2 tables, handed out in order.
-    pub l2: [Table; L2_TABLES],
-    /// Which GiB each level-2 table maps.
-    gib_of: [Option<u64>; L2_TABLES],
-}
-
-impl Default for Tables {
-    fn default() -> Self {
-        Tables {
-            l1: Table([0; 512]),
-            l2: core::array::from_fn(|_| Table([0; 512])),
-            gib_of: [None; L2_TABLES],
-        }
-    }
-}
-
-/// A level-2 block descriptor mapping `pa` as `kind`.
-pub fn block_descriptor(pa: u64, kind: MemKind) -> u64 {
-    const VALID_BLOCK: u64 = 0b01;
-    const AF: u64 = 1 << 10;
-    const SH_INNER: u64 = 0b11 << 8;
-    const PXN: u64 = 1 << 53;
-    const UXN: u64 = 1 << 54;
-    let addr = pa & !(BLOCK - 1) & ((1 << 48) - 1);
-    match kind {
-        MemKind::Normal => addr | VALID_BLOCK | AF | SH_INNER | (ATTR_NORMAL << 2) | UXN,
-        MemKind::Device => addr | VALID_BLOCK | AF | (ATTR_DEVICE << 2) | PXN | UXN,
-    }
-}
-
-/// A level-1 table descriptor pointing at the table at `pa`.
-pub fn table_descriptor(pa: u64) -> u64 {
-    (pa & !0xfff & ((1 << 48) - 1)) | 0b11
-}
-
-impl Tables {
-    /// Map `region` (rounded out to 2 MiB) as `kind`. `l2_base` is the
-    /// physical address of `self.l2[0]` (tables are contiguous).
-    ///
-    /// Errors: [`MmError`].
-    pub fn map(&mut self, region: Region, kind: MemKind, l2_base: u64) -> Result<(), MmError> {
-        if region.size == 0 {
-            return Ok(());
-        }
-        let start = region.base & !(BLOCK - 1);
-        let end = region
-            .end()
-            .checked_add(BLOCK - 1)
-            .ok_or(MmError::OutOfRange(region))?
-            & !(BLOCK - 1);
-        if end > VA_LIMIT {
-            return Err(MmError::OutOfRange(region));
-        }
-        let mut pa = start;
-        while pa < end {
-            let gib = pa / GIB;
-            let t = match self.gib_of.iter().position(|g| *g == Some(gib)) {
-                Some(t) => t,
-                None => {
-                    let t = self
-                        .gib_of
-                        .iter()
-                        .position(Option::is_none)
-                        .ok_or(MmError::TooManyTables)?;
-                    self.gib_of[t] = Some(gib);
-                    self.l1.0[gib as usize] = table_descriptor(l2_base + (t as u64) * 4096);
-                    t
-                }
-            };
-            let idx = ((pa % GIB) / BLOCK) as usize;
-            let want = block_descriptor(pa, kind);
-            let have = self.l2[t].0[idx];
-            if have != 0 && have != want {
-                return Err(MmError::Conflict(region));
-            }
-            self.l2[t].0[idx] = want;
-            pa += BLOCK;
-        }
-        Ok(())
-    }
-
-    /// How `pa` is mapped: its kind, or `None` if unmapped.
-    pub fn lookup(&self, pa: u64) -> Option<MemKind> {
-        if pa >= VA_LIMIT {
-            return None;
-        }
-        let t = self.gib_of.iter().position(|g| *g == Some(pa / GIB))?;
-        let d = self.l2[t].0[((pa % GIB) / BLOCK) as usize];
-        if d & 1 == 0 {
-            return None;
-        }
-        Some(if (d >> 2) & 0b111 == ATTR_NORMAL {
-            MemKind::Normal
-        } else {
-            MemKind::Device
-        })
-    }
-}
+pub const VA_LIMIT: u64 = xenpal_arm::lpae::VA_LIMIT_39;
 
 /// `TCR_EL1` for the map: 39-bit VAs, 4 KiB granule, walks Inner-Shareable
 /// Write-Back, TTBR1 walks disabled, physical address size `ips`
@@ -197,6 +30,7 @@ pub fn tcr(ips: u64) -> u64 {
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hw {
     use super::*;
+    use crate::boot_info::Region;
 
     static mut TABLES: Option<Tables> = None;
 
@@ -276,94 +110,9 @@ pub use hw::enable;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::boxed::Box;
 
     #[test]
-    fn maps_ram_and_devices_with_the_right_types() {
-        let mut t = Box::<Tables>::default();
-        let base = 0x1000_0000;
-        t.map(
-            Region {
-                base: 0x4000_0000,
-                size: 0x800_0000,
-            },
-            MemKind::Normal,
-            base,
-        )
-        .unwrap();
-        t.map(
-            Region {
-                base: 0x0800_0000,
-                size: 0x1_0000,
-            },
-            MemKind::Device,
-            base,
-        )
-        .unwrap();
-        t.map(
-            Region {
-                base: 0x3800_0000,
-                size: 0x100_0000,
-            },
-            MemKind::Normal,
-            base,
-        )
-        .unwrap();
-        assert_eq!(t.lookup(0x4000_0000), Some(MemKind::Normal));
-        assert_eq!(t.lookup(0x47ff_ffff), Some(MemKind::Normal));
-        assert_eq!(t.lookup(0x4800_0000), None, "nothing past the bank");
-        assert_eq!(t.lookup(0x0800_1000), Some(MemKind::Device));
-        assert_eq!(t.lookup(0x3900_0000), None, "grant region is 16 MiB");
-        // GiB 1 (RAM, mapped first) and GiB 0 each got a level-2 table.
-        assert_eq!(t.l1.0[1], table_descriptor(base));
-        assert_eq!(t.l1.0[0], table_descriptor(base + 4096));
-        // Normal is inner-shareable write-back (attr 1), device is XN.
-        let n = block_descriptor(0x4000_0000, MemKind::Normal);
-        assert_eq!((n >> 2) & 7, ATTR_NORMAL);
-        assert_eq!((n >> 8) & 3, 0b11);
-        let d = block_descriptor(0x0800_0000, MemKind::Device);
-        assert_ne!(d & (1 << 53), 0);
-    }
-
-    #[test]
-    fn conflicts_and_limits_are_errors() {
-        let mut t = Box::<Tables>::default();
-        let r = Region {
-            base: 0x0900_0000,
-            size: 0x1000,
-        };
-        t.map(r, MemKind::Device, 0).unwrap();
-        assert_eq!(t.map(r, MemKind::Normal, 0), Err(MmError::Conflict(r)));
-        let far = Region {
-            base: 1 << 40,
-            size: 0x1000,
-        };
-        assert_eq!(
-            t.map(far, MemKind::Normal, 0),
-            Err(MmError::OutOfRange(far))
-        );
-        for g in 1..L2_TABLES as u64 {
-            t.map(
-                Region {
-                    base: g * GIB,
-                    size: 1,
-                },
-                MemKind::Normal,
-                0,
-            )
-            .unwrap();
-        }
-        assert_eq!(
-            t.map(
-                Region {
-                    base: 20 * GIB,
-                    size: 1
-                },
-                MemKind::Normal,
-                0
-            ),
-            Err(MmError::TooManyTables)
-        );
+    fn tcr_has_39_bit_addresses_and_the_physical_size() {
         assert_eq!(tcr(2) >> 32, 2);
         assert_eq!(tcr(0) & 0x3f, 25);
     }
