@@ -18,7 +18,7 @@ pub enum Vector {
     DataAbort,
     /// The unused slot.
     Reserved,
-    /// IRQ (none are enabled yet).
+    /// IRQ: handled ([`crate::irq`]) and returned from, never reported.
     Irq,
     /// FIQ.
     Fiq,
@@ -68,9 +68,11 @@ impl Vector {
 mod entry {
     use super::Vector;
 
-    // The table: one branch per vector, each to a stub that passes its index
-    // and the `lr` of the mode the exception entered (on that mode's stack,
-    // which is the image's stack: the report never returns).
+    // The table: one branch per vector. The IRQ vector saves the
+    // interrupted context on the SVC stack (where the guest runs), calls the
+    // handler and returns. Every other vector goes to a stub that passes its
+    // index and the `lr` of the mode the exception entered (on that mode's
+    // stack, which is the image's stack: the report never returns).
     core::arch::global_asm!(
         r#"
         .section .text.vectors, "ax"
@@ -78,18 +80,39 @@ mod entry {
         .balign 32
         .global xenpal_arm32_vectors
     xenpal_arm32_vectors:
-        .irp i, 0,1,2,3,4,5,6,7
+        .irp i, 0,1,2,3,4,5
         b       xenpal_arm32_vector\i
         .endr
-        .irp i, 0,1,2,3,4,5,6,7
+        b       xenpal_arm32_irq_entry
+        b       xenpal_arm32_vector7
+        .irp i, 0,1,2,3,4,5,7
     xenpal_arm32_vector\i:
         ldr     sp, =__stack_top
         mov     r1, lr
         mov     r0, #\i
         bl      xenpal_arm32_exception
         .endr
+
+    xenpal_arm32_irq_entry:
+        sub     lr, lr, #4          @ where to resume
+        srsdb   sp!, #0x13          @ push it and SPSR_irq on the SVC stack
+        cps     #0x13               @ continue in SVC mode
+        push    {{r0-r3, r12, lr}}  @ what a call may clobber, and lr_svc
+        and     r1, sp, #4          @ 8-byte align the stack for the call
+        sub     sp, sp, r1
+        push    {{r1, r2}}
+        bl      xenpal_arm32_irq
+        pop     {{r1, r2}}
+        add     sp, sp, r1
+        pop     {{r0-r3, r12, lr}}
+        rfeia   sp!                 @ back, with the interrupted CPSR
         "#
     );
+
+    #[unsafe(no_mangle)]
+    extern "C" fn xenpal_arm32_irq() {
+        crate::irq::handle_irq();
+    }
 
     unsafe extern "C" {
         static xenpal_arm32_vectors: u8;

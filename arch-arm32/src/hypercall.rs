@@ -55,8 +55,9 @@ pub fn narrow(args: [u64; 5]) -> Option<[u32; 5]> {
     Some(out)
 }
 
-/// The hypervisor on 32-bit Arm. With the MMU off (as the boot leaves it
-/// today) a guest address is its physical address.
+/// The hypervisor on 32-bit Arm. Memory is identity-mapped below 4 GiB
+/// (virtual address = guest-physical address), so reaching a frame is a
+/// pointer computation.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct ArmHypervisor;
 
@@ -72,9 +73,33 @@ impl Hypervisor for ArmHypervisor {
         })
     }
 
-    fn map_frames(&self, _gfn: Gfn, _count: usize) -> Result<RawMemory, Errno> {
-        // No memory map yet (the MMU and the platform come next).
-        Err(Errno::ENOSYS)
+    /// The block hook: [`crate::irq::block`] around the bare
+    /// `SCHEDOP_block`.
+    fn block(&self) -> isize {
+        crate::irq::block(|| {
+            // SAFETY: SCHEDOP_block takes no pointer argument.
+            (unsafe {
+                hypercall_raw(
+                    xen_pv::abi::op::SCHED_OP,
+                    [xen_pv::abi::schedop::BLOCK, 0, 0, 0, 0],
+                )
+            }) as isize
+        })
+    }
+
+    fn map_frames(&self, gfn: Gfn, count: usize) -> Result<RawMemory, Errno> {
+        let len = count.checked_mul(hal::PAGE_SIZE).ok_or(Errno::EINVAL)?;
+        // Only what a 32-bit address reaches is mapped.
+        let addr = usize::try_from(gfn.addr()).map_err(|_| Errno::EINVAL)?;
+        addr.checked_add(len).ok_or(Errno::EINVAL)?;
+        let ptr = core::ptr::NonNull::new(addr as *mut u8).ok_or(Errno::EINVAL)?;
+        // SAFETY: the identity map (`mm`) covers every frame Xen can place
+        // for us below 4 GiB (RAM, the grant region and the foreign-page
+        // window) as Normal write-back memory, so `addr..addr+len` is
+        // mapped; callers reach only frames that are populated (the
+        // `Hypervisor::map_frames` contract), and all access goes through
+        // `RawMemory`'s atomic accessors.
+        Ok(unsafe { RawMemory::new(ptr, len) })
     }
 }
 
@@ -89,6 +114,14 @@ mod tests {
         assert_eq!(
             ArmHypervisor.hypercall(18, [0, 1 << 40, 0, 0, 0], None),
             Errno::EINVAL.ret()
+        );
+    }
+
+    #[test]
+    fn frames_past_what_the_address_space_holds_are_refused() {
+        assert_eq!(
+            ArmHypervisor.map_frames(Gfn(u64::MAX >> 12), 2).err(),
+            Some(Errno::EINVAL)
         );
     }
 }

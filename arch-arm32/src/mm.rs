@@ -1,9 +1,22 @@
-//! The MMU with LPAE long descriptors: an identity map of the 4 GiB address
-//! space in 1 GiB blocks — the gigabyte holding the image (guest RAM, from
-//! 0x40000000) Normal write-back cacheable, the others Device — then the
-//! data and instruction caches on. The descriptor format is AArch64's (the
-//! 64-bit entries of a 4 KiB-granule table); with `TTBCR.T0SZ` 0 the first
-//! level has just four entries.
+//! The MMU with LPAE long descriptors, in two steps.
+//!
+//! - [`early`], from the entry code: an identity map of the 4 GiB address
+//!   space in 1 GiB blocks — the gigabyte holding the image (guest RAM,
+//!   from 0x40000000) Normal write-back cacheable, the others Device — then
+//!   the data and instruction caches on, so Rust (the heap, the device-tree
+//!   parser) runs on cacheable memory from its first line.
+//! - [`enable`], from the platform's boot: the map the device tree asks for
+//!   (`xenpal_arm::lpae`'s tables, shared with AArch64: 2 MiB blocks, RAM
+//!   and Xen's grant and foreign-page regions Normal, the GIC Device,
+//!   nothing else), switched to with the MMU on — both maps are identity
+//!   maps with the image Normal, so nothing moves under the running code.
+//!
+//! The descriptor format is AArch64's (the 64-bit entries of a 4 KiB-granule
+//! table); with `TTBCR.T0SZ` 0 the first level has just four entries.
+
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+use crate::boot_info::Region;
+pub use xenpal_arm::lpae::{MemKind, MmError, Tables, VA_LIMIT_32};
 
 /// One gigabyte, the size of a first-level block.
 pub const GIB: u64 = 1 << 30;
@@ -49,13 +62,50 @@ pub fn table(image: u64) -> [u64; 4] {
 
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 mod hw {
+    use super::*;
+
     #[repr(C, align(32))]
     struct L1([u64; 4]);
     static mut L1_TABLE: L1 = L1([0; 4]);
 
-    /// Build the table and turn the MMU and caches on.
-    pub fn enable() {
-        let image = crate::mm::enable as *const () as usize as u64;
+    static mut TABLES: Tables<VA_LIMIT_32> = Tables::new();
+
+    /// Build the map for `regions` and switch to it.
+    pub fn enable(regions: &[(Region, MemKind)]) -> Result<(), MmError> {
+        // SAFETY: runs once at boot, single vCPU, before anything else
+        // reaches TABLES; the reference does not escape this function
+        // except through TTBR0, which the hardware reads.
+        let t = unsafe { &mut *core::ptr::addr_of_mut!(TABLES) };
+        let l2_base = t.l2.as_ptr() as usize as u64;
+        for (r, k) in regions {
+            t.map(*r, *k, l2_base)?;
+        }
+        let l1 = &t.l1 as *const _ as usize as u32;
+        // SAFETY: the new tables identity-map every region the program
+        // uses (its image, stack and heap are in RAM, mapped Normal as in
+        // the early map), so switching TTBR0 with the MMU on moves nothing
+        // under the running code; the barriers make the table writes
+        // visible to the walker before the switch, and the TLB is
+        // invalidated after it.
+        unsafe {
+            core::arch::asm!(
+                "dsb",
+                "mcrr p15, 0, {l1}, {zero}, c2",
+                "isb",
+                "mcr p15, 0, {zero}, c8, c7, 0",
+                "dsb",
+                "isb",
+                l1 = in(reg) l1,
+                zero = in(reg) 0u32,
+                options(nostack),
+            );
+        }
+        Ok(())
+    }
+
+    /// Build the early table and turn the MMU and caches on.
+    pub fn early() {
+        let image = crate::mm::early as *const () as usize as u64;
         let t = super::table(image);
         let table = (&raw mut L1_TABLE).cast::<u64>();
         for (i, e) in t.iter().enumerate() {
@@ -114,11 +164,22 @@ pub fn enabled() -> bool {
     false
 }
 
-/// Turn the MMU and caches on with the identity map (the entry code does,
-/// before the guest runs).
-pub fn enable() {
+/// Turn the MMU and caches on with the early identity map (the entry code
+/// does, before the guest runs).
+pub fn early() {
     #[cfg(all(target_arch = "arm", target_os = "none"))]
-    hw::enable();
+    hw::early();
+}
+
+/// Switch to the identity map of `regions` (the platform's boot does, once
+/// it has read the device tree).
+///
+/// Errors: [`MmError`] (a region reaches past 4 GiB, overlaps another of a
+/// different kind, or the regions span more gigabytes than there are
+/// tables); the early map then stays.
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+pub fn enable(regions: &[(Region, MemKind)]) -> Result<(), MmError> {
+    hw::enable(regions)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ unsafe extern "Rust" {
 #[unsafe(no_mangle)]
 extern "C" fn xenpal_arm32_start(device_tree: usize) -> ! {
     crate::exceptions::install();
-    crate::mm::enable();
+    crate::mm::early();
     crate::heap::init();
     // SAFETY: the guest binary defines `xenpal_app_main` with this exact
     // signature through `entry!`; the link fails otherwise.

@@ -1,11 +1,15 @@
 //! Time from the Arm generic timer, reached through `cp15` on 32-bit Arm:
-//! `CNTVCT` (64-bit, `mrrc`) for the clock, at `CNTFRQ` Hz. The virtual
-//! timer's alarm (`CNTV_CVAL`, `CNTV_CTL`) comes with the GIC that carries
-//! its interrupt (docs/ARM32.md).
+//! `CNTVCT` (64-bit, `mrrc`) for the clock, at `CNTFRQ` Hz, and the
+//! virtual timer (`CNTV_CVAL`, `CNTV_CTL`, its PPI from the device tree)
+//! for the alarm, as on AArch64. Xen does not offer `set_timer_op` to Arm
+//! guests; this is how they wait.
 
-use hal::time::{Clock, Instant, ticks_to_ns};
+use hal::time::{Clock, Instant};
+use xen_pv::timer::AlarmHw;
 
-/// The generic timer as a [`Clock`].
+pub use hal::time::{ns_to_ticks, ticks_to_ns};
+
+/// The generic timer as a [`Clock`] and a one-shot [`AlarmHw`].
 #[derive(Copy, Clone, Debug, Default)]
 pub struct GenericTimer;
 
@@ -36,6 +40,46 @@ mod hw {
         };
         (u64::from(hi) << 32) | u64::from(lo)
     }
+
+    /// Write `CNTV_CTL` (bit 0 ENABLE, bit 1 IMASK).
+    fn set_ctl(ctl: u32) {
+        // SAFETY: programming our own PL1 virtual timer.
+        unsafe {
+            core::arch::asm!("mcr p15, 0, {}, c14, c3, 1", "isb", in(reg) ctl, options(nomem, nostack))
+        };
+    }
+
+    /// Program the virtual timer to fire at `ticks`, unmasked.
+    pub fn arm(ticks: u64) {
+        // SAFETY: programming our own PL1 virtual timer's compare value
+        // (`CNTV_CVAL`, 64-bit, `mcrr`).
+        unsafe {
+            core::arch::asm!(
+                "mcrr p15, 3, {lo}, {hi}, c14",
+                lo = in(reg) ticks as u32,
+                hi = in(reg) (ticks >> 32) as u32,
+                options(nomem, nostack),
+            )
+        };
+        set_ctl(1);
+    }
+
+    /// Turn the virtual timer off.
+    pub fn disarm() {
+        set_ctl(0);
+    }
+
+    /// Keep the timer enabled but mask its output (after it fired).
+    pub fn silence() {
+        set_ctl(3);
+    }
+}
+
+/// Mask the timer's interrupt output (the IRQ handler calls this when the
+/// timer fired; the next `program` unmasks it).
+pub fn silence() {
+    #[cfg(all(target_arch = "arm", target_os = "none"))]
+    hw::silence();
 }
 
 /// The counter frequency in Hz (0 off target).
@@ -51,6 +95,18 @@ impl Clock for GenericTimer {
         #[cfg(all(target_arch = "arm", target_os = "none"))]
         return Instant::from_nanos(ticks_to_ns(hw::count(), hw::freq()));
         #[cfg(not(all(target_arch = "arm", target_os = "none")))]
-        Instant::from_nanos(ticks_to_ns(0, 1))
+        Instant::ZERO
+    }
+}
+
+impl AlarmHw for GenericTimer {
+    fn program(&self, deadline: Option<Instant>) {
+        #[cfg(all(target_arch = "arm", target_os = "none"))]
+        match deadline {
+            Some(d) => hw::arm(ns_to_ticks(d.as_nanos(), hw::freq())),
+            None => hw::disarm(),
+        }
+        #[cfg(not(all(target_arch = "arm", target_os = "none")))]
+        let _ = deadline;
     }
 }

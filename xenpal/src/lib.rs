@@ -15,6 +15,7 @@
 //!
 //! and it builds three ways, picked by `cfg`:
 //! - `aarch64-unknown-none`: an Arm Xen guest (`xenpal-arch-aarch64`);
+//! - `armv7a-none-eabi`: a 32-bit Arm Xen guest (`xenpal-arch-arm32`);
 //! - `x86_64-unknown-none`: an x86_64 PV Xen guest (`xenpal-arch-x86_64`);
 //! - the host: a domain of the simulator (`xenpal-sim`), so `cargo run`
 //!   and `cargo test` work on any Linux machine.
@@ -33,10 +34,10 @@ extern crate alloc;
 
 #[cfg(all(
     target_os = "none",
-    not(any(target_arch = "aarch64", target_arch = "x86_64"))
+    not(any(target_arch = "aarch64", target_arch = "arm", target_arch = "x86_64"))
 ))]
 compile_error!(
-    "xenpal runs on aarch64-unknown-none, x86_64-unknown-none, or the host (the simulator)"
+    "xenpal runs on aarch64-unknown-none, armv7a-none-eabi, x86_64-unknown-none, or the host (the simulator)"
 );
 
 pub mod control;
@@ -57,6 +58,9 @@ pub use xenpal_drivers as drivers;
 /// The arch crate of this target: AArch64.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use xenpal_arch_aarch64 as arch;
+/// The arch crate of this target: 32-bit Arm.
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+pub use xenpal_arch_arm32 as arch;
 /// The arch crate of this target: x86_64 PV.
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub use xenpal_arch_x86_64 as arch;
@@ -68,10 +72,10 @@ pub use xenpal_sim as sim;
 /// The platform a guest's `main` receives: Xen's event channels, grant
 /// table, timer, page allocator, console and xenstore, reached through the
 /// hypervisor of this target.
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), target_os = "none"))]
 pub type Platform = arch::platform::ArmPlatform;
 /// The hypervisor handle of this target (how hypercalls are issued).
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), target_os = "none"))]
 pub type Hypervisor = arch::ArmHypervisor;
 
 /// The platform a guest's `main` receives: Xen's event channels, grant
@@ -93,10 +97,10 @@ pub type Platform = xenpal_sim::SimPlatform;
 pub type Hypervisor = xenpal_sim::SimHypervisor;
 
 /// The clock of this target.
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), target_os = "none"))]
 pub type Clock = arch::time::GenericTimer;
 /// The one-shot alarm of this target.
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), target_os = "none"))]
 pub type Alarm = arch::time::GenericTimer;
 /// The clock of this target.
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]

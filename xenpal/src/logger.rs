@@ -9,7 +9,7 @@ use xen_pv::console::EmergencyConsole;
 use xenpal_drivers::console::ConsoleLogger;
 
 /// The hypervisor handle, for the emergency console.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const HYP: crate::Hypervisor = crate::arch::ArmHypervisor;
 #[cfg(target_arch = "x86_64")]
 const HYP: crate::Hypervisor = crate::arch::PvHypervisor;

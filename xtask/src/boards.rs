@@ -1,4 +1,5 @@
-//! Artefacts for running a guest on real Xen: on an Arm board the Image, an
+//! Artefacts for running a guest on real Xen: on an Arm board the kernel
+//! (an arm64 `Image`, or a 32-bit `zImage`), an
 //! `xl` domain config (for a board with a Linux dom0) and a dom0less snippet
 //! for the board's device tree; on an x86 host the stripped ELF and an `xl`
 //! PV domain config. See `docs/BOARDS.md`.
@@ -38,31 +39,33 @@ fn from_domain_config(header: &str, user: &str, kernel: &str, extra: &[(&str, &s
     out
 }
 
-/// Write the artefacts for `guest` (the Arm `image`) into `dir`. The `xl`
-/// config is made from `domain_cfg`, the guest crate's own domain config,
-/// when there is one.
+/// Write the artefacts for `guest` (the Arm kernel `image`, written as the
+/// file `kernel`: `Image` or `zImage`) into `dir`. The `xl` config is made
+/// from `domain_cfg`, the guest crate's own domain config, when there is
+/// one.
 ///
 /// Errors: a message if a file cannot be written.
 pub fn write(
     dir: &Path,
     guest: &str,
+    kernel: &str,
     image: &[u8],
     domain_cfg: Option<&str>,
 ) -> Result<(), String> {
     let w = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
     };
-    std::fs::write(dir.join("Image"), image).map_err(|e| format!("Image: {e}"))?;
+    std::fs::write(dir.join(kernel), image).map_err(|e| format!("{kernel}: {e}"))?;
     let header = format!(
         "# xl domain config: `xl create -c xenpal-{guest}.cfg` on a Xen Arm board with a\n\
-         # Linux dom0. Copy `Image` next to it (or change `kernel`).\n"
+         # Linux dom0. Copy `{kernel}` next to it (or change `kernel`).\n"
     );
     let xl = match domain_cfg {
-        Some(user) => from_domain_config(&header, user, "Image", &[]),
+        Some(user) => from_domain_config(&header, user, kernel, &[]),
         None => format!(
             "{header}\
              name = \"xenpal-{guest}\"\n\
-             kernel = \"Image\"\n\
+             kernel = \"{kernel}\"\n\
              memory = 128\n\
              vcpus = 1\n\
              # The guest prints on Xen's emergency console (xl dmesg / the\n\
@@ -73,8 +76,8 @@ pub fn write(
     w(
         &format!("dom0less-{guest}.dtsi"),
         &format!(
-            "/* Put under /chosen of the board's device tree, and load `Image` ({len} bytes)\n\
-             \x20  at LOAD_ADDR with the boot loader (e.g. u-boot `load ... LOAD_ADDR Image`).\n\
+            "/* Put under /chosen of the board's device tree, and load `{kernel}` ({len} bytes)\n\
+             \x20  at LOAD_ADDR with the boot loader (e.g. u-boot `load ... LOAD_ADDR {kernel}`).\n\
              \x20  Xen >= 4.20 gives the guest grants and event channels without dom0 with\n\
              \x20  xen,enhanced = \"no-xenstore\"; on 4.17 drop that line (grants are then\n\
              \x20  unavailable). */\n\

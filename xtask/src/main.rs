@@ -123,12 +123,14 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         site: None,
         pvh: false,
     };
+    let (mut gic_given, mut xen_given) = (false, false);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--arch" => a.arch = value("--arch")?,
             "--gic" => {
+                gic_given = true;
                 a.gic = match value("--gic")?.as_str() {
                     "2" => 2,
                     "3" => 3,
@@ -136,6 +138,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
                 }
             }
             "--xen" => {
+                xen_given = true;
                 let v = value("--xen")?;
                 a.xen = XenVersion::parse(&v)
                     .ok_or(format!("--xen must be 4.17 or 4.20, not {v:?}"))?;
@@ -196,6 +199,16 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
             s => a.guest = s.to_string(),
         }
     }
+    // 32-bit Arm has one platform so far (Debian 12's armhf Xen, GICv2):
+    // its defaults.
+    if a.arm32() {
+        if !gic_given {
+            a.gic = 2;
+        }
+        if !xen_given {
+            a.xen = XenVersion::V4_17;
+        }
+    }
     check(a)
 }
 
@@ -227,7 +240,7 @@ fn check(a: QemuArgs) -> Result<QemuArgs, String> {
     }
     if a.arm32() && (a.xen != XenVersion::V4_17 || a.gic != 2 || a.dom0_linux) {
         return Err(
-            "--arch arm32 runs dom0less on Debian 12's armhf Xen with GICv2, for now: --xen 4.17 --gic 2"
+            "--arch arm32 runs dom0less on Debian 12's armhf Xen with GICv2, for now (--xen 4.17 --gic 2, the defaults)"
                 .into(),
         );
     }
@@ -360,13 +373,16 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The 32-bit Arm crate's examples: probes of the arch crate alone.
+const ARM32_PROBES: [&str; 2] = ["boot", "fault"];
+
 fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = a.target();
     let mut cmd = Command::new(cargo);
-    // 32-bit Arm has no platform yet: its guests are the arch crate's
-    // examples (`boot`).
-    let (package, kind, dir) = if a.arm32() {
+    // The 32-bit Arm crate's own probes (`boot`, `fault`) are its examples;
+    // every other guest is the same on every arch.
+    let (package, kind, dir) = if a.arm32() && ARM32_PROBES.contains(&a.guest.as_str()) {
         ("xenpal-arch-arm32", "--example", "release/examples")
     } else {
         ("xenpal-guests", "--bin", "release")
@@ -481,7 +497,7 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
         image.len(),
         loaded / 1024
     );
-    boards::write(out, &a.guest, &image, a.domain_cfg.as_deref())?;
+    boards::write(out, &a.guest, "Image", &image, a.domain_cfg.as_deref())?;
     println!("== fetching Xen {} (arm64) from Debian", a.xen.as_str());
     let xen = fetch::xen_arm64(&base.join("cache"), a.xen)?;
     if a.dom0_linux {
@@ -527,8 +543,8 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
 fn arm32_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Command, String> {
     let image = elf::to_flat32(elf)?;
     println!("   image: {} bytes (a zImage)", image.len());
+    boards::write(out, &a.guest, "zImage", &image, a.domain_cfg.as_deref())?;
     let zimage = out.join("zImage");
-    std::fs::write(&zimage, &image).map_err(|e| format!("{}: {e}", zimage.display()))?;
     println!("== fetching Xen {} (armhf) from Debian", a.xen.as_str());
     let xen = fetch::xen_armhf(&base.join("cache"), a.xen)?;
     let args = arm32_machine_args(1024);
@@ -1227,8 +1243,15 @@ mod tests {
             ("armv7a-none-eabi", "arm32-gic2-xen4.17")
         );
         assert!(
-            parse(&s(&["--arch", "arm32", "boot"])).is_err(),
+            parse(&s(&["--arch", "arm32", "--gic", "3", "boot"])).is_err(),
             "Xen 4.17, GICv2 only"
+        );
+        assert_eq!(
+            parse(&s(&["--arch", "arm32", "selftest"]))
+                .unwrap()
+                .run_name(),
+            "arm32-gic2-xen4.17",
+            "the one arm32 platform is the default"
         );
         assert!(
             parse(&s(&[

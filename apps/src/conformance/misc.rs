@@ -42,7 +42,7 @@ fn poll_raw<H: Hypervisor>(h: &H, nr_ports: u32) -> Result<usize, Errno> {
 }
 
 /// Whether we run on Arm, where Xen limits `vcpu_op` to two operations.
-const ARM: bool = cfg!(target_arch = "aarch64");
+const ARM: bool = cfg!(any(target_arch = "aarch64", target_arch = "arm"));
 
 pub(crate) async fn run(cx: &mut Ctx<'_>) {
     let p = cx.p;

@@ -28,7 +28,7 @@ async fn main(p: xenpal::Platform) -> Result<(), Unexpected> {
     let me = xenpal_apps::selftest::discover_domid(&p).unwrap_or(p.domid());
     let other = (p.xenstore().is_some() && me != DomId(0)).then_some(DomId(0));
     // Xen's Arm builds default to XSM SILO; x86 builds to the dummy policy.
-    let xsm_silo = cfg!(target_arch = "aarch64");
+    let xsm_silo = cfg!(any(target_arch = "aarch64", target_arch = "arm"));
     // An x86 PVH guest must not map its own grants (docs/PVH.md).
     #[cfg(all(target_arch = "x86_64", target_os = "none"))]
     let self_map = !xenpal::arch::pvh::active();

@@ -1,6 +1,6 @@
 //! The guest self-test (`xenpal_apps::selftest`) as a bare-metal guest,
 //! plus the checks only real hardware can make: interrupts through the GIC
-//! (Arm) or upcalls through the event callback (x86 PV), and a malformed
+//! (Arm, 64- and 32-bit) or upcalls through the event callback (x86 PV), and a malformed
 //! device tree (Arm) or `start_info` (x86) rejected cleanly. Ends with a
 //! `selftest verdict:` line and shuts down (poweroff if everything passed,
 //! crash otherwise).
@@ -21,13 +21,20 @@ mod faults {
         Outcome::Fail("this guest was built to fail (--features fail)".into())
     }
 
-    /// Read from an address no guest maps (128 TiB up): the exception
-    /// report and crash are the outcome; returning is a failure.
+    /// An address no guest maps: 128 TiB up, or on 32-bit Arm 3.75 GiB
+    /// (above RAM, the GIC and Xen's regions).
+    #[cfg(target_pointer_width = "64")]
+    const UNMAPPED: usize = 0x7fff_0000_0000;
+    #[cfg(target_pointer_width = "32")]
+    const UNMAPPED: usize = 0xf000_0000;
+
+    /// Read from [`UNMAPPED`]: the exception report and crash are the
+    /// outcome; returning is a failure.
     fn touches_unmapped_memory() -> Outcome {
         // SAFETY: none, on purpose: the read faults and the arch crate's
         // exception handler reports it and crashes the domain. Volatile, so
         // the read is not optimised away.
-        let v = unsafe { core::ptr::read_volatile(0x7fff_0000_0000 as *const u64) };
+        let v = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
         Outcome::Fail(alloc::format!("reading unmapped memory returned {v:#x}"))
     }
 
@@ -43,7 +50,7 @@ mod faults {
     }
 }
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(any(target_arch = "aarch64", target_arch = "arm"), target_os = "none"))]
 mod guest {
     extern crate alloc;
     use alloc::format;

@@ -3,13 +3,14 @@
 //!
 //! Written from Xen's public headers (Xen 4.17, as in Debian 12's
 //! `libxen-dev`; the guest ABI is unchanged in 4.20). Every structure here is
-//! checked field by field against those headers, compiled for x86_64 and for
-//! AArch64, by `tests/abi_layout.rs`.
+//! checked field by field against those headers, compiled for x86_64,
+//! AArch64 and 32-bit Arm, by `tests/abi_layout.rs`.
 //!
 //! Layouts that differ between architectures (`shared_info`, `vcpu_info`,
-//! `start_info`) live in [`x86_64`] and [`arm`]; [`native`] names the one for
-//! the target being built. Everything else is the same on both 64-bit
-//! architectures.
+//! `start_info`) live in [`x86_64`] and [`arm`] (both Arm architectures:
+//! Xen's Arm ABI makes `xen_ulong_t` 64-bit on 32-bit Arm too); [`native`]
+//! names the one for the target being built. Everything else is the same on
+//! every architecture.
 //!
 //! Implicit C padding is spelled out as `_pad*` fields so that every structure
 //! is plain bytes (`zerocopy::IntoBytes`) and can be handed to a hypercall or
@@ -19,9 +20,9 @@ pub mod arm;
 pub mod io;
 pub mod x86_64;
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use arm as native;
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
 pub use x86_64 as native;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
