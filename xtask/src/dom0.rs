@@ -1,5 +1,5 @@
-//! A Linux dom0 for the rig, built from Debian's packages only (arm64 or
-//! amd64):
+//! A Linux dom0 for the rig, built from Debian's packages only (arm64,
+//! armhf or amd64):
 //! the distribution kernel with Xen's backend modules, busybox, xenstored,
 //! `xl` and the libraries they load, packed with our `/init` into an
 //! initramfs. `/init` brings the toolstack up and starts the guest with
@@ -34,6 +34,9 @@ const MODULES: &[&str] = &[
 pub enum Arch {
     /// `arm64`: dom0 on Xen for Arm.
     Arm64,
+    /// `armhf`: dom0 on Xen for 32-bit Arm (Debian's LPAE kernel, which
+    /// Xen on Arm needs).
+    Armhf,
     /// `amd64`: a PV dom0 on Xen for x86.
     Amd64,
 }
@@ -43,7 +46,17 @@ impl Arch {
     pub fn debian(self) -> &'static str {
         match self {
             Arch::Arm64 => "arm64",
+            Arch::Armhf => "armhf",
             Arch::Amd64 => "amd64",
+        }
+    }
+
+    /// The flavour of Debian's kernel for it (`linux-image-FLAVOUR` is the
+    /// meta package).
+    fn kernel_flavour(self) -> &'static str {
+        match self {
+            Arch::Armhf => "armmp-lpae",
+            a => a.debian(),
         }
     }
 
@@ -51,6 +64,7 @@ impl Arch {
     fn triple(self) -> &'static str {
         match self {
             Arch::Arm64 => "aarch64-linux-gnu",
+            Arch::Armhf => "arm-linux-gnueabihf",
             Arch::Amd64 => "x86_64-linux-gnu",
         }
     }
@@ -59,7 +73,7 @@ impl Arch {
     /// libxenguest decompresses kernels with lzma and zstd).
     fn extra_libraries(self) -> &'static [&'static str] {
         match self {
-            Arch::Arm64 => &[],
+            Arch::Arm64 | Arch::Armhf => &[],
             Arch::Amd64 => &["liblzma5", "libzstd1"],
         }
     }
@@ -67,7 +81,7 @@ impl Arch {
     /// The transport of QEMU's virtio disk on this machine.
     fn virtio_transport(self) -> &'static str {
         match self {
-            Arch::Arm64 => "drivers/virtio/virtio_mmio",
+            Arch::Arm64 | Arch::Armhf => "drivers/virtio/virtio_mmio",
             Arch::Amd64 => "drivers/virtio/virtio_pci",
         }
     }
@@ -188,7 +202,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
 /// What the rig boots as dom0.
 #[derive(Debug)]
 pub struct Dom0 {
-    /// The kernel (an arm64 `Image` or an x86 `bzImage`).
+    /// The kernel (an arm64 `Image`, an armhf `zImage` or an x86 `bzImage`).
     pub kernel: PathBuf,
     /// The initramfs (uncompressed `newc` cpio).
     pub initramfs: PathBuf,
@@ -249,10 +263,11 @@ pub fn build(
     let suite = v.suite();
     let deb = arch.debian();
     let name = |p: &str| p.replace("{v}", v.as_str());
-    let meta = format!("linux-image-{deb}");
+    let flavour = arch.kernel_flavour();
+    let meta = format!("linux-image-{flavour}");
     let kernel_pkg = fetch::depends(cache, suite, deb, &meta)?
         .into_iter()
-        .find(|d| d.starts_with("linux-image-") && d.ends_with(&format!("-{deb}")))
+        .find(|d| d.starts_with("linux-image-") && d.ends_with(&format!("-{flavour}")))
         .ok_or(format!("{meta} names no kernel package"))?;
     let release = kernel_pkg["linux-image-".len()..].to_string();
     let kdir = fetch::package(cache, suite, deb, &kernel_pkg)?;

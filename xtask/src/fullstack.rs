@@ -49,13 +49,38 @@ pub fn write_disk(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The guest's devices, as `xl` config lines: a vif on `xenbr0` and
-/// `/dev/vda` as `xvda`, with our hotplug scripts (Debian's are bash, with
-/// bash-only helpers).
-pub fn guest_devices() -> String {
-    "vif = ['bridge=xenbr0,mac=00:16:3e:00:00:02,script=/etc/xen/scripts/vif-xenpal']\n\
-     disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-xenpal,target=/dev/vda']\n"
-        .to_string()
+/// What dom0 gives blkback for the guest's disk.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// QEMU's virtio disk itself, `/dev/vda`.
+    Virtio,
+    /// A copy of `/dev/vda` in dom0's RAM on `/dev/loop0`, written back to
+    /// `/dev/vda` once the guest is down. For the 32-bit Arm rig: there,
+    /// Debian's armhf dom0 under Xen 4.17 leaves a virtio read of a page
+    /// blkback mapped from the guest in flight for ever
+    /// (`/sys/block/vda/inflight` stays 1, no virtio interrupt comes),
+    /// while dom0's own reads of `/dev/vda` complete.
+    RamCopy,
+}
+
+impl Backing {
+    fn device(self) -> &'static str {
+        match self {
+            Backing::Virtio => "/dev/vda",
+            Backing::RamCopy => "/dev/loop0",
+        }
+    }
+}
+
+/// The guest's devices, as `xl` config lines: a vif on `xenbr0` and the
+/// disk (`/dev/vda`, or its copy) as `xvda`, with our hotplug scripts
+/// (Debian's are bash, with bash-only helpers).
+pub fn guest_devices(backing: Backing) -> String {
+    format!(
+        "vif = ['bridge=xenbr0,mac=00:16:3e:00:00:02,script=/etc/xen/scripts/vif-xenpal']\n\
+         disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-xenpal,target={}']\n",
+        backing.device()
+    )
 }
 
 /// libxl runs a vif's script with `vif` and `XENBUS_PATH` set, argument
@@ -88,6 +113,19 @@ esac
 const BEFORE: &str = r#"ip addr add 10.0.0.1/24 dev xenbr0 || fail "address on xenbr0"
 [ -b /dev/vda ] || fail "no /dev/vda (QEMU's virtio disk)"
 say "bridge xenbr0 10.0.0.1/24; guest disk /dev/vda $(cat /sys/block/vda/size) sectors"
+"#;
+
+/// Added to [`BEFORE`] for [`Backing::RamCopy`].
+const BEFORE_RAM_COPY: &str = r#"dd if=/dev/vda of=/run/guest-disk.img bs=64k 2>/dev/null || fail "copying /dev/vda to RAM"
+losetup /dev/loop0 /run/guest-disk.img || fail "losetup /dev/loop0"
+say "guest disk: a copy of /dev/vda in dom0's RAM, on /dev/loop0"
+"#;
+
+/// Added to [`AFTER`] for [`Backing::RamCopy`]: the copy goes back to the
+/// virtio disk, where the runner reads it.
+const AFTER_RAM_COPY: &str = r#"losetup -d /dev/loop0 2>/dev/null
+dd if=/run/guest-disk.img of=/dev/vda bs=64k conv=fsync 2>/dev/null || fail "writing the disk back to /dev/vda"
+say "guest disk written back to /dev/vda"
 "#;
 
 /// Run while the guest runs: reach it, fetch both files over TCP and
@@ -130,12 +168,19 @@ pub fn hotplug_scripts() -> Vec<(String, Entry)> {
 
 /// dom0's extra files: the hotplug scripts, the hooks `/init` runs, and the
 /// runner's copies of both files.
-pub fn dom0_files(data: &[u8]) -> Vec<(String, Entry)> {
+pub fn dom0_files(data: &[u8], backing: Backing) -> Vec<(String, Entry)> {
+    let (before, after) = match backing {
+        Backing::Virtio => (BEFORE.to_string(), AFTER.to_string()),
+        Backing::RamCopy => (
+            format!("{BEFORE}{BEFORE_RAM_COPY}"),
+            format!("{AFTER}{AFTER_RAM_COPY}"),
+        ),
+    };
     let mut files = hotplug_scripts();
     files.extend([
-        script("etc/xen/before-guest", BEFORE),
+        script("etc/xen/before-guest", &before),
         script("etc/xen/with-guest", WITH),
-        script("etc/xen/after-guest", AFTER),
+        script("etc/xen/after-guest", &after),
         (
             format!("expected/{INPUT}"),
             Entry::File(0o644, data.to_vec()),
