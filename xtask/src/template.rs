@@ -119,7 +119,8 @@ pub fn new_crate(args: &[String], root: &Path) -> Result<String, String> {
     }
     Ok(format!(
         "created {name} in {}: cd there, then `cargo test`, `cargo run`, or \
-         `cargo run --release --target aarch64-unknown-none` (see its README.md)",
+         `cargo run --release --target aarch64-unknown-none` (or armv7a-none-eabi, \
+         x86_64-unknown-none; see its README.md)",
         path.display()
     ))
 }
