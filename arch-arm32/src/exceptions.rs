@@ -105,6 +105,7 @@ mod entry {
         pop     {{r1, r2}}
         add     sp, sp, r1
         pop     {{r0-r3, r12, lr}}
+        clrex                       @ no exclusive access spans the handler
         rfeia   sp!                 @ back, with the interrupted CPSR
         "#
     );
@@ -128,42 +129,42 @@ mod entry {
         };
     }
 
+    /// The fault status and address registers of an abort: `DFSR`/`DFAR`
+    /// for a data abort, `IFSR`/`IFAR` for a prefetch abort.
+    fn fault_registers(v: Vector) -> Option<(u32, u32)> {
+        let (status, address): (u32, u32);
+        match v {
+            // SAFETY: reading DFSR and DFAR has no side effect.
+            Vector::DataAbort => unsafe {
+                core::arch::asm!(
+                    "mrc p15, 0, {0}, c5, c0, 0",
+                    "mrc p15, 0, {1}, c6, c0, 0",
+                    out(reg) status, out(reg) address, options(nomem, nostack),
+                )
+            },
+            // SAFETY: reading IFSR and IFAR has no side effect.
+            Vector::PrefetchAbort => unsafe {
+                core::arch::asm!(
+                    "mrc p15, 0, {0}, c5, c0, 1",
+                    "mrc p15, 0, {1}, c6, c0, 2",
+                    out(reg) status, out(reg) address, options(nomem, nostack),
+                )
+            },
+            _ => return None,
+        }
+        Some((status, address))
+    }
+
     #[unsafe(no_mangle)]
     extern "C" fn xenpal_arm32_exception(index: u32, lr: u32) -> ! {
         let v = Vector::from_index(index);
         let at = lr.wrapping_sub(v.lr_offset());
-        match v {
-            Vector::DataAbort => {
-                let (dfsr, dfar): (u32, u32);
-                // SAFETY: reading DFSR and DFAR has no side effect.
-                unsafe {
-                    core::arch::asm!(
-                        "mrc p15, 0, {0}, c5, c0, 0",
-                        "mrc p15, 0, {1}, c6, c0, 0",
-                        out(reg) dfsr, out(reg) dfar, options(nomem, nostack),
-                    )
-                };
-                crate::eprintln!(
-                    "xenpal: unexpected exception: {} at pc {at:#x}, address {dfar:#x}, status {dfsr:#x}",
-                    v.name()
-                );
-            }
-            Vector::PrefetchAbort => {
-                let (ifsr, ifar): (u32, u32);
-                // SAFETY: reading IFSR and IFAR has no side effect.
-                unsafe {
-                    core::arch::asm!(
-                        "mrc p15, 0, {0}, c5, c0, 1",
-                        "mrc p15, 0, {1}, c6, c0, 2",
-                        out(reg) ifsr, out(reg) ifar, options(nomem, nostack),
-                    )
-                };
-                crate::eprintln!(
-                    "xenpal: unexpected exception: {} at pc {at:#x}, address {ifar:#x}, status {ifsr:#x}",
-                    v.name()
-                );
-            }
-            _ => crate::eprintln!("xenpal: unexpected exception: {} at pc {at:#x}", v.name()),
+        match fault_registers(v) {
+            Some((status, address)) => crate::eprintln!(
+                "xenpal: unexpected exception: {} at pc {at:#x}, address {address:#x}, status {status:#x}",
+                v.name()
+            ),
+            None => crate::eprintln!("xenpal: unexpected exception: {} at pc {at:#x}", v.name()),
         }
         crate::platform::crash()
     }

@@ -408,20 +408,77 @@ fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     Ok(root.join("target").join(target).join(dir).join(&a.guest))
 }
 
-fn dump_dtb(dir: &Path, gic: u8, mem_mib: u32) -> Result<Vec<u8>, String> {
-    let path = dir.join(format!("qemu-virt-gic{gic}.dtb"));
-    let out = Command::new("qemu-system-aarch64")
-        .args(machine_args(gic, mem_mib))
+/// QEMU's Arm `virt` machine for this run, with `mem_mib` of RAM: the
+/// program (`qemu-system-aarch64`, or `qemu-system-arm` for 32-bit Arm)
+/// and its machine arguments.
+fn arm_qemu(a: &QemuArgs, mem_mib: u32) -> (&'static str, Vec<String>) {
+    if a.arm32() {
+        ("qemu-system-arm", arm32_machine_args(mem_mib))
+    } else {
+        ("qemu-system-aarch64", machine_args(a.gic, mem_mib))
+    }
+}
+
+/// The device tree of that machine, as QEMU dumps it.
+fn dump_dtb(dir: &Path, a: &QemuArgs, mem_mib: u32) -> Result<Vec<u8>, String> {
+    let (qemu, args) = arm_qemu(a, mem_mib);
+    let path = dir.join(format!("qemu-virt-{}-gic{}.dtb", a.arch, a.gic));
+    let out = Command::new(qemu)
+        .args(args)
         .arg("-machine")
         .arg(format!("dumpdtb={}", path.display()))
         .output()
-        .map_err(|e| format!("qemu-system-aarch64: {e} (install Debian's qemu-system-arm)"))?;
+        .map_err(|e| format!("{qemu}: {e} (install Debian's qemu-system-arm)"))?;
     std::fs::read(&path).map_err(|e| {
         format!(
             "QEMU did not dump its device tree: {e}; {}",
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Write the dom0less device tree for the guest `kernel` (`kernel_size`
+/// bytes; `enhanced`: its `xen,enhanced` value, if any) and return the
+/// QEMU command booting Xen (`xen`) with it, the guest at [`KERNEL_ADDR`].
+fn dom0less_command(
+    a: &QemuArgs,
+    out: &Path,
+    xen: &Path,
+    kernel: &Path,
+    kernel_size: u64,
+    enhanced: Option<&'static str>,
+) -> Result<Command, String> {
+    let base_dtb = dump_dtb(out, a, 1024)?;
+    let domu = dtb::DomU {
+        memory_kib: 128 * 1024,
+        kernel_addr: KERNEL_ADDR,
+        kernel_size,
+        enhanced,
+        bootargs: "console=hvc0".into(),
+    };
+    let dtb = dtb::dom0less(&base_dtb, "loglvl=all guest_loglvl=all", &domu)?;
+    let dtb_path = out.join("xen.dtb");
+    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+    let (qemu, args) = arm_qemu(a, 1024);
+    let mut cmd = Command::new(qemu);
+    cmd.args(args)
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(xen)
+        .arg("-dtb")
+        .arg(&dtb_path)
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr={KERNEL_ADDR:#x}",
+            kernel.display()
+        ));
+    println!(
+        "== booting Xen {} + guest under {qemu} (GICv{}), timeout {:?}",
+        a.xen.as_str(),
+        a.gic,
+        a.timeout
+    );
+    Ok(cmd)
 }
 
 fn machine_args(gic: u8, mem_mib: u32) -> Vec<String> {
@@ -503,38 +560,17 @@ fn aarch64_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Com
     if a.dom0_linux {
         return linux_dom0_boot(a, base, out, &image, &xen);
     }
-    let base_dtb = dump_dtb(out, a.gic, 1024)?;
-    let domu = dtb::DomU {
-        memory_kib: 128 * 1024,
-        kernel_addr: KERNEL_ADDR,
-        kernel_size: image.len() as u64,
-        // Xen 4.17 panics on xen,enhanced without a dom0; 4.20 supports
-        // "no-xenstore": grants and event channels with no dom0 at all.
-        enhanced: (a.xen == XenVersion::V4_20).then_some("no-xenstore"),
-        bootargs: "console=hvc0".into(),
-    };
-    let dtb = dtb::dom0less(&base_dtb, "loglvl=all guest_loglvl=all", &domu)?;
-    let dtb_path = out.join("xen.dtb");
-    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(machine_args(a.gic, 1024))
-        .arg("-no-reboot")
-        .arg("-kernel")
-        .arg(&xen)
-        .arg("-dtb")
-        .arg(&dtb_path)
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr={KERNEL_ADDR:#x}",
-            out.join("Image").display()
-        ));
-    println!(
-        "== booting Xen {} + guest under qemu-system-aarch64 (GICv{}), timeout {:?}",
-        a.xen.as_str(),
-        a.gic,
-        a.timeout
-    );
-    Ok(cmd)
+    // Xen 4.17 panics on xen,enhanced without a dom0; 4.20 supports
+    // "no-xenstore": grants and event channels with no dom0 at all.
+    let enhanced = (a.xen == XenVersion::V4_20).then_some("no-xenstore");
+    dom0less_command(
+        a,
+        out,
+        &xen,
+        &out.join("Image"),
+        image.len() as u64,
+        enhanced,
+    )
 }
 
 /// Make the 32-bit Arm zImage, fetch Debian's armhf Xen and write the
@@ -550,54 +586,7 @@ fn arm32_boot(a: &QemuArgs, base: &Path, out: &Path, elf: &[u8]) -> Result<Comma
     if a.dom0_linux {
         return linux_dom0_boot(a, base, out, &image, &xen);
     }
-    let args = arm32_machine_args(1024);
-    let base_dtb = dump_dtb_arm32(out, 1024)?;
-    let domu = dtb::DomU {
-        memory_kib: 128 * 1024,
-        kernel_addr: KERNEL_ADDR,
-        kernel_size: image.len() as u64,
-        enhanced: None,
-        bootargs: "console=hvc0".into(),
-    };
-    let dtb = dtb::dom0less(&base_dtb, "loglvl=all guest_loglvl=all", &domu)?;
-    let dtb_path = out.join("xen.dtb");
-    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("qemu-system-arm");
-    cmd.args(&args)
-        .arg("-no-reboot")
-        .arg("-kernel")
-        .arg(&xen)
-        .arg("-dtb")
-        .arg(&dtb_path)
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr={KERNEL_ADDR:#x}",
-            zimage.display()
-        ));
-    println!(
-        "== booting Xen {} + guest under qemu-system-arm (Cortex-A15, GICv2), timeout {:?}",
-        a.xen.as_str(),
-        a.timeout
-    );
-    Ok(cmd)
-}
-
-/// The device tree of QEMU's 32-bit Arm `virt` machine with `mem_mib` of
-/// RAM, as QEMU dumps it.
-fn dump_dtb_arm32(dir: &Path, mem_mib: u32) -> Result<Vec<u8>, String> {
-    let dumped = dir.join("qemu-virt-arm32.dtb");
-    let o = Command::new("qemu-system-arm")
-        .args(arm32_machine_args(mem_mib))
-        .arg("-machine")
-        .arg(format!("dumpdtb={}", dumped.display()))
-        .output()
-        .map_err(|e| format!("qemu-system-arm: {e} (install Debian's qemu-system-arm)"))?;
-    std::fs::read(&dumped).map_err(|e| {
-        format!(
-            "QEMU did not dump its device tree: {e}; {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    dom0less_command(a, out, &xen, &zimage, image.len() as u64, None)
 }
 
 fn arm32_machine_args(mem_mib: u32) -> Vec<String> {
@@ -752,11 +741,7 @@ fn linux_dom0_boot(
                 "dom0's kernel ({kernel_size} bytes) overlaps its initramfs"
             ));
         }
-        let base_dtb = if a.arm32() {
-            dump_dtb_arm32(out, 2048)?
-        } else {
-            dump_dtb(out, a.gic, 2048)?
-        };
+        let base_dtb = dump_dtb(out, a, 2048)?;
         let modules = dtb::Dom0Modules {
             kernel: (DOM0_KERNEL_ADDR, kernel_size),
             ramdisk: (DOM0_INITRD_ADDR, initrd_size),
@@ -765,14 +750,10 @@ fn linux_dom0_boot(
         let dtb = dtb::with_dom0(&base_dtb, xen_args, &modules)?;
         let dtb_path = out.join("xen-dom0.dtb");
         std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-        if a.arm32() {
-            cmd = Command::new("qemu-system-arm");
-            cmd.args(arm32_machine_args(2048));
-        } else {
-            cmd = Command::new("qemu-system-aarch64");
-            cmd.args(machine_args(a.gic, 2048));
-        }
-        cmd.arg("-no-reboot")
+        let (qemu, args) = arm_qemu(a, 2048);
+        cmd = Command::new(qemu);
+        cmd.args(args)
+            .arg("-no-reboot")
             .arg("-kernel")
             .arg(xen)
             .arg("-dtb")
