@@ -71,13 +71,9 @@ pub fn plan(
 /// Errors: [`BootError`].
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub fn boot(dtb: usize) -> Result<Booted, BootError> {
-    // SAFETY: Xen passes the device tree's address in r2; its first 8 bytes
-    // (magic, size) are readable RAM. We read them before trusting the size.
-    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
-    let size = crate::boot_info::blob_size(header)?;
-    // SAFETY: `blob_size` checked the magic and a plausible size; the blob
-    // lies in our RAM, written by Xen before we started and not shared.
-    let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+    // SAFETY: Xen passes the device tree's address in r2; the blob lies in
+    // our RAM, written by Xen before we started and not shared.
+    let blob = unsafe { xenpal_arm::boot::device_tree_at(dtb) }?;
     let arch = xenpal_arm::boot::Arch {
         image: image_range(),
         limit: crate::mm::VA_LIMIT_32,

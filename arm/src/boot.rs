@@ -65,6 +65,25 @@ impl From<LayoutError> for BootError {
     }
 }
 
+/// The device tree Xen left at `addr`: its header's magic and size are
+/// checked before the size is trusted.
+///
+/// # Safety
+/// `addr` must be where Xen put the device tree (`x0` on AArch64, `r2` on
+/// 32-bit Arm): at least its first 8 bytes readable, and the whole blob,
+/// once its header checks out, in RAM nothing else writes while the
+/// returned slice lives.
+///
+/// Errors: [`DtError::BadBlob`] for a bad magic or an implausible size.
+pub unsafe fn device_tree_at(addr: usize) -> Result<&'static [u8], DtError> {
+    // SAFETY: the caller's contract: the first 8 bytes are readable.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
+    let size = xen_pv::devicetree::blob_size(header)?;
+    // SAFETY: `blob_size` checked the magic and a plausible size; the
+    // caller vouches for the blob being in RAM no one else writes.
+    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })
+}
+
 /// What the boot needs from the arch: where the image lies, how far its
 /// addresses reach, and the two steps that need its registers.
 pub struct Arch<M, I> {

@@ -459,26 +459,41 @@ fn dom0less_command(
     let dtb = dtb::dom0less(&base_dtb, "loglvl=all guest_loglvl=all", &domu)?;
     let dtb_path = out.join("xen.dtb");
     std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    let (qemu, args) = arm_qemu(a, 1024);
+    let cmd = arm_xen_command(a, 1024, xen, &dtb_path, &[(kernel, KERNEL_ADDR)]);
+    println!(
+        "== booting Xen {} + guest under {} (GICv{}), timeout {:?}",
+        a.xen.as_str(),
+        arm_qemu(a, 1024).0,
+        a.gic,
+        a.timeout
+    );
+    Ok(cmd)
+}
+
+/// The QEMU command that boots Xen (`xen`) on this run's Arm machine with
+/// `mem_mib` of RAM, the device tree at `dtb`, and each file of `loads`
+/// put at its address by QEMU's loader (the boot modules the device tree
+/// names).
+fn arm_xen_command(
+    a: &QemuArgs,
+    mem_mib: u32,
+    xen: &Path,
+    dtb: &Path,
+    loads: &[(&Path, u64)],
+) -> Command {
+    let (qemu, args) = arm_qemu(a, mem_mib);
     let mut cmd = Command::new(qemu);
     cmd.args(args)
         .arg("-no-reboot")
         .arg("-kernel")
         .arg(xen)
         .arg("-dtb")
-        .arg(&dtb_path)
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr={KERNEL_ADDR:#x}",
-            kernel.display()
-        ));
-    println!(
-        "== booting Xen {} + guest under {qemu} (GICv{}), timeout {:?}",
-        a.xen.as_str(),
-        a.gic,
-        a.timeout
-    );
-    Ok(cmd)
+        .arg(dtb);
+    for (file, addr) in loads {
+        cmd.arg("-device")
+            .arg(format!("loader,file={},addr={addr:#x}", file.display()));
+    }
+    cmd
 }
 
 fn machine_args(gic: u8, mem_mib: u32) -> Vec<String> {
@@ -750,24 +765,16 @@ fn linux_dom0_boot(
         let dtb = dtb::with_dom0(&base_dtb, xen_args, &modules)?;
         let dtb_path = out.join("xen-dom0.dtb");
         std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-        let (qemu, args) = arm_qemu(a, 2048);
-        cmd = Command::new(qemu);
-        cmd.args(args)
-            .arg("-no-reboot")
-            .arg("-kernel")
-            .arg(xen)
-            .arg("-dtb")
-            .arg(&dtb_path)
-            .arg("-device")
-            .arg(format!(
-                "loader,file={},addr={DOM0_KERNEL_ADDR:#x}",
-                d.kernel.display()
-            ))
-            .arg("-device")
-            .arg(format!(
-                "loader,file={},addr={DOM0_INITRD_ADDR:#x}",
-                d.initramfs.display()
-            ));
+        cmd = arm_xen_command(
+            a,
+            2048,
+            xen,
+            &dtb_path,
+            &[
+                (&d.kernel, DOM0_KERNEL_ADDR),
+                (&d.initramfs, DOM0_INITRD_ADDR),
+            ],
+        );
     }
     if let Some(disk) = drive {
         cmd.arg("-drive")
