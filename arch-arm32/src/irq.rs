@@ -12,9 +12,9 @@ pub use xenpal_arm::gic::{counts, has_event_irq, take_activity};
 static CPU_IF: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Set up the GIC; `event_irq` (Xen's event PPI, if any) and `timer_irq`
-/// (the virtual timer) are enabled. Only GICv2 is driven here: with GICv3
-/// (which no 32-bit board we target has) interrupts stay off and the
-/// guest waits by polling its clock.
+/// (the virtual timer) are enabled. Only GICv2 is driven here: Xen builds
+/// its GICv3 support for arm64 only, so a 32-bit guest is never given a
+/// GICv3 (one would be left unconfigured, and no interrupt would come).
 pub fn init(gic: crate::boot_info::Gic, event_irq: Option<u32>, timer_irq: u32) {
     let (ppis, n) = xenpal_arm::gic::configure(event_irq, timer_irq);
     #[cfg(all(target_arch = "arm", target_os = "none"))]
