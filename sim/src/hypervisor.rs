@@ -1,7 +1,9 @@
-//! The hypervisor's state: domains, virtual time, timers, the run queues, and
-//! the trace that makes runs comparable.
+//! The hypervisor's state: domains, virtual time, the run queues, and the
+//! trace that makes runs comparable. The 2-level event bitmaps are
+//! `event_2l.rs`'s and the timers `timer.rs`'s, as in Xen's `common/`.
 
 use crate::p2m::DomainMemory;
+use crate::timer::TimerKind;
 use hal::mem::{PAGE_SIZE, SharedMemory, WordMemory};
 use hal::{DomId, Instant};
 use std::cmp::Reverse;
@@ -216,17 +218,6 @@ impl Domain {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Task {
     Domain(DomId),
-    Service(Service),
-}
-
-/// What a timer does when it expires.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TimerKind {
-    /// `set_timer_op` deadline: raise VIRQ_TIMER (if still current).
-    Virq { dom: DomId, generation: u64 },
-    /// `SCHEDOP_poll` timeout: wake the domain (if still polling).
-    Poll { dom: DomId, generation: u64 },
-    /// A service's run, delayed (`SimConfig::xenstore_delay`): queue it.
     Service(Service),
 }
 
@@ -497,60 +488,6 @@ impl Core {
         }
     }
 
-    /// Xen's 2-level `set_pending`: mark `port` pending in `dom`'s
-    /// shared_info; if it is unmasked and this is a new edge, set the
-    /// selector bit and `evtchn_upcall_pending`, and kick the vCPU.
-    pub(crate) fn set_pending(&self, dom: &Domain, port: u32) {
-        let si = &dom.shared_info;
-        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        if si.fetch_or_u64(layout::PENDING + 8 * word, bit, Ordering::SeqCst) & bit != 0 {
-            return;
-        }
-        if si.load_u64(layout::MASK + 8 * word, Ordering::SeqCst) & bit != 0 {
-            return;
-        }
-        self.mark_events_pending(dom, word);
-        self.poll_wake(dom, port);
-    }
-
-    fn mark_events_pending(&self, dom: &Domain, word: usize) {
-        let si = &dom.shared_info;
-        let sel = 1u64 << word;
-        if si.fetch_or_u64(layout::PENDING_SEL, sel, Ordering::SeqCst) & sel == 0 {
-            si.store_u8(layout::UPCALL_PENDING, 1, Ordering::SeqCst);
-            self.kick(dom);
-        }
-    }
-
-    /// A domain polling `port` wakes even if the port is masked.
-    fn poll_wake(&self, dom: &Domain, port: u32) {
-        let polling = {
-            let st = dom.st.lock().unwrap();
-            st.poll.as_ref().is_some_and(|p| p.contains(&port))
-        };
-        if polling {
-            self.kick(dom);
-        }
-    }
-
-    /// Xen's 2-level unmask: clear the mask bit; if the port is pending,
-    /// raise the upcall as for a new edge.
-    pub(crate) fn unmask(&self, dom: &Domain, port: u32) {
-        let si = &dom.shared_info;
-        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        si.fetch_and_u64(layout::MASK + 8 * word, !bit, Ordering::SeqCst);
-        if si.load_u64(layout::PENDING + 8 * word, Ordering::SeqCst) & bit != 0 {
-            self.mark_events_pending(dom, word);
-        }
-    }
-
-    /// Clear `port`'s pending bit (on close, as Xen's `evtchn_free`).
-    pub(crate) fn clear_pending(&self, dom: &Domain, port: u32) {
-        let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        dom.shared_info
-            .fetch_and_u64(layout::PENDING + 8 * word, !bit, Ordering::SeqCst);
-    }
-
     /// Raise `virq` on `dom` if bound.
     pub(crate) fn send_virq(&self, dom: &Domain, virq: u32) {
         let port = dom
@@ -564,99 +501,5 @@ impl Core {
         if port != 0 {
             self.set_pending(dom, port);
         }
-    }
-
-    /// When a guest timer due at `deadline` fires: up to the timer slop
-    /// later, drawn from the seed.
-    pub(crate) fn slack(&self, deadline: u64) -> u64 {
-        if self.timer_slop == 0 {
-            return deadline;
-        }
-        let late = self.timer_rng.lock().unwrap().next_u64() % (self.timer_slop + 1);
-        deadline.saturating_add(late)
-    }
-
-    /// Add a timer.
-    pub(crate) fn add_timer(&self, deadline: u64, kind: TimerKind) {
-        let seq = self.timer_seq.fetch_add(1, Ordering::SeqCst);
-        let mut timers = self.timers.lock().unwrap();
-        let earliest = timers.peek().map(|Reverse((t, _, _))| *t);
-        timers.push(Reverse((deadline, seq, kind)));
-        drop(timers);
-        // The free-running timer thread sleeps until the earliest deadline
-        // it knew of; only an earlier one needs to wake it (a wake-up per
-        // timer set was a context switch per guest poll).
-        if earliest.is_none_or(|e| deadline < e) {
-            self.timer_cv.notify_all();
-        }
-    }
-
-    /// Fire every timer due at `now`. Returns how many fired.
-    pub(crate) fn fire_timers(&self, now: u64) -> usize {
-        let mut fired = 0;
-        loop {
-            let due = {
-                let mut heap = self.timers.lock().unwrap();
-                match heap.peek() {
-                    Some(Reverse((t, _, _))) if *t <= now => heap.pop().map(|Reverse(e)| e),
-                    _ => None,
-                }
-            };
-            let Some((_, _, kind)) = due else { break };
-            match kind {
-                TimerKind::Virq { dom, generation } => {
-                    if let Some(d) = self.domain(dom) {
-                        let current = {
-                            let mut st = d.st.lock().unwrap();
-                            if st.timer_gen == generation && st.timer.is_some() {
-                                st.timer = None;
-                                true
-                            } else {
-                                false
-                            }
-                        };
-                        if current {
-                            fired += 1;
-                            self.trace(&[2, u64::from(dom.0), now], || {
-                                format!("{now} timer d{}", dom.0)
-                            });
-                            self.send_virq(&d, hal::Virq::TIMER.0);
-                        }
-                    }
-                }
-                TimerKind::Poll { dom, generation } => {
-                    if let Some(d) = self.domain(dom) {
-                        let current = {
-                            let mut st = d.st.lock().unwrap();
-                            if st.poll_gen == generation && st.poll.is_some() {
-                                st.poll = None;
-                                true
-                            } else {
-                                false
-                            }
-                        };
-                        if current {
-                            fired += 1;
-                            self.kick(&d);
-                        }
-                    }
-                }
-                TimerKind::Service(svc) => {
-                    fired += 1;
-                    self.trace(&[7, svc as u64, now], || format!("{now} service {svc:?}"));
-                    self.enqueue(Task::Service(svc), 0);
-                }
-            }
-        }
-        fired
-    }
-
-    /// The earliest pending timer deadline.
-    pub(crate) fn next_timer(&self) -> Option<u64> {
-        self.timers
-            .lock()
-            .unwrap()
-            .peek()
-            .map(|Reverse((t, _, _))| *t)
     }
 }

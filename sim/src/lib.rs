@@ -41,6 +41,7 @@
 pub mod backends;
 mod console;
 mod domain;
+mod event_2l;
 mod event_channel;
 pub mod fatimg;
 mod gnttab;
@@ -57,6 +58,7 @@ mod p2m;
 mod sched;
 mod services;
 mod sim;
+mod timer;
 pub mod toolstack;
 pub mod xl;
 mod xsm;
