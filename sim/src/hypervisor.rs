@@ -3,7 +3,6 @@
 //! `event_2l.rs`'s and the timers `timer.rs`'s, as in Xen's `common/`.
 
 use crate::p2m::DomainMemory;
-use crate::timer::TimerKind;
 use hal::mem::{PAGE_SIZE, SharedMemory, WordMemory};
 use hal::{DomId, Instant};
 use std::cmp::Reverse;
@@ -218,6 +217,17 @@ impl Domain {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Task {
     Domain(DomId),
+    Service(Service),
+}
+
+/// What a timer does when it expires.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// `set_timer_op` deadline: raise VIRQ_TIMER (if still current).
+    Virq { dom: DomId, generation: u64 },
+    /// `SCHEDOP_poll` timeout: wake the domain (if still polling).
+    Poll { dom: DomId, generation: u64 },
+    /// A service's run, delayed (`SimConfig::xenstore_delay`): queue it.
     Service(Service),
 }
 

@@ -11,8 +11,7 @@
 
 use crate::guest::{SimClock, SimHypervisor, SimPlatform};
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task};
-use crate::timer::TimerKind;
+use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task, TimerKind};
 use crate::{event_channel, gnttab, layout, services};
 use hal::DomId;
 use std::cell::RefCell;

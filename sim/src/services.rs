@@ -3,8 +3,7 @@
 //! does for its own services), so one simulator can serve 10,000 domains
 //! without dom0 running out of 2-level ports.
 
-use crate::hypervisor::{Core, Domain, Queues, Service, Task};
-use crate::timer::TimerKind;
+use crate::hypervisor::{Core, Domain, Queues, Service, Task, TimerKind};
 use hal::DomId;
 use hal::mem::{Gfn, SharedMemory};
 use std::sync::atomic::Ordering;

@@ -1,23 +1,11 @@
-//! Timers (Xen's `common/timer.c`, with the scheduler's use of them): a
-//! heap of deadlines in virtual (or real) time, each saying what happens
-//! when it expires; the seeded slop that makes a timer fire late, as a
-//! loaded Xen may.
+//! Timers (Xen's `common/timer.c`, with the scheduler's use of them):
+//! adding a deadline to the hypervisor's heap (virtual or real time),
+//! firing what is due — each [`TimerKind`] says what happens — and the
+//! seeded slop that makes a timer fire late, as a loaded Xen may.
 
-use crate::hypervisor::{Core, Service, Task};
-use hal::DomId;
+use crate::hypervisor::{Core, Task, TimerKind};
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
-
-/// What a timer does when it expires.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TimerKind {
-    /// `set_timer_op` deadline: raise VIRQ_TIMER (if still current).
-    Virq { dom: DomId, generation: u64 },
-    /// `SCHEDOP_poll` timeout: wake the domain (if still polling).
-    Poll { dom: DomId, generation: u64 },
-    /// A service's run, delayed (`SimConfig::xenstore_delay`): queue it.
-    Service(Service),
-}
 
 impl Core {
     /// When a guest timer due at `deadline` fires: up to the timer slop
