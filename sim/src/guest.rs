@@ -2,12 +2,17 @@
 //! Everything else a guest uses is `xenpal-xen-pv`'s real code.
 
 use crate::hypervisor::{Core, Domain};
+use crate::sched::{GuestTask, NewGuest};
+use hal::Console;
 use hal::mem::{Gfn, WordMemory};
 use hal::time::{Clock, Instant};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use xen_pv::abi::Errno;
 use xen_pv::hypercall::{ArgBuf, Hypervisor};
-use xen_pv::platform::XenPlatform;
+use xen_pv::platform::{Runner, XenPlatform};
 use xen_pv::timer::XenAlarm;
 
 /// The simulator's hypercall entry point for one domain: what `hvc #0xEA1`
@@ -88,4 +93,66 @@ impl Holdings {
             free_port,
         }
     }
+}
+
+/// A guest's `main`, started on its platform.
+pub(crate) type MainFuture = Pin<Box<dyn Future<Output = ()>>>;
+/// What starts a guest's `main` once its platform is up.
+pub(crate) type StartFn = Box<dyn FnOnce(SimPlatform) -> MainFuture + Send>;
+type SimRunner = Runner<SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
+
+/// A simulated guest as the scheduler runs it: boots its platform as a
+/// domain built with `ram_pages` and `grant_frames` (the toolstack's
+/// layout), attaches the logger to its console, starts `main`, then steps
+/// the executor.
+///
+/// Fields drop in order: the main future before the runner, as the guest's
+/// objects go before the executor that ran them.
+struct SimGuest {
+    start: Option<StartFn>,
+    fut: Option<MainFuture>,
+    runner: Option<SimRunner>,
+    ram_pages: usize,
+    grant_frames: usize,
+}
+
+impl GuestTask for SimGuest {
+    fn boot(&mut self, core: &Arc<Core>, dom: &Arc<Domain>) -> Result<(), String> {
+        let h = SimHypervisor {
+            core: core.clone(),
+            dom: dom.clone(),
+        };
+        let layout = crate::layout::guest_layout(dom.id, self.ram_pages, self.grant_frames);
+        let platform =
+            XenPlatform::boot_auto(h.clone(), SimClock(core.clone()), XenAlarm(h), &layout)
+                .map_err(|e| e.to_string())?;
+        let console = platform.console().clone();
+        crate::guest_log::attach(dom, move |bytes: &[u8]| {
+            console.write_lossy(bytes);
+        });
+        self.runner = Some(platform.runner());
+        let start = self.start.take().expect("a guest boots once");
+        self.fut = Some(start(platform));
+        Ok(())
+    }
+
+    fn step(&mut self) -> Poll<()> {
+        match (&self.runner, &mut self.fut) {
+            (Some(runner), Some(fut)) => runner.step(fut.as_mut()),
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// A guest for the scheduler to start on the thread that will run it.
+pub(crate) fn new_guest(start: StartFn, ram_pages: usize, grant_frames: usize) -> NewGuest {
+    Box::new(move || {
+        Box::new(SimGuest {
+            start: Some(start),
+            fut: None,
+            runner: None,
+            ram_pages,
+            grant_frames,
+        }) as Box<dyn GuestTask>
+    })
 }

@@ -6,9 +6,8 @@
 //! the current thread (the innermost, if waits are nested) and writes to its
 //! console. Records from outside any guest go to standard error.
 
-use crate::guest::SimPlatform;
 use crate::hypervisor::Domain;
-use hal::{Console, DomId};
+use hal::DomId;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -34,12 +33,9 @@ pub(crate) fn enter(dom: &Domain) -> Entered {
     Entered
 }
 
-/// Route `dom`'s records to its platform's console.
-pub(crate) fn attach(dom: &Domain, platform: &SimPlatform) {
-    let console = platform.console().clone();
-    let sink: Sink = Rc::new(move |bytes: &[u8]| {
-        console.write_lossy(bytes);
-    });
+/// Route `dom`'s records to `sink` (its platform's console).
+pub(crate) fn attach(dom: &Domain, sink: impl Fn(&[u8]) + 'static) {
+    let sink: Sink = Rc::new(sink);
     SINKS.with(|s| s.borrow_mut().insert(dom.id, sink));
 }
 

@@ -9,53 +9,53 @@
 //! call, as Xen runs other vCPUs while one is blocked, so synchronous guest
 //! code (a blocking `BlockDevice::read`, say) works in the simulator too.
 
-use crate::guest::{SimClock, SimHypervisor, SimPlatform};
 use crate::guest_access::{Args, HResult};
 use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task, TimerKind};
-use crate::{event_channel, gnttab, layout, services};
+use crate::{event_channel, gnttab, services};
 use hal::DomId;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use xen_pv::abi::io::xs;
 use xen_pv::abi::{self, Errno, hvm_param, schedop};
-use xen_pv::platform::{Runner, XenPlatform};
-use xen_pv::timer::XenAlarm;
 
-pub(crate) type MainFuture = Pin<Box<dyn Future<Output = ()>>>;
-pub(crate) type StartFn = Box<dyn FnOnce(SimPlatform) -> MainFuture + Send>;
-type SimRunner = Runner<SimHypervisor, SimClock, XenAlarm<SimHypervisor>>;
+/// A guest as the scheduler runs it. `guest.rs` makes it (the scheduler
+/// knows nothing of platforms): booted on its first step, then stepped
+/// until its main future is done. Panics propagate to the scheduler, which
+/// catches them and tears the domain down.
+pub(crate) trait GuestTask {
+    /// Boot the guest's platform in `dom` and start its main future.
+    ///
+    /// Errors: why the platform could not boot (the domain is destroyed
+    /// with `Exit::BootFailed`).
+    fn boot(&mut self, core: &Arc<Core>, dom: &Arc<Domain>) -> Result<(), String>;
 
-/// A guest not yet started: what a thread needs to start it.
-pub(crate) struct NewGuest {
-    pub start: StartFn,
-    pub ram_pages: usize,
-    pub grant_frames: usize,
+    /// One step of the booted guest: `Ready` once its main returned.
+    fn step(&mut self) -> Poll<()>;
 }
 
-/// A guest's task: how to start it, then its runner and main future.
+/// A guest not yet started, as handed to the thread that will run it:
+/// called there, it makes the guest's task (which need not be `Send`).
+pub(crate) type NewGuest = Box<dyn FnOnce() -> Box<dyn GuestTask> + Send>;
+
+/// The guests each free-running worker thread is to start.
+pub(crate) type Inbox = Arc<Vec<std::sync::Mutex<Vec<(DomId, NewGuest)>>>>;
+
+/// A guest's task on its thread, and whether it has booted.
 pub(crate) struct GuestSlot {
-    start: Option<StartFn>,
-    runner: Option<SimRunner>,
-    fut: Option<MainFuture>,
-    ram_pages: usize,
-    grant_frames: usize,
+    task: Option<Box<dyn GuestTask>>,
+    booted: bool,
 }
 
 impl From<NewGuest> for GuestSlot {
     fn from(g: NewGuest) -> Self {
         GuestSlot {
-            start: Some(g.start),
-            runner: None,
-            fut: None,
-            ram_pages: g.ram_pages,
-            grant_frames: g.grant_frames,
+            task: Some(g()),
+            booted: false,
         }
     }
 }
@@ -321,32 +321,16 @@ fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool
         return false;
     }
     let _current = crate::guest_log::enter(dom);
-    if slot.fut.is_none() {
-        let h = SimHypervisor {
-            core: core.clone(),
-            dom: dom.clone(),
-        };
-        let layout = layout::guest_layout(dom.id, slot.ram_pages, slot.grant_frames);
-        let booted = catch_unwind(AssertUnwindSafe(|| {
-            XenPlatform::boot_auto(h.clone(), SimClock(core.clone()), XenAlarm(h), &layout)
-        }));
-        let platform = match booted {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                destroy(core, dom, Exit::BootFailed(e.to_string()));
+    let Some(task) = slot.task.as_mut() else {
+        return false;
+    };
+    if !slot.booted {
+        match catch_unwind(AssertUnwindSafe(|| task.boot(core, dom))) {
+            Ok(Ok(())) => slot.booted = true,
+            Ok(Err(why)) => {
+                destroy(core, dom, Exit::BootFailed(why));
                 return false;
             }
-            Err(panic) => {
-                let exit = unwound(core, dom, panic);
-                destroy(core, dom, exit);
-                return false;
-            }
-        };
-        crate::guest_log::attach(dom, &platform);
-        slot.runner = Some(platform.runner());
-        let start = slot.start.take().expect("start closure present until boot");
-        match catch_unwind(AssertUnwindSafe(|| start(platform))) {
-            Ok(f) => slot.fut = Some(f),
             Err(panic) => {
                 let exit = unwound(core, dom, panic);
                 destroy(core, dom, exit);
@@ -354,10 +338,7 @@ fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool
             }
         }
     }
-    let (Some(runner), Some(fut)) = (&slot.runner, &mut slot.fut) else {
-        return false;
-    };
-    let stepped = catch_unwind(AssertUnwindSafe(|| runner.step(fut.as_mut())));
+    let stepped = catch_unwind(AssertUnwindSafe(|| task.step()));
     let exit = match stepped {
         Ok(Poll::Ready(())) => match dom.st.lock().unwrap().shutdown {
             Some(r) => Exit::Shutdown(r),
@@ -375,8 +356,7 @@ fn step_guest(core: &Arc<Core>, dom: &Arc<Domain>, slot: &mut GuestSlot) -> bool
         Err(panic) => unwound(core, dom, panic),
     };
     // Drop the guest's objects before tearing the domain down.
-    slot.fut = None;
-    slot.runner = None;
+    slot.task = None;
     destroy(core, dom, exit);
     false
 }
@@ -470,7 +450,7 @@ pub(crate) fn worker(
     core: Arc<Core>,
     me: usize,
     stop: Arc<AtomicBool>,
-    inbox: crate::sim::Inbox,
+    inbox: Inbox,
     steps: Arc<AtomicU64>,
 ) {
     install(Some(LocalSched::new(0, Some(me), steps, 0)));

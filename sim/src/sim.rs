@@ -2,8 +2,9 @@
 //! did.
 
 use crate::guest::SimPlatform;
+use crate::guest::{MainFuture, StartFn};
 use crate::hypervisor::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
-use crate::sched::{self, LocalSched, MainFuture, NewGuest, Stop};
+use crate::sched::{self, Inbox, LocalSched, Stop};
 use crate::{event_channel, layout};
 use hal::mem::PAGE_SIZE;
 use hal::{DomId, Instant};
@@ -329,9 +330,6 @@ impl RunReport {
     }
 }
 
-/// New guests handed to free-running workers, one list per worker.
-pub(crate) type Inbox = Arc<Vec<Mutex<Vec<(DomId, NewGuest)>>>>;
-
 /// Shared state of free-running workers.
 struct Workers {
     handles: Vec<JoinHandle<()>>,
@@ -596,13 +594,9 @@ impl Sim {
         Ok(())
     }
 
-    fn start(&mut self, dom: &Arc<Domain>, cfg: &DomainConfig, start: sched::StartFn) {
+    fn start(&mut self, dom: &Arc<Domain>, cfg: &DomainConfig, start: StartFn) {
         let id = dom.id;
-        let new = NewGuest {
-            start,
-            ram_pages: cfg.memory_pages,
-            grant_frames: cfg.grant_frames as usize,
-        };
+        let new = crate::guest::new_guest(start, cfg.memory_pages, cfg.grant_frames as usize);
         match (&self.workers, &mut self.local) {
             (Some(w), _) => w.inbox[dom.worker].lock().unwrap().push((id, new)),
             (None, Some(local)) => {
