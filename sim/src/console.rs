@@ -1,8 +1,9 @@
 //! `console_io`: a guest writing to Xen's own console (Xen's
 //! `xen/drivers/char/console.c`). Reading it is dom0's.
 
+use crate::domain::Domain;
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain};
+use crate::hypervisor::Core;
 use std::sync::Arc;
 use xen_pv::abi::{self, Errno};
 

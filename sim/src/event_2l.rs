@@ -2,7 +2,8 @@
 //! and mask bitmaps in `shared_info`, the selector word and
 //! `evtchn_upcall_pending` in `vcpu_info`, and when a vCPU is kicked.
 
-use crate::hypervisor::{Core, Domain};
+use crate::domain::Domain;
+use crate::hypervisor::Core;
 use hal::mem::SharedMemory;
 use std::sync::atomic::Ordering;
 use xen_pv::event::layout;

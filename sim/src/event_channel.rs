@@ -1,8 +1,9 @@
 //! `event_channel_op`: Xen's event-channel operations, 2-level ABI
 //! (Xen's `xen/common/event_channel.c`), one function per operation.
 
+use crate::domain::{Chan, Domain, NR_PORTS, NR_VIRQS, Service};
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Chan, Core, Domain, NR_PORTS, NR_VIRQS, Service};
+use crate::hypervisor::Core;
 use crate::xsm;
 use hal::DomId;
 use std::sync::Arc;

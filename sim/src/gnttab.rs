@@ -6,8 +6,9 @@
 //! the shared entry (by compare-and-exchange, retried a bounded number of
 //! times) while pins exist, so the granter's `end_access` fails meanwhile.
 
+use crate::domain::{Domain, MapEntry, Pin};
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain, MapEntry, Pin};
+use crate::hypervisor::Core;
 use crate::xsm;
 use hal::DomId;
 use hal::mem::{Gfn, PAGE_SIZE, SharedMemory, WordMemory};

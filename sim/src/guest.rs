@@ -1,7 +1,8 @@
 //! What a guest sees of the simulator: a [`Hypervisor`] handle and a clock.
 //! Everything else a guest uses is `xenpal-xen-pv`'s real code.
 
-use crate::hypervisor::{Core, Domain};
+use crate::domain::Domain;
+use crate::hypervisor::Core;
 use crate::sched::{GuestTask, NewGuest};
 use hal::Console;
 use hal::mem::{Gfn, WordMemory};

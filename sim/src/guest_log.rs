@@ -6,7 +6,7 @@
 //! the current thread (the innermost, if waits are nested) and writes to its
 //! console. Records from outside any guest go to standard error.
 
-use crate::hypervisor::Domain;
+use crate::domain::Domain;
 use hal::DomId;
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -1,8 +1,9 @@
 //! `hvm_op`: the HVM parameters an auto-translated guest finds its
 //! xenstore and console through (Xen's `xen/arch/*/hvm.c`).
 
+use crate::domain::{Domain, HVM_NR_PARAMS};
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain, HVM_NR_PARAMS};
+use crate::hypervisor::Core;
 use hal::DomId;
 use std::sync::Arc;
 use xen_pv::abi::{self, Errno};

@@ -4,8 +4,9 @@
 //! memory (`guest_access`), and every call traced. Unknown operations are
 //! `ENOSYS`.
 
+use crate::domain::Domain;
 use crate::guest_access::Args;
-use crate::hypervisor::{Core, Domain};
+use crate::hypervisor::Core;
 use std::sync::Arc;
 use xen_pv::abi::{Errno, op};
 use xen_pv::hypercall::ArgBuf;

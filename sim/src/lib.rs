@@ -63,7 +63,8 @@ pub mod toolstack;
 pub mod xl;
 mod xsm;
 
-pub use crate::hypervisor::{Exit, Rng};
+pub use crate::domain::Exit;
+pub use crate::hypervisor::Rng;
 pub use guest::{Holdings, SimClock, SimHypervisor, SimPlatform};
 pub use sim::{
     DomainConfig, DomainStatus, Mode, RunReport, Sim, SimConfig, SimError, XenstoreWriteError,

@@ -2,8 +2,9 @@
 //! placing `shared_info` and grant-table frames in an auto-translated
 //! guest's physical address space (its [`crate::p2m`]).
 
+use crate::domain::Domain;
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain};
+use crate::hypervisor::Core;
 use hal::DomId;
 use hal::mem::Gfn;
 use std::sync::Arc;

@@ -9,8 +9,9 @@
 //! call, as Xen runs other vCPUs while one is blocked, so synchronous guest
 //! code (a blocking `BlockDevice::read`, say) works in the simulator too.
 
+use crate::domain::{Domain, Exit};
 use crate::guest_access::{Args, HResult};
-use crate::hypervisor::{Core, Domain, Exit, Queues, Rng, Task, TimerKind};
+use crate::hypervisor::{Core, Queues, Rng, Task, TimerKind};
 use crate::{event_channel, gnttab, services};
 use hal::DomId;
 use std::cell::RefCell;
@@ -410,7 +411,7 @@ pub(crate) fn destroy(core: &Arc<Core>, dom: &Arc<Domain>, exit: Exit) {
         st.timer = None;
         st.poll = None;
         let ports: Vec<u32> = (1..st.ports.len() as u32)
-            .filter(|&p| !matches!(st.ports[p as usize], crate::hypervisor::Chan::Free))
+            .filter(|&p| !matches!(st.ports[p as usize], crate::domain::Chan::Free))
             .collect();
         let handles: Vec<u32> = (0..st.maptrack.len() as u32)
             .filter(|&h| st.maptrack[h as usize].is_some())

@@ -3,7 +3,8 @@
 //! does for its own services), so one simulator can serve 10,000 domains
 //! without dom0 running out of 2-level ports.
 
-use crate::hypervisor::{Core, Domain, Queues, Service, Task, TimerKind};
+use crate::domain::{Domain, Service};
+use crate::hypervisor::{Core, Queues, Task, TimerKind};
 use hal::DomId;
 use hal::mem::{Gfn, SharedMemory};
 use std::sync::atomic::Ordering;

@@ -1,9 +1,10 @@
 //! The simulator's public face: build domains, run them, look at what they
 //! did.
 
+use crate::domain::{Domain, Exit, Service};
 use crate::guest::SimPlatform;
 use crate::guest::{MainFuture, StartFn};
-use crate::hypervisor::{Core, Domain, Exit, Queues, Service, TimeSource, Trace, WorkerQueue};
+use crate::hypervisor::{Core, Queues, TimeSource, Trace, WorkerQueue};
 use crate::sched::{self, Inbox, LocalSched, Stop};
 use crate::{event_channel, layout};
 use hal::mem::PAGE_SIZE;

@@ -5,7 +5,8 @@
 //! policy's checks sit where Xen makes them, in each operation; this module
 //! holds SILO's.
 
-use crate::hypervisor::{Core, Domain};
+use crate::domain::Domain;
+use crate::hypervisor::Core;
 
 /// Whether SILO forbids `a` and `b` to talk: it is on, they differ, and
 /// neither is privileged.
