@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_apps::site::{self, SiteConfig};
 use xenpal_drivers::net::{NetConfig, Netfront};
+use xenpal_fatimg as fatimg;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::backends::net::{NetBackend, add_vif};
 use xenpal_sim::hal::Clock;
 use xenpal_sim::hal::task::select;
-use xenpal_sim::{DomainConfig, Sim, SimConfig, SimPlatform, fatimg};
+use xenpal_sim::{DomainConfig, Sim, SimConfig, SimPlatform};
 
 /// A fetched page: path, status, body.
 type Fetched = (String, u16, Vec<u8>);

@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 use xenpal_apps::site::{self, SiteConfig, SiteError};
+use xenpal_fatimg as fatimg;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::{DomainConfig, Sim, SimConfig, fatimg};
+use xenpal_sim::{DomainConfig, Sim, SimConfig};
 
 fn image() -> Vec<u8> {
     let mut img = fatimg::FatImage::new();

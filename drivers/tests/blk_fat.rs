@@ -15,6 +15,7 @@ use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::BlockDevice as _;
 use xenpal_sim::DomainConfig;
 use xenpal_sim::backends::blk::{Disk, VbdOptions};
+use xenpal_tests::assert_same;
 
 type File<'a, D, T> = embedded_sdmmc::File<'a, D, T, 4, 4, 1>;
 
@@ -34,17 +35,6 @@ fn write_file<D: BlockDevice, T: TimeSource>(f: &File<'_, D, T>, data: &[u8]) {
     for chunk in data.chunks(3000) {
         f.write(chunk).expect("write a file");
     }
-}
-
-#[track_caller]
-fn same(what: &str, got: &[u8], want: &[u8]) {
-    assert!(
-        got == want,
-        "{what}: {} bytes differ from the {} expected (first difference at {:?})",
-        got.len(),
-        want.len(),
-        got.iter().zip(want).position(|(a, b)| a != b)
-    );
 }
 
 struct Files {
@@ -101,12 +91,12 @@ async fn use_fat_disk(p: &xenpal_sim::SimPlatform, f: &Files) {
         let hello = root
             .open_file_in_dir("HELLO.TXT", Mode::ReadOnly)
             .expect("open HELLO.TXT");
-        same("HELLO.TXT", &read_file(&hello), &f.hello);
+        assert_same("HELLO.TXT", &read_file(&hello), &f.hello);
         hello.close().expect("close");
         let big = root
             .open_file_in_dir("BIG.BIN", Mode::ReadOnly)
             .expect("open BIG.BIN");
-        same("BIG.BIN", &read_file(&big), &f.big);
+        assert_same("BIG.BIN", &read_file(&big), &f.big);
         big.close().expect("close");
         // The long name, as mcopy wrote it, found by listing the directory.
         let mut storage = [0u8; 128];
@@ -126,13 +116,13 @@ async fn use_fat_disk(p: &xenpal_sim::SimPlatform, f: &Files) {
         let long = root
             .open_long_name_file_in_dir(LONG_NAME, Mode::ReadOnly)
             .expect("open by long name");
-        same(LONG_NAME, &read_file(&long), &f.long);
+        assert_same(LONG_NAME, &read_file(&long), &f.long);
         long.close().expect("close");
         let docs = root.open_dir("DOCS").expect("open DOCS");
         let inner = docs
             .open_file_in_dir("INNER.TXT", Mode::ReadOnly)
             .expect("open DOCS/INNER.TXT");
-        same("DOCS/INNER.TXT", &read_file(&inner), &f.inner);
+        assert_same("DOCS/INNER.TXT", &read_file(&inner), &f.inner);
         inner.close().expect("close");
         // New files.
         for (dir, name, data) in [
@@ -150,7 +140,7 @@ async fn use_fat_disk(p: &xenpal_sim::SimPlatform, f: &Files) {
         let again = root
             .open_file_in_dir("NEWBIG.BIN", Mode::ReadOnly)
             .expect("reopen NEWBIG.BIN");
-        same("NEWBIG.BIN (guest)", &read_file(&again), &f.new_big);
+        assert_same("NEWBIG.BIN (guest)", &read_file(&again), &f.new_big);
         again.close().expect("close");
         docs.close().expect("close DOCS");
         root.close().expect("close /");
@@ -183,14 +173,14 @@ fn guest_reads_and_writes_a_fat_image_made_on_the_host() {
         finish(&mut sim, &blkback, "fat");
         assert_eq!(vbd.dirty_sectors(), 0, "the guest flushed");
         // The host's tools see what the guest wrote, byte for byte.
-        same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
-        same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
-        same(
+        assert_same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
+        assert_same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
+        assert_same(
             "DOCS/NEWIN.BIN",
             &mcopy_out(&img, "DOCS/NEWIN.BIN"),
             &f.new_inner,
         );
-        same("HELLO.TXT", &mcopy_out(&img, "HELLO.TXT"), &f.hello);
+        assert_same("HELLO.TXT", &mcopy_out(&img, "HELLO.TXT"), &f.hello);
         fsck(&img);
     }
 }
@@ -221,9 +211,9 @@ fn fat_on_a_disk_with_4096_byte_sectors() {
         )
         .unwrap();
     finish(&mut sim, &blkback, "fat on 4k sectors");
-    same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
-    same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
-    same(
+    assert_same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
+    assert_same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
+    assert_same(
         "DOCS/NEWIN.BIN",
         &mcopy_out(&img, "DOCS/NEWIN.BIN"),
         &f.new_inner,
@@ -280,8 +270,8 @@ fn a_guest_serves_files_from_two_fat_disks() {
                     let fb = rb.open_file_in_dir("B.BIN", Mode::ReadOnly).unwrap();
                     let got_a = read_file(&fa);
                     let got_b = read_file(&fb);
-                    same("A.BIN", &got_a, &a);
-                    same("B.BIN", &got_b, &b);
+                    assert_same("A.BIN", &got_a, &a);
+                    assert_same("B.BIN", &got_b, &b);
                     let to_b = rb
                         .open_file_in_dir("FROMA.BIN", Mode::ReadWriteCreate)
                         .unwrap();
@@ -317,8 +307,8 @@ fn a_guest_serves_files_from_two_fat_disks() {
             .unwrap();
     }
     finish(&mut sim, &blkback, "two FAT disks");
-    same("FROMA.BIN on B", &mcopy_out(&b_img, "FROMA.BIN"), &a_data);
-    same("FROMB.BIN on A", &mcopy_out(&a_img, "FROMB.BIN"), &b_data);
+    assert_same("FROMA.BIN on B", &mcopy_out(&b_img, "FROMA.BIN"), &a_data);
+    assert_same("FROMB.BIN on A", &mcopy_out(&a_img, "FROMB.BIN"), &b_data);
     fsck(&a_img);
     fsck(&b_img);
 }
@@ -359,7 +349,7 @@ fn fat_through_transient_io_errors() {
         .unwrap();
     finish(&mut sim, &blkback, "fat-io");
     assert!(vbd.stats().faults.io_errors > 0, "no error was injected");
-    same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
-    same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
+    assert_same("NEW.TXT", &mcopy_out(&img, "NEW.TXT"), &f.new_small);
+    assert_same("NEWBIG.BIN", &mcopy_out(&img, "NEWBIG.BIN"), &f.new_big);
     fsck(&img);
 }

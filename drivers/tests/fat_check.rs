@@ -8,7 +8,7 @@ use embedded_sdmmc::{
     Block, BlockCount, BlockDevice, BlockIdx, Mode, TimeSource, Timestamp, VolumeIdx, VolumeManager,
 };
 use xenpal_drivers::fat::{self, FatError, FatKind};
-use xenpal_sim::fatimg::FatImage;
+use xenpal_fatimg::FatImage;
 
 /// A disk's error.
 #[derive(Debug)]

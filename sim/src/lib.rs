@@ -43,7 +43,6 @@ mod console;
 mod domain;
 mod event_2l;
 mod event_channel;
-pub mod fatimg;
 mod gnttab;
 mod guest;
 mod guest_access;

@@ -25,7 +25,7 @@
 //! 1. Checks the whole spec and prepares its disks before building
 //!    anything: a disk whose target is a file is served from that raw image
 //!    ([`Disk::file`]); a target that is a **directory** (xenpal's
-//!    extension) is packed into FAT images with [`crate::fatimg`] of at most
+//!    extension) is packed into FAT images with [`xenpal_fatimg`] of at most
 //!    [`DEFAULT_IMAGE_MAX_BYTES`] each ([`Toolstack::fat_image_max_bytes`];
 //!    a file too large for that gets an image of its own, as large as it
 //!    needs, so any file FAT32 holds works), each attached as its own
@@ -71,7 +71,6 @@
 
 use crate::backends::blk::{Blkback, Disk, Vbd, VbdError, VbdOptions};
 use crate::backends::net::{DEFAULT_BRIDGE, NetBackend, NetStatus, VifConfig, add_vif_with};
-use crate::fatimg::{FatError, FatImage};
 use crate::xl::DomainSpec;
 use crate::{
     DomainConfig, DomainStatus, RunReport, Sim, SimConfig, SimError, SimPlatform,
@@ -85,6 +84,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use xenpal_fatimg::{FatError, FatImage};
 
 /// The largest FAT image a directory is packed into, by default: 64 MiB.
 pub const DEFAULT_IMAGE_MAX_BYTES: u64 = 64 << 20;
@@ -443,7 +443,7 @@ impl Toolstack {
     }
 
     /// Pack directories into FAT images of at most `bytes` each (at least
-    /// about 2.1 MiB are needed for any image; see [`crate::fatimg::split`]),
+    /// about 2.1 MiB are needed for any image; see [`xenpal_fatimg::split`]),
     /// for domains created from now on. A file too large for such an image
     /// gets one of its own, as large as it needs.
     pub fn fat_image_max_bytes(&mut self, bytes: u64) -> &mut Self {

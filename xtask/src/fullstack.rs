@@ -40,7 +40,7 @@ pub fn noise(len: usize) -> Vec<u8> {
 ///
 /// Errors: a message if the image cannot be built or written.
 pub fn write_disk(path: &Path, data: &[u8]) -> Result<(), String> {
-    let mut img = xenpal_sim::fatimg::FatImage::new();
+    let mut img = xenpal_fatimg::FatImage::new();
     img.add_file(INPUT, data.to_vec())
         .map_err(|e| format!("disk image: {e}"))?;
     img.set_free_space(4 * INPUT_BYTES as u64);

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xenpal_apps::site_client;
-use xenpal_sim::fatimg::FatImage;
+use xenpal_fatimg::FatImage;
 
 /// The guest's address on QEMU's user network.
 pub const GUEST_IP: &str = "10.0.2.16";

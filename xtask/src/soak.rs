@@ -53,12 +53,13 @@ use xenpal_apps::site::{self, SiteConfig};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::{BlockDevice, BlockError};
 use xenpal_drivers::net::{NetConfig, Netfront};
+use xenpal_fatimg as fatimg;
 use xenpal_sim::backends::blk::{Blkback, Disk, DiskFaultCounters, DiskFaults, VbdOptions};
 use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, add_vif};
 use xenpal_sim::hal::task::select;
 use xenpal_sim::hal::time::sleep;
 use xenpal_sim::hal::{Clock, DomId};
-use xenpal_sim::{DomainConfig, Exit, Holdings, Rng, Sim, SimConfig, SimPlatform, fatimg};
+use xenpal_sim::{DomainConfig, Exit, Holdings, Rng, Sim, SimConfig, SimPlatform};
 
 /// Simulated time within which every guest must finish: longer than any
 /// healthy run (a few simulated minutes at most, when TCP backs off), so

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use xenpal_sim::backends::blk::Blkback;
 use xenpal_sim::hal::{EventPort, GrantTable, PageAlloc};
 use xenpal_sim::xen_pv::abi::evtchnstat;
 use xenpal_sim::xen_pv::hypercall;
 use xenpal_sim::{RunReport, Sim, SimConfig, SimPlatform};
+pub use xenpal_tests::{Scratch, pattern};
 
 /// A simulator with blkback ready to be given disks; call
 /// [`finish`] to start dom0 and run.
@@ -68,56 +68,12 @@ pub fn port_closed(p: &SimPlatform, port: EventPort) -> bool {
         .unwrap_or(false)
 }
 
-/// Deterministic pseudo-random bytes (SplitMix64 of `seed`).
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// A fixed clock for `embedded_sdmmc`.
 pub struct FixedTime;
 
 impl embedded_sdmmc::TimeSource for FixedTime {
     fn get_timestamp(&self) -> embedded_sdmmc::Timestamp {
         embedded_sdmmc::Timestamp::from_calendar(2024, 5, 17, 12, 0, 0).expect("valid date")
-    }
-}
-
-/// A fresh scratch directory, removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    /// A new empty directory under the system's temporary directory.
-    pub fn new(label: &str) -> Scratch {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "xenpal-{label}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-
-    /// A path in the directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use xenpal_apps::site::FixedTime;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, ReadAhead, vbd_ids};
 use xenpal_drivers::fat;
+use xenpal_fatimg::FatImage;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::fatimg::FatImage;
 use xenpal_sim::{DomainConfig, SimPlatform};
 
 /// The site's read-ahead: 128 blocks per window, 8 windows.

@@ -2,12 +2,12 @@
 //! into a FAT16 or FAT32 disk image on the host, with no external tools.
 //!
 //! The simulator's demos serve a user's own directory to a guest: pack it
-//! with [`FatImage`], hand the bytes to blkback ([`Disk::memory`]) or write
-//! them to a file ([`Disk::file`]), and the guest reads it through blkfront
-//! and `embedded-sdmmc`.
+//! with [`FatImage`], write it to a file ([`FatImage::write_file`]) or
+//! build it in memory ([`FatImage::build`]), hand it to blkback, and the
+//! guest reads it through blkfront and `embedded-sdmmc`.
 //!
 //! ```
-//! use xenpal_sim::fatimg::{FatImage, FatType};
+//! use xenpal_fatimg::{FatImage, FatType};
 //!
 //! let mut img = FatImage::new();
 //! img.add_file("index.html", b"<h1>hello</h1>".to_vec()).unwrap();
@@ -19,16 +19,41 @@
 //! assert_eq!(&bytes[510..512], &[0x55, 0xAA]);
 //! ```
 //!
-//! # The image
+//! # Who does what
 //!
-//! - **Partitioning.** `embedded-sdmmc` opens volumes only from an MBR
-//!   partition table (it reads block 0, wants the `55 AA` signature and a
-//!   partition of type 0x04, 0x06, 0x0B, 0x0C or 0x0E). As with
+//! The [`fatfs`] crate formats the volume (boot sector, FSInfo, FATs) and
+//! writes every directory entry (long names, 8.3 aliases, checksums) and
+//! every file. This crate adds what `fatfs` does not do:
+//!
+//! - **Sizing.** The image's size comes from what it must hold: the census
+//!   of clusters each file and directory needs at each cluster size, kept
+//!   as entries are added, and `fatfs`'s own geometry (its reserved
+//!   sectors and FAT size formula), so the volume is as small as it can be
+//!   and [`FatImage::layout`] knows it before anything is written. After
+//!   writing, the clusters `fatfs` used are checked against the plan.
+//! - **Splitting** a tree across images of a bounded size
+//!   ([`FatImage::split`], [`FatImage::split_growing`]).
+//! - **The partition table.** `embedded-sdmmc` opens volumes only from an
+//!   MBR partition table (it reads block 0, wants the `55 AA` signature and
+//!   a partition of type 0x04, 0x06, 0x0B, 0x0C or 0x0E). As with
 //!   `mkfs.fat --mbr=y`, the FAT boot sector *is* that MBR: its partition
 //!   table has one active entry that starts at sector 0 and spans the whole
 //!   image (type 0x04 for FAT16 under 32 MiB, 0x06 above, 0x0C for FAT32).
 //!   So the partition offset is 0, and tools that expect a bare file system
 //!   (`fsck.fat`, `mtools`, Linux's `mount -o loop`) read the image as is.
+//! - **Reproducible bytes**: timestamps are 2024-01-01 12:00:00, the volume
+//!   serial number is a hash of the names and sizes, entries go in a fixed
+//!   order, so the same input gives the same image, byte for byte.
+//! - **Contiguous files**: each file is written whole before the next is
+//!   created, so `fatfs` gives it consecutive clusters.
+//! - **Streaming from disk**: [`FatImage::write_file`] reads host files as
+//!   it writes them and keeps only FAT and directory sectors in memory.
+//! - **Two fixes** to what `fatfs` 0.3.6 (the newest release) writes in
+//!   each new directory, fixed upstream but unreleased: see
+//!   `fix_dot_entries` in the source.
+//!
+//! # The image
+//!
 //! - **FAT type and cluster size**, as `mkfs.fat` chooses them, except that
 //!   FAT12 is never used (`embedded-sdmmc` cannot read it): FAT16 while the
 //!   volume stays under 512 MiB, with 2 KiB clusters, doubled as needed to
@@ -45,47 +70,39 @@
 //! - **Size**: the payload (files and directories, cluster-rounded), plus
 //!   free space ([`FatImage::set_free_space`]; by default 1/16 of the payload
 //!   plus 256 KiB), plus the boot sectors and two FATs, rounded up to 16 KiB.
-//!   The data area is aligned to the cluster size (at least 4 KiB).
-//! - **Directories** start with `.` and `..`; every name that is not
-//!   already an upper-case 8.3 name gets VFAT long-name entries (UTF-16,
-//!   checksummed, in the order the specification gives) before a unique
-//!   8.3 alias (`SITEMA~1.HTM`; characters that 8.3 names cannot hold become
-//!   `_`). Entries are sorted by name, case-insensitively. The FAT16 root
-//!   directory has 512 entries, more if needed.
-//! - **Contents**: every file and directory is contiguous. Directories come
-//!   first (breadth-first), then files in directory order.
-//! - **Everything else is fixed**: timestamps are 2024-01-01 12:00:00, the
-//!   volume serial number is a hash of the names and sizes, the OEM name is
-//!   `MSWIN4.1`, media 0xF8, 2 FATs, geometry 64 heads × 32 sectors, so the
-//!   same input gives the same image, byte for byte.
+//! - **Directories** start with `.` and `..`; every name gets VFAT
+//!   long-name entries (UTF-16, checksummed) before a unique 8.3 alias
+//!   (`SITEMA~1.HTM`), as `fatfs` writes them. Entries are sorted by name,
+//!   case-insensitively. The FAT16 root directory has 512 entries, more if
+//!   needed.
+//! - **Fixed**: OEM name `MSWIN4.1`, media 0xF8, 2 FATs, geometry 64 heads
+//!   × 32 sectors.
 //!
 //! # Names
 //!
 //! Paths use `/`. A name is 1 to [`MAX_NAME_UNITS`] UTF-16 units, not `.`
 //! or `..`, without control characters or any of `" * / : < > ? \ |`, and
-//! does not end with a dot or a space (FAT drops those). Names compare
+//! does not end with a dot or a space (FAT drops those). `fatfs` 0.3 adds
+//! two limits of its own, refused here with a [`NameError`] naming the
+//! file: no characters outside the Basic Multilingual Plane (emoji), and
+//! at most 255 bytes of UTF-8 (so at most 127 accented letters, say,
+//! where FAT holds 255). Names compare
 //! case-insensitively, as on FAT: `Docs/a.txt` goes into an existing `DOCS`,
 //! and `A.TXT` next to `a.txt` is refused. Paths are at most
 //! [`MAX_PATH_UNITS`] units and [`MAX_DEPTH`] components.
 //!
-//! Characters outside the Basic Multilingual Plane (emoji) are stored as
-//! UTF-16 surrogate pairs, as Windows and Linux store them.
-//!
 //! What readers make of valid names varies: `embedded-sdmmc` 0.10
-//! reassembles long names of at most 19 entries (247 units) and, while it
-//! lists names with surrogate pairs, cannot open a file by such a name; a
-//! guest opens those by their 8.3 alias. mtools 4.0 shows each half of a
-//! surrogate pair as `_`. Windows refuses device names (`CON`, `NUL.txt`),
-//! which FAT itself holds.
-//!
-//! [`Disk::memory`]: crate::backends::blk::Disk::memory
-//! [`Disk::file`]: crate::backends::blk::Disk::file
+//! reassembles long names of at most 19 entries (247 units); a guest opens
+//! longer ones by their 8.3 alias. Windows refuses device names (`CON`,
+//! `NUL.txt`), which FAT itself holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+mod storage;
 
 /// The longest name, in UTF-16 code units (VFAT's limit).
 pub const MAX_NAME_UNITS: usize = 255;
@@ -116,17 +133,11 @@ const FAT32_FROM_BYTES: u64 = 512 << 20;
 const FAT16_MAX_ROOT: u32 = 65_520;
 const HEADS: u64 = 64;
 const SECTORS_PER_TRACK: u64 = 32;
-/// 2024-01-01.
-const DATE: u16 = ((2024 - 1980) << 9) | (1 << 5) | 1;
-/// 12:00:00.
-const TIME: u16 = 12 << 11;
-const ATTR_VOLUME: u8 = 0x08;
-const ATTR_DIR: u8 = 0x10;
-const ATTR_ARCHIVE: u8 = 0x20;
-const ATTR_LFN: u8 = 0x0F;
+/// Entries `.` and `..` take at the start of a directory other than the
+/// root: `fatfs` writes a long-name entry before each.
+const DOT_ENTRIES: u32 = 4;
 /// Characters an 8.3 name may hold besides `A-Z` and `0-9`.
 const SHORT_SPECIALS: &str = "!#$%&'()-@^_`{}~";
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// A FAT type.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -250,6 +261,9 @@ pub enum FatError {
         /// Its size (or the bytes read) when packed.
         found: u64,
     },
+    /// A bug here: `fatfs` laid out or filled the volume otherwise than
+    /// planned (the message says how). Please report it.
+    Internal(String),
     /// A volume label FAT cannot hold.
     InvalidLabel {
         /// The label.
@@ -333,6 +347,9 @@ impl fmt::Display for FatError {
             FatError::InvalidLabel { label, reason } => {
                 write!(f, "volume label `{label}`: {reason}")
             }
+            FatError::Internal(what) => {
+                write!(f, "internal error in the FAT image builder: {what}")
+            }
         }
     }
 }
@@ -380,6 +397,23 @@ pub enum NameError {
         /// Its length in UTF-16 units.
         units: usize,
     },
+    /// A name holding a character outside Unicode's Basic Multilingual
+    /// Plane (an emoji, say): FAT holds it, but `fatfs` 0.3, which writes
+    /// the image, refuses it.
+    OutsideBmp {
+        /// The name.
+        name: String,
+        /// The first such character.
+        c: char,
+    },
+    /// A name over 255 bytes in UTF-8: FAT counts UTF-16 units, but
+    /// `fatfs` 0.3, which writes the image, refuses it.
+    TooManyBytes {
+        /// The name.
+        name: String,
+        /// Its length in UTF-8 bytes.
+        bytes: usize,
+    },
     /// A host file name that is not UTF-8 (when packing a directory).
     NotUtf8,
 }
@@ -397,6 +431,16 @@ impl fmt::Display for NameError {
             NameError::TooLong { name, units } => write!(
                 f,
                 "`{name}` is {units} UTF-16 units long, more than {MAX_NAME_UNITS}"
+            ),
+            NameError::OutsideBmp { name, c } => write!(
+                f,
+                "`{name}` holds {c:?}, outside Unicode's Basic Multilingual Plane, \
+                 which the FAT writer (fatfs 0.3) cannot write"
+            ),
+            NameError::TooManyBytes { name, bytes } => write!(
+                f,
+                "`{name}` is {bytes} bytes long in UTF-8, more than the 255 \
+                 the FAT writer (fatfs 0.3) takes"
             ),
             NameError::NotUtf8 => f.write_str("the host name is not UTF-8"),
         }
@@ -454,7 +498,7 @@ impl fmt::Display for OutsideLink {
 }
 
 /// A FAT image being put together: add files and directories, then
-/// [`build`](FatImage::build) or [`write_to`](FatImage::write_to).
+/// [`build`](FatImage::build) or [`write_file`](FatImage::write_file).
 ///
 /// Files added with [`add_file`](FatImage::add_file) are held in memory;
 /// files found by [`add_dir_tree`](FatImage::add_dir_tree) are read from
@@ -801,41 +845,42 @@ impl FatImage {
     /// changed size.
     pub fn build(&self) -> Result<Vec<u8>, FatError> {
         let layout = self.layout()?;
-        let mut out = Vec::with_capacity(usize::try_from(layout.image_bytes).unwrap_or(0));
-        self.emit(&mut out, &layout, true)?;
-        Ok(out)
-    }
-
-    /// Write the image to `out`, streaming file contents (only the FATs and
-    /// directories are held in memory). Returns its layout.
-    ///
-    /// Errors: as [`build`](FatImage::build), and [`FatError::Write`]. On
-    /// error, what was written is not a valid image.
-    pub fn write_to<W: Write>(&self, mut out: W) -> Result<Layout, FatError> {
-        let layout = self.layout()?;
-        self.emit(&mut out, &layout, true)?;
-        out.flush().map_err(FatError::Write)?;
-        Ok(layout)
+        let len = usize::try_from(layout.image_bytes).map_err(|_| {
+            FatError::Write(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "the image is larger than this host's address space",
+            ))
+        })?;
+        let mut disk = io::Cursor::new(vec![0u8; len]);
+        self.write_volume(&mut disk, &layout)?;
+        Ok(disk.into_inner())
     }
 
     /// Write the image to a new file at `path` (replacing any), as a sparse
-    /// file where the host's file system allows: the free clusters at the
-    /// end are not written. Returns its layout.
+    /// file where the host's file system allows: free clusters are never
+    /// written. File contents are streamed; memory holds the FATs and
+    /// directories (at most about 8 MiB of them at a time). Returns its
+    /// layout.
     ///
-    /// Errors: as [`write_to`](FatImage::write_to); creating the file is a
-    /// [`FatError::Io`].
+    /// Errors: as [`build`](FatImage::build), [`FatError::Write`] if
+    /// writing fails (what was written is then not a valid image);
+    /// creating the file is a [`FatError::Io`].
     pub fn write_file(&self, path: &Path) -> Result<Layout, FatError> {
         let layout = self.layout()?;
-        let file = fs::File::create(path).map_err(|source| FatError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        self.emit(&mut w, &layout, false)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| FatError::Write(e.into_error()))?;
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|source| FatError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         file.set_len(layout.image_bytes).map_err(FatError::Write)?;
+        let mut disk = storage::Storage::new(file, layout.image_bytes);
+        self.write_volume(&mut disk, &layout)?;
+        disk.finish().map_err(FatError::Write)?;
         Ok(layout)
     }
 
@@ -945,7 +990,7 @@ impl FatImage {
             if !dir.children.contains_key(&key) {
                 dir.entries += slots(name);
                 dir.children
-                    .insert(key.clone(), Node::Dir(Dir::new(name, 2)));
+                    .insert(key.clone(), Node::Dir(Dir::new(name, DOT_ENTRIES)));
             }
             let Some(Node::Dir(d)) = dir.children.get_mut(&key) else {
                 unreachable!("plan() checked that `{name}` is a directory");
@@ -954,7 +999,7 @@ impl FatImage {
         }
         dir.entries += slots(last);
         let node = match leaf {
-            Leaf::Dir => Node::Dir(Dir::new(last, 2)),
+            Leaf::Dir => Node::Dir(Dir::new(last, DOT_ENTRIES)),
             Leaf::File { len, source } => Node::File(File {
                 name: last.to_string(),
                 len,
@@ -1017,7 +1062,7 @@ impl FatImage {
         }
         // New directories `comps[i..last]`, each holding the next name.
         for name in &comps[i + 1..] {
-            let entries = 2 + slots(name);
+            let entries = DOT_ENTRIES + slots(name);
             for (k, n) in c.dir_clusters.iter_mut().enumerate() {
                 *n += dir_clusters(entries, k);
             }
@@ -1025,7 +1070,7 @@ impl FatImage {
         match kind {
             LeafKind::Dir => {
                 for (k, n) in c.dir_clusters.iter_mut().enumerate() {
-                    *n += dir_clusters(2, k);
+                    *n += dir_clusters(DOT_ENTRIES, k);
                 }
             }
             LeafKind::File(len) => {
@@ -1039,153 +1084,100 @@ impl FatImage {
         Ok(Some(c))
     }
 
-    /// Write the whole image; if `zero_tail` is false, stop after the last
-    /// used cluster (the caller extends the file).
-    fn emit(&self, out: &mut dyn Write, l: &Layout, zero_tail: bool) -> Result<(), FatError> {
-        let fat32 = l.fat_type == FatType::Fat32;
-        let k = l.cluster_bytes.trailing_zeros() as usize - 9;
-        let cs = u64::from(l.cluster_bytes);
-        let label = self.opts.label;
-        let root_slots = self.root.entries + u32::from(label.is_some());
-
-        // Allocate: the FAT32 root, the other directories breadth-first,
-        // then files in directory order; each contiguous.
-        let mut next: u32 = 2;
-        let mut alloc = |n: u64| {
-            let first = next;
-            next += n as u32;
-            first
-        };
-        let root_cluster = if fat32 {
-            alloc(dir_clusters(root_slots, k))
+    /// Format `disk` (zeroed, `l.image_bytes` long) with `fatfs`, add the
+    /// partition table, then create every directory and file, breadth
+    /// first, each directory's entries in order. Each file is written
+    /// whole before the next is created, so its clusters are contiguous.
+    fn write_volume<D: Read + Write + Seek>(
+        &self,
+        disk: &mut D,
+        l: &Layout,
+    ) -> Result<(), FatError> {
+        let total = l.image_bytes / SECTOR;
+        let mut options = fatfs::FormatVolumeOptions::new()
+            .bytes_per_sector(SECTOR as u16)
+            .total_sectors(total as u32)
+            .bytes_per_cluster(l.cluster_bytes)
+            .fats(2)
+            .media(0xF8)
+            .heads(HEADS as u16)
+            .sectors_per_track(SECTORS_PER_TRACK as u16)
+            .drive_num(0x80)
+            .volume_id(self.volume_id());
+        if l.fat_type == FatType::Fat16 {
+            options = options
+                .fat_type(fatfs::FatType::Fat16)
+                .max_root_dir_entries(l.root_entries as u16);
         } else {
-            0
+            options = options.fat_type(fatfs::FatType::Fat32);
+        }
+        if let Some(label) = self.opts.label {
+            options = options.volume_label(label);
+        }
+        let w = FatError::Write;
+        disk.seek(SeekFrom::Start(0)).map_err(w)?;
+        fatfs::format_volume(&mut *disk, options).map_err(w)?;
+        // The MBR in the boot sector (and its FAT32 backup, which fsck.fat
+        // compares with it).
+        let table = partition_table(l, self.volume_id());
+        let backups: &[u64] = if l.fat_type == FatType::Fat32 {
+            &[0, 6]
+        } else {
+            &[0]
         };
-        let mut cluster_of: HashMap<usize, u32> = HashMap::new();
-        // (directory, its first cluster, the cluster its `..` names)
-        let mut dirs: Vec<(&Dir, u32, u32)> = vec![(&self.root, root_cluster, 0)];
-        let mut i = 0;
-        while i < dirs.len() {
-            let (d, own, _) = dirs[i];
-            for child in d.children.values() {
-                if let Node::Dir(sub) = child {
-                    let first = alloc(dir_clusters(sub.entries, k));
-                    cluster_of.insert(addr(sub), first);
-                    dirs.push((sub, first, if i == 0 { 0 } else { own }));
+        for &sector in backups {
+            disk.seek(SeekFrom::Start(sector * SECTOR + 440))
+                .map_err(w)?;
+            disk.write_all(&table).map_err(w)?;
+        }
+        disk.seek(SeekFrom::Start(0)).map_err(w)?;
+
+        let fs = fatfs::FileSystem::new(
+            &mut *disk,
+            fatfs::FsOptions::new()
+                .time_provider(&FIXED_TIME)
+                .update_accessed_date(false),
+        )
+        .map_err(w)?;
+        if fs.fat_type() != fat_type_of(l.fat_type) {
+            return Err(FatError::Internal(format!(
+                "fatfs made {:?} where the layout says {}",
+                fs.fat_type(),
+                l.fat_type
+            )));
+        }
+        let mut queue = std::collections::VecDeque::from([(&self.root, fs.root_dir())]);
+        while let Some((dir, at)) = queue.pop_front() {
+            for child in dir.children.values() {
+                match child {
+                    Node::Dir(d) => {
+                        let sub = at.create_dir(&d.name).map_err(w)?;
+                        queue.push_back((d, sub));
+                    }
+                    Node::File(f) => {
+                        let mut file = at.create_file(&f.name).map_err(w)?;
+                        match &f.source {
+                            Source::Memory(data) => file.write_all(data).map_err(w)?,
+                            Source::Host(path) => copy_host_file(path, f.len, &mut file)?,
+                        }
+                        file.flush().map_err(w)?;
+                    }
                 }
             }
-            i += 1;
         }
-        let mut files: Vec<(&File, u32, u64)> = Vec::new();
-        for (d, _, _) in &dirs {
-            for child in d.children.values() {
-                if let Node::File(f) = child {
-                    let n = f.len.div_ceil(cs);
-                    let first = if n == 0 { 0 } else { alloc(n) };
-                    cluster_of.insert(addr(f), first);
-                    files.push((f, first, n));
-                }
-            }
+        drop(queue);
+        let stats = fs.stats().map_err(w)?;
+        let used = stats.total_clusters() - stats.free_clusters();
+        if used != l.used_clusters || stats.total_clusters() != l.clusters {
+            return Err(FatError::Internal(format!(
+                "{used} of {} clusters used, {} of {} planned",
+                stats.total_clusters(),
+                l.used_clusters,
+                l.clusters
+            )));
         }
-        let used = u64::from(next - 2);
-        assert!(
-            used == u64::from(l.used_clusters) && used <= u64::from(l.clusters),
-            "fatimg: internal error: {used} clusters allocated, {} planned",
-            l.used_clusters
-        );
-
-        // The FAT.
-        let entry_bytes = if fat32 { 4 } else { 2 };
-        let mut fat = vec![0u8; l.fat_sectors as usize * SECTOR as usize];
-        let mut set = |cluster: u64, value: u32| {
-            let at = cluster as usize * entry_bytes;
-            if fat32 {
-                fat[at..at + 4].copy_from_slice(&value.to_le_bytes());
-            } else {
-                fat[at..at + 2].copy_from_slice(&(value as u16).to_le_bytes());
-            }
-        };
-        let (eoc, media) = if fat32 {
-            (0x0FFF_FFFF, 0x0FFF_FFF8)
-        } else {
-            (0xFFFF, 0xFFF8)
-        };
-        set(0, media);
-        set(1, eoc); // clean, no I/O errors
-        let mut chain = |first: u32, n: u64| {
-            let first = u64::from(first);
-            for c in first..first + n {
-                set(
-                    c,
-                    if c + 1 == first + n {
-                        eoc
-                    } else {
-                        c as u32 + 1
-                    },
-                );
-            }
-        };
-        if fat32 {
-            chain(root_cluster, dir_clusters(root_slots, k));
-        }
-        for &(d, first, _) in &dirs[1..] {
-            chain(first, dir_clusters(d.entries, k));
-        }
-        for &(_, first, n) in &files {
-            if n > 0 {
-                chain(first, n);
-            }
-        }
-
-        // Boot sector(s).
-        let vol_id = self.volume_id();
-        let boot = boot_sector(l, label.unwrap_or(*b"NO NAME    "), vol_id);
-        let mut reserved = vec![0u8; l.reserved_sectors as usize * SECTOR as usize];
-        reserved[..512].copy_from_slice(&boot);
-        if fat32 {
-            let free = u64::from(l.clusters) - used;
-            let info = fsinfo(free as u32, if free == 0 { u32::MAX } else { next });
-            reserved[512..1024].copy_from_slice(&info);
-            reserved[6 * 512..7 * 512].copy_from_slice(&boot);
-            reserved[7 * 512..8 * 512].copy_from_slice(&info);
-        }
-        let w = |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(FatError::Write);
-        w(out, &reserved)?;
-        w(out, &fat)?;
-        w(out, &fat)?;
-        drop(fat);
-
-        // Directories, then files.
-        for (i, &(d, own, parent)) in dirs.iter().enumerate() {
-            let is_root = i == 0;
-            let bytes = dir_bytes(
-                d,
-                (!is_root).then_some((own, parent)),
-                if is_root { label } else { None },
-                &cluster_of,
-                fat32,
-            );
-            let room = if is_root && !fat32 {
-                u64::from(l.root_entries) * 32
-            } else {
-                dir_clusters(d.entries + u32::from(is_root && label.is_some()), k) * cs
-            };
-            w(out, &bytes)?;
-            write_zeros(out, room - bytes.len() as u64)?;
-        }
-        for &(f, _, n) in &files {
-            match &f.source {
-                Source::Memory(data) => w(out, data)?,
-                Source::Host(path) => copy_host_file(path, f.len, out)?,
-            }
-            write_zeros(out, n * cs - f.len)?;
-        }
-        if zero_tail {
-            write_zeros(out, (u64::from(l.clusters) - used) * cs)?;
-            let end = l.data_offset + u64::from(l.clusters) * cs;
-            write_zeros(out, l.image_bytes - end)?;
-        }
-        Ok(())
+        fs.unmount().map_err(w)?;
+        fix_dot_entries(disk, l)
     }
 
     /// A serial number from the names and sizes (FNV-1a).
@@ -1235,11 +1227,6 @@ fn join(prefix: &str, name: &str) -> String {
     } else {
         format!("{prefix}/{name}")
     }
-}
-
-/// An identity for a node while the image is written.
-fn addr<T>(x: &T) -> usize {
-    std::ptr::from_ref(x) as usize
 }
 
 /// Every node below `dir`, parents first, with its path.
@@ -1319,7 +1306,10 @@ fn check_name(name: &str) -> Result<(), NameError> {
     if name.ends_with('.') || name.ends_with(' ') {
         return Err(NameError::TrailingDotOrSpace { name: name.into() });
     }
-    if let Some(c) = name.chars().find(|&c| c < ' ' || "\"*/:<>?\\|".contains(c)) {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c < ' ' || c == '\x7F' || "\"*/:<>?\\|".contains(c))
+    {
         return Err(NameError::BadChar {
             name: name.into(),
             c,
@@ -1332,222 +1322,26 @@ fn check_name(name: &str) -> Result<(), NameError> {
             units,
         });
     }
+    if let Some(c) = name.chars().find(|&c| u32::from(c) > 0xFFFF) {
+        return Err(NameError::OutsideBmp {
+            name: name.into(),
+            c,
+        });
+    }
+    if name.len() > 255 {
+        return Err(NameError::TooManyBytes {
+            name: name.into(),
+            bytes: name.len(),
+        });
+    }
     Ok(())
 }
 
-/// The 8.3 form of an upper-case ASCII character, if it has one.
-fn short_char(c: char) -> Option<u8> {
-    match c {
-        'A'..='Z' | '0'..='9' => Some(c as u8),
-        'a'..='z' => Some(c.to_ascii_uppercase() as u8),
-        c if SHORT_SPECIALS.contains(c) => Some(c as u8),
-        _ => None,
-    }
-}
-
-/// The basis of an 8.3 alias (FAT specification, "basis-name
-/// generation"): upper case, spaces and leading dots dropped, other dots
-/// but the last dropped, characters 8.3 cannot hold made `_`, base cut to
-/// 8 characters and extension to 3. Also whether information was lost
-/// (other than case), which calls for a `~N` tail.
-fn basis(name: &str) -> ([u8; 11], bool) {
-    let mut lossy = false;
-    let chars: Vec<char> = name
-        .chars()
-        .filter(|&c| {
-            lossy |= c == ' ';
-            c != ' '
-        })
-        .collect();
-    let start = chars.iter().position(|&c| c != '.').unwrap_or(chars.len());
-    lossy |= start > 0;
-    let chars = &chars[start..];
-    let (base, ext) = match chars.iter().rposition(|&c| c == '.') {
-        Some(dot) => (&chars[..dot], &chars[dot + 1..]),
-        None => (chars, &[][..]),
-    };
-    let mut out = [b' '; 11];
-    let mut fill = |part: &[char], out: &mut [u8]| {
-        let mut n = 0;
-        for &c in part {
-            if c == '.' {
-                lossy = true;
-                continue;
-            }
-            if n == out.len() {
-                lossy = true;
-                break;
-            }
-            out[n] = short_char(c).unwrap_or_else(|| {
-                lossy = true;
-                b'_'
-            });
-            n += 1;
-        }
-    };
-    let (b, e) = out.split_at_mut(8);
-    fill(base, b);
-    fill(ext, e);
-    if out[0] == b' ' {
-        // Cannot happen for a checked name; keep the alias valid anyway.
-        out[0] = b'_';
-        lossy = true;
-    }
-    (out, lossy)
-}
-
-/// The 8.3 entry name of `name` if it is one already (upper case, nothing
-/// lost): such names need no long-name entries.
-fn exact_short(name: &str) -> Option<[u8; 11]> {
-    if name.chars().any(|c| c.is_ascii_lowercase()) {
-        return None;
-    }
-    match basis(name) {
-        (short, false) => Some(short),
-        (_, true) => None,
-    }
-}
-
-/// Long-name entries for `name` (0 if it is an exact 8.3 name).
-fn lfn_entries(name: &str) -> u32 {
-    if exact_short(name).is_some() {
-        0
-    } else {
-        name.encode_utf16().count().div_ceil(13) as u32
-    }
-}
-
-/// Directory entries `name` takes.
+/// Directory entries `name` takes as `fatfs` writes it: long-name entries
+/// (13 UTF-16 units each; `fatfs` writes them for every name, an exact 8.3
+/// one too) and the 8.3 entry.
 fn slots(name: &str) -> u32 {
-    1 + lfn_entries(name)
-}
-
-/// The 8.3 aliases of a directory's children, in order, unique in the
-/// directory, and whether each needs long-name entries.
-fn short_names(dir: &Dir) -> Vec<([u8; 11], bool)> {
-    let names = dir.children.values().map(|n| match n {
-        Node::Dir(d) => d.name.as_str(),
-        Node::File(f) => f.name.as_str(),
-    });
-    let mut taken: HashSet<[u8; 11]> = names.clone().filter_map(exact_short).collect();
-    let mut tails: HashMap<[u8; 11], u32> = HashMap::new();
-    names
-        .map(|name| {
-            if let Some(short) = exact_short(name) {
-                return (short, false);
-            }
-            let (base, lossy) = basis(name);
-            if !lossy && taken.insert(base) {
-                return (base, true);
-            }
-            let n = tails.entry(base).or_insert(0);
-            loop {
-                *n += 1;
-                let tail = format!("~{n}");
-                let keep = base[..8]
-                    .iter()
-                    .position(|&b| b == b' ')
-                    .unwrap_or(8)
-                    .min(8 - tail.len());
-                let mut short = base;
-                short[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
-                short[keep + tail.len()..8].fill(b' ');
-                if taken.insert(short) {
-                    return (short, true);
-                }
-            }
-        })
-        .collect()
-}
-
-/// The checksum of an 8.3 name that long-name entries carry.
-fn lfn_checksum(short: &[u8; 11]) -> u8 {
-    short
-        .iter()
-        .fold(0u8, |sum, &b| sum.rotate_right(1).wrapping_add(b))
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// A short (8.3) directory entry.
-fn short_entry(name: &[u8; 11], attr: u8, cluster: u32, size: u32) -> [u8; 32] {
-    let mut e = [0u8; 32];
-    e[..11].copy_from_slice(name);
-    e[11] = attr;
-    put16(&mut e, 14, TIME); // created
-    put16(&mut e, 16, DATE);
-    put16(&mut e, 18, DATE); // accessed
-    put16(&mut e, 20, (cluster >> 16) as u16);
-    put16(&mut e, 22, TIME); // written
-    put16(&mut e, 24, DATE);
-    put16(&mut e, 26, cluster as u16);
-    put32(&mut e, 28, size);
-    e
-}
-
-/// Where a long-name entry keeps its 13 UTF-16 units.
-const LFN_OFFSETS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
-
-/// Long-name entries for `name`, in the order they are stored (last part
-/// first).
-fn lfn(name: &str, short: &[u8; 11], out: &mut Vec<u8>) {
-    let units: Vec<u16> = name.encode_utf16().collect();
-    let n = units.len().div_ceil(13);
-    let sum = lfn_checksum(short);
-    for seq in (1..=n).rev() {
-        let mut e = [0u8; 32];
-        e[0] = seq as u8 | if seq == n { 0x40 } else { 0 };
-        e[11] = ATTR_LFN;
-        e[13] = sum;
-        let part = &units[(seq - 1) * 13..units.len().min(seq * 13)];
-        for (i, &at) in LFN_OFFSETS.iter().enumerate() {
-            let unit = match i.cmp(&part.len()) {
-                std::cmp::Ordering::Less => part[i],
-                std::cmp::Ordering::Equal => 0x0000,
-                std::cmp::Ordering::Greater => 0xFFFF,
-            };
-            put16(&mut e, at, unit);
-        }
-        out.extend_from_slice(&e);
-    }
-}
-
-/// A directory's entries: `.` and `..` (`dots`: its own cluster and its
-/// parent's, 0 for the root), the volume label (root only), the children.
-fn dir_bytes(
-    dir: &Dir,
-    dots: Option<(u32, u32)>,
-    label: Option<[u8; 11]>,
-    cluster_of: &HashMap<usize, u32>,
-    fat32: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(dir.entries as usize * 32 + 32);
-    if let Some((own, parent)) = dots {
-        out.extend_from_slice(&short_entry(b".          ", ATTR_DIR, own, 0));
-        out.extend_from_slice(&short_entry(b"..         ", ATTR_DIR, parent, 0));
-    }
-    if let Some(label) = label {
-        out.extend_from_slice(&short_entry(&label, ATTR_VOLUME, 0, 0));
-    }
-    for (child, (short, long)) in dir.children.values().zip(short_names(dir)) {
-        let (name, attr, size, id) = match child {
-            Node::Dir(d) => (&d.name, ATTR_DIR, 0, addr(d)),
-            Node::File(f) => (&f.name, ATTR_ARCHIVE, f.len as u32, addr(f)),
-        };
-        if long {
-            lfn(name, &short, &mut out);
-        }
-        let cluster = cluster_of[&id];
-        debug_assert!(fat32 || cluster <= 0xFFFF);
-        out.extend_from_slice(&short_entry(&short, attr, cluster, size));
-    }
-    out
+    name.encode_utf16().count().div_ceil(13) as u32 + 1
 }
 
 /// A CHS address in a partition entry, for `lba`.
@@ -1564,89 +1358,164 @@ fn chs(lba: u64) -> [u8; 3] {
     [h as u8, (s as u8) | ((c >> 2) as u8 & 0xC0), c as u8]
 }
 
-/// The boot sector, with the one-partition MBR table in its boot code
-/// area (as `mkfs.fat --mbr=y` makes it).
-fn boot_sector(l: &Layout, label: [u8; 11], vol_id: u32) -> [u8; 512] {
-    let fat32 = l.fat_type == FatType::Fat32;
+/// Bytes 440..510 of the boot sector: the disk signature and an MBR
+/// partition table of one active partition that starts at sector 0 and
+/// spans the image (as `mkfs.fat --mbr=y` makes it): `embedded-sdmmc`
+/// opens volumes only through a partition table.
+fn partition_table(l: &Layout, signature: u32) -> [u8; 70] {
     let total = l.image_bytes / SECTOR;
-    let mut b = [0u8; 512];
-    b[..3].copy_from_slice(if fat32 {
-        &[0xEB, 0x58, 0x90]
-    } else {
-        &[0xEB, 0x3C, 0x90]
-    });
-    b[3..11].copy_from_slice(b"MSWIN4.1");
-    put16(&mut b, 11, SECTOR as u16);
-    b[13] = (u64::from(l.cluster_bytes) / SECTOR) as u8;
-    put16(&mut b, 14, l.reserved_sectors as u16);
-    b[16] = 2;
-    put16(&mut b, 17, l.root_entries as u16);
-    if !fat32 && total < 0x1_0000 {
-        put16(&mut b, 19, total as u16);
-    } else {
-        put32(&mut b, 32, total as u32);
-    }
-    b[21] = 0xF8;
-    if !fat32 {
-        put16(&mut b, 22, l.fat_sectors as u16);
-    }
-    put16(&mut b, 24, SECTORS_PER_TRACK as u16);
-    put16(&mut b, 26, HEADS as u16);
-    put32(&mut b, 28, 0); // hidden sectors: the partition starts at 0
-    let ext = if fat32 {
-        put32(&mut b, 36, l.fat_sectors);
-        put16(&mut b, 40, 0); // both FATs mirrored
-        put16(&mut b, 42, 0); // version 0.0
-        put32(&mut b, 44, 2); // root directory cluster
-        put16(&mut b, 48, 1); // FSInfo sector
-        put16(&mut b, 50, 6); // backup boot sector
-        64
-    } else {
-        36
-    };
-    b[ext] = 0x80; // drive number
-    b[ext + 2] = 0x29; // extended boot signature
-    put32(&mut b, ext + 3, vol_id);
-    b[ext + 7..ext + 18].copy_from_slice(&label);
-    b[ext + 18..ext + 26].copy_from_slice(if fat32 { b"FAT32   " } else { b"FAT16   " });
-    // Boot code, where the jump lands: INT 18h ("no bootable disk"), halt.
-    b[ext + 26..ext + 30].copy_from_slice(&[0xCD, 0x18, 0xEB, 0xFE]);
-    // The MBR: disk signature, one active partition from sector 0.
-    put32(&mut b, 440, vol_id);
-    let p = 446;
+    let mut b = [0u8; 70];
+    b[..4].copy_from_slice(&signature.to_le_bytes());
+    let p = 6;
     b[p] = 0x80;
     b[p + 1..p + 4].copy_from_slice(&chs(0));
-    b[p + 4] = match (fat32, total < 0x1_0000) {
-        (true, _) => 0x0C,
-        (false, true) => 0x04,
-        (false, false) => 0x06,
+    b[p + 4] = match (l.fat_type, total < 0x1_0000) {
+        (FatType::Fat32, _) => 0x0C,
+        (FatType::Fat16, true) => 0x04,
+        (FatType::Fat16, false) => 0x06,
     };
     b[p + 5..p + 8].copy_from_slice(&chs(total - 1));
-    put32(&mut b, p + 8, 0);
-    put32(&mut b, p + 12, total as u32);
-    b[510] = 0x55;
-    b[511] = 0xAA;
+    b[p + 8..p + 12].copy_from_slice(&0u32.to_le_bytes());
+    b[p + 12..p + 16].copy_from_slice(&(total as u32).to_le_bytes());
     b
 }
 
-/// The FAT32 FSInfo sector.
-fn fsinfo(free: u32, next_free: u32) -> [u8; 512] {
-    let mut b = [0u8; 512];
-    put32(&mut b, 0, 0x4161_5252);
-    put32(&mut b, 484, 0x6141_7272);
-    put32(&mut b, 488, free);
-    put32(&mut b, 492, next_free);
-    put32(&mut b, 508, 0xAA55_0000);
-    b
-}
-
-fn write_zeros(out: &mut dyn Write, mut n: u64) -> Result<(), FatError> {
-    while n > 0 {
-        let chunk = n.min(ZEROS.len() as u64) as usize;
-        out.write_all(&ZEROS[..chunk]).map_err(FatError::Write)?;
-        n -= chunk as u64;
+/// Put right what `fatfs` 0.3.6 (the newest on crates.io) writes wrong
+/// in every directory it creates, fixed upstream but not released
+/// (rafalh/rust-fatfs#100, #99): a long-name entry before `.` and before
+/// `..`, so they are not in the first two slots, and on FAT32 a `..`
+/// naming the root by its cluster instead of 0. `fsck.fat` reports both.
+/// Each directory's first four entries, `[LFN, ., LFN, ..]`, become
+/// `[., .., free, free]`: the directory keeps its size (the census counts
+/// four entries for the two, [`DOT_ENTRIES`]).
+///
+/// Walks the written volume's directories from the root, reading the FAT
+/// to follow their cluster chains.
+fn fix_dot_entries<D: Read + Write + Seek>(disk: &mut D, l: &Layout) -> Result<(), FatError> {
+    let w = FatError::Write;
+    let fat32 = l.fat_type == FatType::Fat32;
+    let cs = u64::from(l.cluster_bytes);
+    let fat_at = u64::from(l.reserved_sectors) * SECTOR;
+    let cluster_at = |c: u32| l.data_offset + u64::from(c - 2) * cs;
+    let read = |disk: &mut D, at: u64, buf: &mut [u8]| -> Result<(), FatError> {
+        disk.seek(SeekFrom::Start(at)).map_err(w)?;
+        disk.read_exact(buf).map_err(w)
+    };
+    // A directory's bytes, its cluster chain followed.
+    let dir_bytes = |disk: &mut D, first: u32| -> Result<Vec<u8>, FatError> {
+        let mut out = Vec::new();
+        let mut c = first;
+        for _ in 0..=l.clusters {
+            if c < 2 || c - 2 >= l.clusters {
+                return Err(FatError::Internal(format!(
+                    "directory chain reaches cluster {c}"
+                )));
+            }
+            let start = out.len();
+            out.resize(start + cs as usize, 0);
+            read(disk, cluster_at(c), &mut out[start..])?;
+            let mut entry = [0u8; 4];
+            let width = if fat32 { 4 } else { 2 };
+            read(
+                disk,
+                fat_at + u64::from(c) * width as u64,
+                &mut entry[..width],
+            )?;
+            let next = u32::from_le_bytes(entry) & 0x0FFF_FFFF;
+            if next >= if fat32 { 0x0FFF_FFF8 } else { 0xFFF8 } {
+                return Ok(out);
+            }
+            c = next;
+        }
+        Err(FatError::Internal(format!(
+            "directory chain from cluster {first} loops"
+        )))
+    };
+    let root = if fat32 {
+        dir_bytes(disk, 2)?
+    } else {
+        let mut b = vec![0u8; l.root_entries as usize * 32];
+        read(disk, fat_at + 2 * u64::from(l.fat_sectors) * SECTOR, &mut b)?;
+        b
+    };
+    let mut queue = std::collections::VecDeque::from([(root, true)]);
+    while let Some((bytes, is_root)) = queue.pop_front() {
+        for e in bytes.chunks_exact(32) {
+            match e[0] {
+                0 => break,
+                0xE5 | b'.' => continue,
+                _ => {}
+            }
+            let attr = e[11];
+            if attr == 0x0F || attr & 0x08 != 0 || attr & 0x10 == 0 {
+                continue; // long name, label, file
+            }
+            let first = u32::from(u16::from_le_bytes([e[26], e[27]]))
+                | u32::from(u16::from_le_bytes([e[20], e[21]])) << 16;
+            let mut head = [0u8; 128];
+            read(disk, cluster_at(first), &mut head)?;
+            let lfn = |i: usize| head[i * 32 + 11] == 0x0F;
+            if !(lfn(0)
+                && &head[32..43] == b".          "
+                && lfn(2)
+                && &head[96..107] == b"..         ")
+            {
+                return Err(FatError::Internal(format!(
+                    "directory at cluster {first} does not start as fatfs 0.3.6 starts one"
+                )));
+            }
+            let mut fixed = [0u8; 128];
+            fixed[..32].copy_from_slice(&head[32..64]);
+            fixed[32..64].copy_from_slice(&head[96..128]);
+            if is_root {
+                fixed[32 + 20..32 + 22].fill(0);
+                fixed[32 + 26..32 + 28].fill(0);
+            }
+            fixed[64] = 0xE5;
+            fixed[96] = 0xE5;
+            disk.seek(SeekFrom::Start(cluster_at(first))).map_err(w)?;
+            disk.write_all(&fixed).map_err(w)?;
+            queue.push_back((dir_bytes(disk, first)?, false));
+        }
     }
     Ok(())
+}
+
+/// `fatfs`'s name for a FAT type.
+fn fat_type_of(t: FatType) -> fatfs::FatType {
+    match t {
+        FatType::Fat16 => fatfs::FatType::Fat16,
+        FatType::Fat32 => fatfs::FatType::Fat32,
+    }
+}
+
+/// The time every entry gets: 2024-01-01 12:00:00, so that the same input
+/// gives the same image.
+#[derive(Debug)]
+struct FixedTime;
+
+static FIXED_TIME: FixedTime = FixedTime;
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date {
+            year: 2024,
+            month: 1,
+            day: 1,
+        }
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: self.get_current_date(),
+            time: fatfs::Time {
+                hour: 12,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
 }
 
 fn copy_host_file(path: &Path, len: u64, out: &mut dyn Write) -> Result<(), FatError> {
@@ -1720,13 +1589,20 @@ fn fat16_layout(c: &Census, root_slots: u32, free: u64) -> Result<Layout, FatErr
     if k == 2 && want(2) < FAT16_MIN_CLUSTERS {
         k = if want(1) >= FAT16_MIN_CLUSTERS { 1 } else { 0 };
     }
-    finish_layout(
-        FatType::Fat16,
-        k,
-        used(k),
-        want(k).max(FAT16_MIN_CLUSTERS),
-        root_entries,
-    )
+    loop {
+        let layout = finish_layout(
+            FatType::Fat16,
+            k,
+            used(k),
+            want(k).max(FAT16_MIN_CLUSTERS),
+            root_entries,
+        );
+        match layout {
+            // Near the limit, with a large root: larger clusters.
+            Err(FatError::VolumeTooLarge { .. }) if k + 1 < CLUSTER_SIZES => k += 1,
+            layout => return layout,
+        }
+    }
 }
 
 fn fat32_layout(c: &Census, root_slots: u32, free: u64) -> Result<Layout, FatError> {
@@ -1750,9 +1626,37 @@ fn fat32_layout(c: &Census, root_slots: u32, free: u64) -> Result<Layout, FatErr
     )
 }
 
-/// Sectors for `count` clusters of `512 << k` bytes: FAT sizes, alignment
-/// of the data area (to the cluster, at least 4 KiB), total rounded to
-/// 16 KiB (a whole number of 32-sector tracks).
+/// The geometry `fatfs::format_volume` gives `total` sectors with
+/// `spc`-sector clusters and a FAT16 root of `root_entries` entries:
+/// (FAT type, sectors per FAT, data clusters, first data sector), or
+/// `None` if it refuses them. `fatfs` tries FAT32 (8 reserved sectors, no
+/// fixed root), then FAT16 (1 reserved sector); a type is taken when the
+/// cluster count it leads to is that type's.
+fn fatfs_geometry(total: u64, spc: u64, root_entries: u32) -> Option<(FatType, u64, u64, u64)> {
+    for (fat_type, reserved, root, bits) in [
+        (FatType::Fat32, 8, 0, 32),
+        (FatType::Fat16, 1, u64::from(root_entries) * 32 / SECTOR, 16),
+    ] {
+        // Its FAT size: ceil((t0 + 2 spc) / (spc * 512 * 8 / bits + 2)).
+        let t0 = total.checked_sub(reserved + root)?;
+        let fat = (t0 + 2 * spc).div_ceil(spc * SECTOR * 8 / bits + 2);
+        let start = reserved + root + 2 * fat;
+        let clusters = total.checked_sub(start)? / spc;
+        let type_of = match clusters {
+            0..4_085 => None,
+            4_085..65_525 => Some(FatType::Fat16),
+            _ => Some(FatType::Fat32),
+        };
+        if type_of == Some(fat_type) {
+            return Some((fat_type, fat, clusters, start));
+        }
+    }
+    None
+}
+
+/// The smallest image, a whole number of 32-sector tracks (16 KiB), whose
+/// volume has at least `count` clusters of `512 << k` bytes, as `fatfs`
+/// lays it out.
 fn finish_layout(
     fat_type: FatType,
     k: usize,
@@ -1763,49 +1667,68 @@ fn finish_layout(
     let fat32 = fat_type == FatType::Fat32;
     let spc = 1u64 << k;
     let entry_bytes = if fat32 { 4 } else { 2 };
-    let base_reserved: u64 = if fat32 { 32 } else { 1 };
-    let root_sectors = u64::from(root_entries) * 32 / SECTOR;
-    let align = spc.max(8);
-    let round = spc.max(SECTORS_PER_TRACK);
     let max = if fat32 {
         FAT32_MAX_CLUSTERS.min((u64::from(u32::MAX) - 0x10_0000) / spc)
     } else {
         FAT16_HARD_MAX
     };
-    let mut count = count;
-    loop {
-        if count > max {
-            return Err(FatError::VolumeTooLarge {
-                fat_type,
-                clusters: count,
-                max,
-            });
-        }
-        let fat_sectors = ((count + 2) * entry_bytes).div_ceil(SECTOR);
-        let meta = base_reserved + 2 * fat_sectors + root_sectors;
-        let data_start = meta.next_multiple_of(align);
-        let total = (data_start + count * spc).next_multiple_of(round);
-        let real = (total - data_start) / spc;
-        if (real + 2) * entry_bytes > fat_sectors * SECTOR {
-            count = real; // the rounding added clusters: a larger FAT
-            continue;
-        }
-        if real > max {
-            count = real;
-            continue;
-        }
-        return Ok(Layout {
+    if count > max {
+        return Err(FatError::VolumeTooLarge {
             fat_type,
-            cluster_bytes: (SECTOR << k) as u32,
-            clusters: real as u32,
-            used_clusters: used as u32,
-            reserved_sectors: (data_start - 2 * fat_sectors - root_sectors) as u32,
-            fat_sectors: fat_sectors as u32,
-            root_entries,
-            data_offset: data_start * SECTOR,
-            partition_offset: 0,
-            image_bytes: total * SECTOR,
+            clusters: count,
+            max,
         });
+    }
+    let reserved = if fat32 { 8 } else { 1 };
+    let root = u64::from(root_entries) * 32 / SECTOR;
+    let fat = ((count + 2) * entry_bytes).div_ceil(SECTOR);
+    let round = spc.max(SECTORS_PER_TRACK);
+    let mut total = (reserved + root + 2 * fat + count * spc).next_multiple_of(round);
+    loop {
+        let geometry = fatfs_geometry(total, spc, root_entries);
+        match geometry {
+            Some((t, fat, clusters, start)) if t == fat_type && clusters >= count => {
+                if clusters > max {
+                    return Err(FatError::VolumeTooLarge {
+                        fat_type,
+                        clusters,
+                        max,
+                    });
+                }
+                return Ok(Layout {
+                    fat_type,
+                    cluster_bytes: (SECTOR << k) as u32,
+                    clusters: clusters as u32,
+                    used_clusters: used as u32,
+                    reserved_sectors: reserved as u32,
+                    fat_sectors: fat as u32,
+                    root_entries,
+                    data_offset: start * SECTOR,
+                    partition_offset: 0,
+                    image_bytes: total * SECTOR,
+                });
+            }
+            // Too few clusters: a larger image.
+            Some((t, _, _, _)) if t == fat_type => total += round,
+            // A FAT16 volume whose root directory's sectors, given to
+            // clusters instead, make enough for FAT32: fatfs would make
+            // FAT32 of it. Too large for FAT16 with these clusters.
+            Some((FatType::Fat32, _, clusters, _)) if fat_type == FatType::Fat16 => {
+                return Err(FatError::VolumeTooLarge {
+                    fat_type,
+                    clusters,
+                    max: FAT16_HARD_MAX,
+                });
+            }
+            // Cannot happen with the margins the callers keep from the
+            // type boundaries; say so rather than loop.
+            _ => {
+                return Err(FatError::Internal(format!(
+                    "no {fat_type} geometry for {count} clusters of {} bytes ({total} sectors: {geometry:?})",
+                    SECTOR << k
+                )));
+            }
+        }
     }
 }
 
@@ -1813,78 +1736,8 @@ fn finish_layout(
 mod tests {
     use super::*;
 
-    fn short_str(s: &[u8; 11]) -> String {
-        String::from_utf8_lossy(s).into_owned()
-    }
-
-    #[test]
-    fn basis_names() {
-        assert_eq!(basis("README"), (*b"README     ", false));
-        assert_eq!(basis("index.htm"), (*b"INDEX   HTM", false));
-        assert_eq!(basis("index.html"), (*b"INDEX   HTM", true));
-        assert_eq!(basis("Site Map.html"), (*b"SITEMAP HTM", true));
-        assert_eq!(basis("très.css"), (*b"TR_S    CSS", true));
-        assert_eq!(basis(".htaccess"), (*b"HTACCESS   ", true));
-        assert_eq!(basis("my.file.name.txt"), (*b"MYFILENATXT", true));
-        assert_eq!(basis("a+b[1].c"), (*b"A_B_1_  C  ", true));
-        assert_eq!(exact_short("README"), Some(*b"README     "));
-        assert_eq!(exact_short("A.B"), Some(*b"A       B  "));
-        assert_eq!(exact_short("index.htm"), None);
-        assert_eq!(lfn_entries("INDEX.HTM"), 0);
-        assert_eq!(lfn_entries("index.htm"), 1);
-        assert_eq!(lfn_entries("abcdefghijklm"), 1);
-        assert_eq!(lfn_entries("abcdefghijklmn"), 2);
-    }
-
-    #[test]
-    fn aliases_are_unique() {
-        let mut img = FatImage::new();
-        for name in [
-            "Site Map.html",
-            "Site Map 2.html",
-            "SITEMA~1.HTM",
-            "index.html",
-            "index.htm",
-            "README",
-            "readme.txt",
-        ] {
-            img.add_file(name, vec![]).unwrap();
-        }
-        for i in 0..120 {
-            img.add_file(&format!("Report number {i}.txt"), vec![])
-                .unwrap();
-        }
-        let names = short_names(&img.root);
-        let set: HashSet<_> = names.iter().map(|(s, _)| *s).collect();
-        assert_eq!(set.len(), names.len(), "duplicates");
-        let by_name: HashMap<String, String> = img
-            .root
-            .children
-            .values()
-            .zip(&names)
-            .map(|(n, (s, _))| match n {
-                Node::File(f) => (f.name.clone(), short_str(s)),
-                Node::Dir(d) => (d.name.clone(), short_str(s)),
-            })
-            .collect();
-        assert_eq!(by_name["SITEMA~1.HTM"], "SITEMA~1HTM");
-        assert_eq!(by_name["index.htm"], "INDEX   HTM");
-        assert_eq!(by_name["index.html"], "INDEX~1 HTM");
-        assert_eq!(by_name["README"], "README     ");
-        assert_eq!(by_name["readme.txt"], "README  TXT");
-        assert!(by_name.values().any(|s| s == "REPO~100TXT"));
-    }
-
-    #[test]
-    fn checksum_matches_the_specification() {
-        // From embedded-sdmmc's and Linux's examples: "BCM270~1DTB" has
-        // checksum 0x79 in the sample directory of embedded-sdmmc's tests.
-        assert_eq!(lfn_checksum(b"BCM270~1DTB"), 0x79);
-        assert_eq!(lfn_checksum(b"OVERLAYS   "), 0x47);
-    }
-
     fn recount(dir: &Dir, root: bool, c: &mut Census) {
-        let entries: u32 = (if root { 0 } else { 2 })
+        let entries: u32 = (if root { 0 } else { DOT_ENTRIES })
             + dir
                 .children
                 .values()
@@ -1938,7 +1791,8 @@ mod tests {
         let mut c = Census::default();
         recount(&img.root, true, &mut c);
         assert_eq!(c, img.census);
-        // Every planned cluster is allocated: emit() asserts it.
+        // Every planned cluster is allocated, no more: write_volume()
+        // checks it against fatfs's count.
         img.build().unwrap();
         img.set_fat_type(Some(FatType::Fat32));
         img.build().unwrap();
@@ -1967,7 +1821,56 @@ mod tests {
             assert_eq!((l.fat_type, l.cluster_bytes), (fat, cluster), "{mib} MiB");
             assert!(l.image_bytes > bytes && l.image_bytes < bytes + bytes / 8 + (1 << 20));
             assert_eq!(l.image_bytes % (16 << 10), 0);
-            assert_eq!(l.data_offset % u64::from(l.cluster_bytes.max(4096)), 0);
+        }
+    }
+
+    /// Across the cluster counts each type allows, the layout is the one
+    /// `fatfs` makes: its type, at least the clusters asked for, no more
+    /// than a track's worth beyond.
+    #[test]
+    fn layouts_match_fatfs_geometry_at_every_size() {
+        let mut x: u64 = 3;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = ((x >> 40) % CLUSTER_SIZES as u64) as usize;
+            let fat32 = x >> 63 == 1;
+            let (t, count, root) = if fat32 {
+                let max = FAT32_MAX_CLUSTERS.min((u64::from(u32::MAX) - 0x10_0000) >> k);
+                (
+                    FatType::Fat32,
+                    FAT32_MIN_CLUSTERS + (x >> 8) % (max - FAT32_MIN_CLUSTERS),
+                    0,
+                )
+            } else {
+                let root = (512 + ((x >> 20) % 4000) as u32 * 16).min(FAT16_MAX_ROOT);
+                (
+                    FatType::Fat16,
+                    FAT16_MIN_CLUSTERS + (x >> 8) % (FAT16_MAX_CLUSTERS - FAT16_MIN_CLUSTERS + 1),
+                    root,
+                )
+            };
+            let l = match finish_layout(t, k, 0, count, root) {
+                Ok(l) => l,
+                // Only where the root's sectors would make it FAT32.
+                Err(FatError::VolumeTooLarge { clusters, .. })
+                    if t == FatType::Fat16 && clusters >= 65_525 =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("{t} {count} k={k}: {e}"),
+            };
+            let spc = 1u64 << k;
+            let slack = SECTORS_PER_TRACK.max(spc) / spc + 1;
+            assert!(
+                u64::from(l.clusters) >= count && u64::from(l.clusters) <= count + slack,
+                "{t} {count} k={k}: {l:?}"
+            );
+            assert_eq!(l.image_bytes % (16 << 10), 0);
+            let g = fatfs_geometry(l.image_bytes / SECTOR, spc, root).unwrap();
+            assert_eq!(g.0, t);
+            assert_eq!(g.2, u64::from(l.clusters));
         }
     }
 }
