@@ -69,7 +69,7 @@ use xenpal_drivers::block_device::BlockError;
 use xenpal_drivers::net::NetConfig;
 use xenpal_fatimg::FatImage;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::backends::net::NetBackend;
 use xenpal_sim::hal::event::wait_event;
 use xenpal_sim::hal::task::yield_now;
 use xenpal_sim::hal::{Clock, DomId, EventChannel, EventPort};
@@ -395,9 +395,7 @@ fn sim_config(seed: u64) -> SimConfig {
 /// Errors: a message if a guest fails, the stream is short or corrupted.
 fn tcp_ours(total: u64, pat: &Arc<Pattern>) -> Result<f64, String> {
     let mut sim = Sim::new(sim_config(0x7c9));
-    NetBackend::new()
-        .spawn(&mut sim)
-        .map_err(|e| format!("netback: {e}"))?;
+    let net = NetBackend::new();
     let sh = Arc::new(TcpShared::default());
     let mut doms = Vec::new();
     for (name, sender) in [("sender", true), ("receiver", false)] {
@@ -414,9 +412,11 @@ fn tcp_ours(total: u64, pat: &Arc<Pattern>) -> Result<f64, String> {
             })
             .map_err(|e| format!("spawn: {e}"))?;
         let mac = [0x00, 0x16, 0x3e, 0x00, dom.0 as u8, 0];
-        add_vif(&sim, dom, 0, mac).map_err(|e| format!("vif: {e}"))?;
+        net.add_vif(&sim, dom, 0, mac)
+            .map_err(|e| format!("vif: {e}"))?;
         doms.push(dom);
     }
+    net.spawn(&mut sim).map_err(|e| format!("netback: {e}"))?;
     let report = sim.run();
     if let Some(e) = sh.error.lock().unwrap().take() {
         return Err(format!("sim-tcp: {e}"));

@@ -12,7 +12,7 @@ use xenpal_apps::site::{self, SiteConfig};
 use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_fatimg as fatimg;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::backends::net::NetBackend;
 use xenpal_sim::hal::Clock;
 use xenpal_sim::hal::task::select;
 use xenpal_sim::{DomainConfig, Sim, SimConfig, SimPlatform};
@@ -146,8 +146,11 @@ where
             },
         )
         .unwrap();
-    add_vif(&sim, site_dom, 0, [0, 0x16, 0x3e, 0, 0, 2]).unwrap();
-    add_vif(&sim, client_dom, 0, [0, 0x16, 0x3e, 0, 0, 3]).unwrap();
+    let net = NetBackend::new();
+    net.add_vif(&sim, site_dom, 0, [0, 0x16, 0x3e, 0, 0, 2])
+        .unwrap();
+    net.add_vif(&sim, client_dom, 0, [0, 0x16, 0x3e, 0, 0, 3])
+        .unwrap();
     let blk = Blkback::new();
     for (i, img) in images.into_iter().enumerate() {
         blk.add_vbd(
@@ -159,7 +162,6 @@ where
         )
         .unwrap();
     }
-    let net = NetBackend::new();
     sim.spawn_dom0(move |p| async move {
         let n = core::pin::pin!(net.serve(&p));
         let b = core::pin::pin!(blk.serve(&p));

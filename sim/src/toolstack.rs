@@ -70,7 +70,7 @@
 //!   second or later forward cannot bind leaves the earlier forwards bound.
 
 use crate::backends::blk::{Blkback, Disk, Vbd, VbdError, VbdOptions};
-use crate::backends::net::{DEFAULT_BRIDGE, NetBackend, NetStatus, VifConfig, add_vif_with};
+use crate::backends::net::{DEFAULT_BRIDGE, NetBackend, NetStatus, VifConfig};
 use crate::xl::DomainSpec;
 use crate::{
     DomainConfig, DomainStatus, RunReport, Sim, SimConfig, SimError, SimPlatform,
@@ -612,7 +612,8 @@ impl Toolstack {
                 bridge: vif.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.into()),
                 mtu: vif.mtu.map(usize::from),
             };
-            add_vif_with(&self.sim, dom, index, &cfg)
+            self.net
+                .add_vif_with(&self.sim, dom, index, &cfg)
                 .map_err(|source| ToolstackError::AddVif { index, source })?;
         }
         let mut disks = Vec::new();

@@ -76,7 +76,7 @@ fn with_seed<R>(seed: u64, f: impl FnOnce() -> R) -> R {
 
 /// Start blkback, run to the end, and check every domain finished cleanly.
 fn finish(sim: &mut Sim, blkback: &Blkback, label: &str) {
-    blkback.spawn(sim).expect("dom0 is free");
+    blkback.clone().spawn(sim).expect("dom0 is free");
     let report = sim.run();
     if !report.all_clean() {
         let mut out = String::new();

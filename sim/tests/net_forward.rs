@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
-use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::backends::net::NetBackend;
 use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Mode, Sim, SimConfig, SimPlatform};
 
@@ -78,11 +78,11 @@ fn host_tcp_reaches_a_guest_http_server_through_a_forwarded_port() {
     let mut net = NetBackend::new();
     net.gateway(Ipv4Addr::new(10, 0, 0, 254), 24);
     let port = net.forward(0, SERVER, 80).unwrap();
-    let status = net.spawn(&mut sim).unwrap();
     let d = sim
         .spawn(guest_config("http"), move |p| http_server(p, 2))
         .unwrap();
-    add_vif(&sim, d, 0, mac(d, 0)).unwrap();
+    net.add_vif(&sim, d, 0, mac(d, 0)).unwrap();
+    let status = net.spawn(&mut sim).unwrap();
 
     for i in 0..2 {
         let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();

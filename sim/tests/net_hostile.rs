@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{LinkState, NetConfig, NetError, Netfront, RingKind, Violation};
 use xenpal_drivers::xenbus::{DeviceChange, DeviceWatcher, XenbusDevice, XenbusState};
-use xenpal_sim::backends::net::{VifError, add_vif};
+use xenpal_sim::backends::net::{NetBackend, VifError};
 use xenpal_sim::hal::{
     Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable, RingError,
     SharedMemory, event::wait_event,
@@ -275,7 +275,9 @@ fn run(seed: u64, attack: Attack) {
     let d = sim
         .spawn(guest_config("victim"), move |p| victim(p, e))
         .unwrap();
-    add_vif(&sim, d, 0, mac(d, 0)).unwrap();
+    // The toolstack's description of the vif; the hostile backend above
+    // serves it, not this (never spawned) NetBackend.
+    NetBackend::new().add_vif(&sim, d, 0, mac(d, 0)).unwrap();
     let report = sim.run();
     let console = sim.console_output(d);
     assert!(
@@ -419,15 +421,14 @@ fn hostile_frontend_is_cut_off_by_netback() {
     ] {
         with_seed(seed, || {
             let mut sim = Sim::new(SimConfig::seeded(seed));
-            let status = xenpal_sim::backends::net::NetBackend::new()
-                .spawn(&mut sim)
-                .unwrap();
+            let net = NetBackend::new();
             let log: Arc<Mutex<Vec<String>>> = Arc::default();
             let l = log.clone();
             let d = sim
                 .spawn(guest_config("rogue"), move |p| rogue_frontend(p, rogue, l))
                 .unwrap();
-            add_vif(&sim, d, 0, mac(d, 0)).unwrap();
+            net.add_vif(&sim, d, 0, mac(d, 0)).unwrap();
+            let status = net.spawn(&mut sim).unwrap();
             let report = sim.run();
             assert!(
                 report.all_clean(),

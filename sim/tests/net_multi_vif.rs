@@ -10,7 +10,7 @@ use smoltcp::wire::Ipv4Address;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, vif_ids, wait_any};
-use xenpal_sim::backends::net::{NetBackend, VifConfig, add_vif_with};
+use xenpal_sim::backends::net::{NetBackend, VifConfig};
 use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
@@ -114,7 +114,7 @@ fn two_vifs_on_two_switches() {
     let seed = xenpal_sim::seed_from_env().unwrap_or(0x2f);
     with_seed(seed, || {
         let mut sim = Sim::new(SimConfig::seeded(seed));
-        let status = NetBackend::new().spawn(&mut sim).unwrap();
+        let net = NetBackend::new();
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let l = log.clone();
         let r = sim
@@ -130,10 +130,11 @@ fn two_vifs_on_two_switches() {
             bridge: bridge.into(),
             ..VifConfig::new(mac)
         };
-        add_vif_with(&sim, r, 0, &on(mac(r, 0), "br0")).unwrap();
-        add_vif_with(&sim, r, 1, &on(mac(r, 1), "br1")).unwrap();
-        add_vif_with(&sim, a, 0, &on(mac(a, 0), "br0")).unwrap();
-        add_vif_with(&sim, b, 0, &on(mac(b, 0), "br1")).unwrap();
+        net.add_vif_with(&sim, r, 0, &on(mac(r, 0), "br0")).unwrap();
+        net.add_vif_with(&sim, r, 1, &on(mac(r, 1), "br1")).unwrap();
+        net.add_vif_with(&sim, a, 0, &on(mac(a, 0), "br0")).unwrap();
+        net.add_vif_with(&sim, b, 0, &on(mac(b, 0), "br1")).unwrap();
+        let status = net.spawn(&mut sim).unwrap();
         let report = sim.run();
         assert!(
             report.all_clean(),

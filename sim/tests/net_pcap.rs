@@ -73,8 +73,8 @@ fn pcap_of_a_tcp_exchange_shows_the_handshake() {
         net.capture_vif(xenpal_sim::hal::DomId(1), 0, &vif_file)
             .unwrap();
         net.capture_bridge("xenbr0", &bridge_file).unwrap();
+        let pair = spawn_tcp_pair(&mut sim, &net, TOTAL, NetConfig::default());
         let status = net.spawn(&mut sim).unwrap();
-        let pair = spawn_tcp_pair(&mut sim, TOTAL, NetConfig::default());
         assert_eq!(pair.sender, xenpal_sim::hal::DomId(1));
         let report = sim.run();
         assert!(report.all_clean(), "{report:?}\n{}", pair.consoles(&sim));

@@ -9,7 +9,7 @@ use net_support::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
-use xenpal_sim::backends::net::{NetBackend, NetStatus, start_vif, stop_vif};
+use xenpal_sim::backends::net::{NetBackend, NetStatus};
 use xenpal_sim::hal::DomId;
 use xenpal_sim::xen_pv::xenbus::XenbusState;
 use xenpal_sim::{Sim, SimConfig};
@@ -33,7 +33,8 @@ fn run_until_received(sim: &mut Sim, pair: &TcpPair, bytes: u64) {
 /// Stop `domid`'s vif, check that dom0 let go of it and that nothing flows
 /// for `outage`, then start it again.
 fn bounce(sim: &mut Sim, status: &NetStatus, pair: &TcpPair, domid: DomId, outage: Duration) {
-    stop_vif(sim, domid, 0).unwrap();
+    let vif = pair.vifs.iter().find(|v| v.id().domid == domid).unwrap();
+    vif.stop(sim).unwrap();
     for _ in 0..1000 {
         if status.vif(domid, 0).unwrap().stopped {
             break;
@@ -66,7 +67,7 @@ fn bounce(sim: &mut Sim, status: &NetStatus, pair: &TcpPair, domid: DomId, outag
         after < total,
         "the stream ended before the outage; nothing tested"
     );
-    start_vif(sim, domid, 0).unwrap();
+    vif.start(sim).unwrap();
 }
 
 #[test]
@@ -84,8 +85,9 @@ fn restart_mid_stream(seed: u64) {
     const TOTAL: u64 = 16 << 20;
     {
         let mut sim = Sim::new(SimConfig::seeded(seed));
-        let status = NetBackend::new().spawn(&mut sim).unwrap();
-        let pair = spawn_tcp_pair(&mut sim, TOTAL, NetConfig::default());
+        let net = NetBackend::new();
+        let pair = spawn_tcp_pair(&mut sim, &net, TOTAL, NetConfig::default());
+        let status = net.spawn(&mut sim).unwrap();
 
         run_until_received(&mut sim, &pair, 2 << 20);
         bounce(

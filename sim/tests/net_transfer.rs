@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
-use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, NetSnapshot, add_vif};
+use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, NetSnapshot};
 use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
@@ -40,12 +40,12 @@ fn run_tcp_with(
             net.link_faults(DomId(d), 0, LinkFaults { seed, ..f });
         }
     }
-    let status = net.spawn(&mut sim).unwrap();
     let cfg = NetConfig {
         mtu,
         ..NetConfig::default()
     };
-    let pair = spawn_tcp_pair(&mut sim, total, cfg);
+    let pair = spawn_tcp_pair(&mut sim, &net, total, cfg);
+    let status = net.spawn(&mut sim).unwrap();
     assert_eq!((pair.sender, pair.receiver), (DomId(1), DomId(2)));
     let report = sim.run();
     let seed = sim.seed();
@@ -232,7 +232,7 @@ async fn udp_peer(
 /// guests configured with `cfg`.
 fn udp_exchange(seed: u64, cfg: NetConfig, sizes: Vec<usize>) {
     let mut sim = Sim::new(SimConfig::seeded(seed));
-    let status = NetBackend::new().spawn(&mut sim).unwrap();
+    let net = NetBackend::new();
     let out: Arc<Mutex<Vec<String>>> = Arc::default();
     let done: Arc<AtomicBool> = Arc::default();
     let (o, s2, d, c) = (out.clone(), sizes.clone(), done.clone(), cfg.clone());
@@ -247,8 +247,9 @@ fn udp_exchange(seed: u64, cfg: NetConfig, sizes: Vec<usize>) {
             udp_peer(p, (B, A), s2, true, cfg, d, o)
         })
         .unwrap();
-    add_vif(&sim, a, 0, mac(a, 0)).unwrap();
-    add_vif(&sim, b, 0, mac(b, 0)).unwrap();
+    net.add_vif(&sim, a, 0, mac(a, 0)).unwrap();
+    net.add_vif(&sim, b, 0, mac(b, 0)).unwrap();
+    let status = net.spawn(&mut sim).unwrap();
     let report = sim.run();
     assert!(
         report.all_clean(),
@@ -311,8 +312,9 @@ fn tcp_stream_in_free_running_mode() {
         mode: xenpal_sim::Mode::FreeRunning { threads: 2 },
         ..SimConfig::seeded(0)
     });
-    let status = NetBackend::new().spawn(&mut sim).unwrap();
-    let pair = spawn_tcp_pair(&mut sim, TOTAL, NetConfig::default());
+    let net = NetBackend::new();
+    let pair = spawn_tcp_pair(&mut sim, &net, TOTAL, NetConfig::default());
+    let status = net.spawn(&mut sim).unwrap();
     // A generous cap that only keeps a broken run from hanging.
     let report = sim.run_for(Duration::from_secs(120));
     assert!(report.all_clean(), "{report:?}\n{}", pair.consoles(&sim));

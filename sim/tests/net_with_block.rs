@@ -13,7 +13,7 @@ use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::BlockDevice;
 use xenpal_drivers::net::NetConfig;
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
-use xenpal_sim::backends::net::{NetBackend, add_vif};
+use xenpal_sim::backends::net::NetBackend;
 use xenpal_sim::hal::task::select;
 use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
@@ -91,13 +91,13 @@ fn network_and_disk_backends_share_dom0() {
             .spawn(guest_config("recorder"), move |p| recorder(p, l))
             .unwrap();
         let s = sim.spawn(guest_config("sender"), sender).unwrap();
-        add_vif(&sim, r, 0, mac(r, 0)).unwrap();
-        add_vif(&sim, s, 0, mac(s, 0)).unwrap();
+        let net = NetBackend::new();
+        net.add_vif(&sim, r, 0, mac(r, 0)).unwrap();
+        net.add_vif(&sim, s, 0, mac(s, 0)).unwrap();
         let blkback = Blkback::new();
         let vbd = blkback
             .add_vbd(&sim, r, 0, Disk::zeroed(1 << 20), VbdOptions::default())
             .unwrap();
-        let net = NetBackend::new();
         let status = net.status();
         sim.spawn_dom0(move |p| async move {
             let net = core::pin::pin!(net.serve(&p));

@@ -55,7 +55,7 @@ use xenpal_drivers::block_device::{BlockDevice, BlockError};
 use xenpal_drivers::net::{NetConfig, Netfront};
 use xenpal_fatimg as fatimg;
 use xenpal_sim::backends::blk::{Blkback, Disk, DiskFaultCounters, DiskFaults, VbdOptions};
-use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, add_vif};
+use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend};
 use xenpal_sim::hal::task::select;
 use xenpal_sim::hal::time::sleep;
 use xenpal_sim::hal::{Clock, DomId};
@@ -800,9 +800,11 @@ fn run_plan(seed: u64, plan: &Plan, report: &mut SeedReport) {
 
     // Devices, as a toolstack adds them.
     let mut net = NetBackend::new();
-    add_vif(&sim, site_dom, 0, [0, 0x16, 0x3e, 0, 0, 2]).unwrap();
+    net.add_vif(&sim, site_dom, 0, [0, 0x16, 0x3e, 0, 0, 2])
+        .unwrap();
     for (i, d) in client_doms.iter().enumerate() {
-        add_vif(&sim, *d, 0, [0, 0x16, 0x3e, 0, 1, i as u8]).unwrap();
+        net.add_vif(&sim, *d, 0, [0, 0x16, 0x3e, 0, 1, i as u8])
+            .unwrap();
         let link_seed = seed ^ (u64::from(d.0) << 40) ^ 0x11;
         net.link_faults(
             *d,

@@ -31,12 +31,12 @@
 //! use smoltcp::time::Instant as SmolInstant;
 //! use smoltcp::wire::{IpCidr, Ipv4Address};
 //! use xenpal_drivers::net::{NetConfig, Netfront};
-//! use xenpal_sim::backends::net::{NetBackend, add_vif};
+//! use xenpal_sim::backends::net::NetBackend;
 //! use xenpal_sim::hal::Clock;
 //! use xenpal_sim::{DomainConfig, Sim, SimConfig};
 //!
 //! let mut sim = Sim::new(SimConfig::seeded(1));
-//! NetBackend::new().spawn(&mut sim).unwrap(); // dom0: netback and a switch
+//! let net = NetBackend::new(); // dom0: netback and a switch
 //! let guest = sim
 //!     .spawn(DomainConfig::new("guest"), |p| async move {
 //!         let now = || SmolInstant::from_micros((p.timer().now().as_nanos() / 1000) as i64);
@@ -57,7 +57,8 @@
 //!         nic.close(soon(5000)).await.unwrap();
 //!     })
 //!     .unwrap();
-//! add_vif(&sim, guest, 0, [0x00, 0x16, 0x3e, 0, 0, 1]).unwrap(); // the toolstack's part
+//! net.add_vif(&sim, guest, 0, [0x00, 0x16, 0x3e, 0, 0, 1]).unwrap(); // the toolstack's part
+//! net.spawn(&mut sim).unwrap();
 //! assert!(sim.run().all_clean());
 //! ```
 //!

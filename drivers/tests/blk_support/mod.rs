@@ -21,7 +21,7 @@ pub fn sim(seed: u64) -> (Sim, Blkback) {
 /// Start blkback in dom0, run to the end, and check that every guest
 /// finished cleanly (printing their consoles otherwise).
 pub fn finish(sim: &mut Sim, blkback: &Blkback, label: &str) -> RunReport {
-    blkback.spawn(sim).expect("dom0 is free");
+    blkback.clone().spawn(sim).expect("dom0 is free");
     let report = sim.run();
     if !report.all_clean() {
         let mut out = String::new();

@@ -18,7 +18,7 @@ use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use std::time::Duration;
 use xenpal_drivers::net::{LinkState, NetConfig, Netfront};
 use xenpal_drivers::xenbus::{XenbusDevice, XenbusState};
-use xenpal_sim::backends::net::add_vif;
+use xenpal_sim::backends::net::NetBackend;
 use xenpal_sim::hal::mem::SharedMemory;
 use xenpal_sim::hal::{
     Access, BackRing, Clock, DomId, EventChannel, EventPort, GrantRef, GrantTable,
@@ -78,7 +78,11 @@ pub fn run(data: &[u8]) {
         return;
     };
     debug_assert_eq!(d, GUEST);
-    if add_vif(&sim, d, 0, [0x00, 0x16, 0x3e, 0, 1, 0]).is_err() {
+    // The toolstack's description of the vif; the hostile backend serves it.
+    if NetBackend::new()
+        .add_vif(&sim, d, 0, [0x00, 0x16, 0x3e, 0, 1, 0])
+        .is_err()
+    {
         return;
     }
     let report = sim.run();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::{NetConfig, Netfront};
-use xenpal_sim::backends::net::add_vif;
+use xenpal_sim::backends::net::{NetBackend, Vif};
 use xenpal_sim::hal::{Clock, DomId, Instant};
 use xenpal_sim::xen_pv::timer::XenAlarm;
 use xenpal_sim::{DomainConfig, Sim};
@@ -192,6 +192,8 @@ pub fn guest_config(name: &str) -> DomainConfig {
 pub struct TcpPair {
     pub sender: DomId,
     pub receiver: DomId,
+    /// The sender's vif, then the receiver's.
+    pub vifs: [Vif; 2],
     pub outcome: Arc<Mutex<Outcome>>,
     /// Bytes the receiver has so far.
     pub progress: Arc<AtomicU64>,
@@ -210,7 +212,9 @@ impl TcpPair {
     }
 }
 
-pub fn spawn_tcp_pair(sim: &mut Sim, total: u64, cfg: NetConfig) -> TcpPair {
+/// Two guests streaming `total` bytes, each with a vif on `net` (not yet
+/// spawned, so the caller can add more before it does).
+pub fn spawn_tcp_pair(sim: &mut Sim, net: &NetBackend, total: u64, cfg: NetConfig) -> TcpPair {
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     let progress = Arc::new(AtomicU64::new(0));
     let (o, c) = (outcome.clone(), cfg.clone());
@@ -221,11 +225,14 @@ pub fn spawn_tcp_pair(sim: &mut Sim, total: u64, cfg: NetConfig) -> TcpPair {
     let receiver = sim
         .spawn(guest_config("receiver"), move |p| tcp_receiver(p, c, o, g))
         .unwrap();
-    add_vif(sim, sender, 0, mac(sender, 0)).unwrap();
-    add_vif(sim, receiver, 0, mac(receiver, 0)).unwrap();
+    let vifs = [
+        net.add_vif(sim, sender, 0, mac(sender, 0)).unwrap(),
+        net.add_vif(sim, receiver, 0, mac(receiver, 0)).unwrap(),
+    ];
     TcpPair {
         sender,
         receiver,
+        vifs,
         outcome,
         progress,
         total,

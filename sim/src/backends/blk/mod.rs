@@ -665,18 +665,19 @@ impl Blkback {
         }
     }
 
-    /// Run [`serve`](Self::serve) as dom0's main task.
+    /// Run [`serve`](Self::serve) as dom0's main task. Disks can still be
+    /// added afterwards, through a clone kept before.
     ///
-    /// Errors: [`SimError::Dom0Busy`] if dom0 already runs a task.
-    pub fn spawn(&self, sim: &mut Sim) -> Result<(), SimError> {
-        let this = self.clone();
-        sim.spawn_dom0(move |p| async move { this.serve(&p).await })
+    /// Errors: [`SimError::Dom0Busy`] if dom0 already runs a task (then
+    /// call [`serve`](Self::serve) from that task instead).
+    pub fn spawn(self, sim: &mut Sim) -> Result<(), SimError> {
+        sim.spawn_dom0(move |p| async move { self.serve(&p).await })
     }
 
     /// The backend's dom0 task: watch `backend/vbd` and serve every device
     /// registered with [`add_vbd`](Self::add_vbd), each on its own state
     /// machine. Never returns unless dom0 has no xenstore.
-    pub async fn serve(&self, p: &SimPlatform) {
+    pub async fn serve(self, p: &SimPlatform) {
         let Some(xs) = p.xenstore() else {
             log::error!("blkback: dom0 has no xenstore");
             return;

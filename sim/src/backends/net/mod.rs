@@ -10,25 +10,27 @@
 //!
 //! # Use
 //! ```no_run
-//! use xenpal_sim::backends::net::{NetBackend, add_vif};
+//! use xenpal_sim::backends::net::NetBackend;
 //! use xenpal_sim::{DomainConfig, Sim, SimConfig};
 //!
 //! let mut sim = Sim::new(SimConfig::seeded(1));
 //! let mut net = NetBackend::new();
 //! net.capture_bridge("xenbr0", "/tmp/all.pcap").unwrap();
-//! let status = net.spawn(&mut sim).unwrap(); // dom0 runs the network
 //! let d1 = sim.spawn(DomainConfig::new("a"), |p| async move { /* netfront */ }).unwrap();
-//! add_vif(&sim, d1, 0, [0x00, 0x16, 0x3e, 0, 0, 1]).unwrap();
+//! let vif = net.add_vif(&sim, d1, 0, [0x00, 0x16, 0x3e, 0, 0, 1]).unwrap();
+//! let status = net.spawn(&mut sim).unwrap(); // dom0 runs the network
 //! sim.run();
 //! println!("{:?}", status.snapshot());
 //! ```
 //!
-//! - [`add_vif`] / [`add_vif_with`] create a vif as a toolstack does (the
-//!   frontend and backend directories, `mac`, `bridge`).
+//! - [`NetBackend::add_vif`] / [`NetBackend::add_vif_with`] give a guest a
+//!   vif as a toolstack does (the frontend and backend directories, `mac`,
+//!   `bridge`); the [`Vif`] it returns names the device.
 //! - [`NetBackend`] configures dom0's side; [`NetBackend::spawn`] runs it as
 //!   dom0's task, or [`NetBackend::serve`] inside a dom0 task shared with
-//!   other backends (dom0 has one task).
-//! - [`stop_vif`] / [`start_vif`] stop a vif's backend as if its driver were
+//!   other backends (dom0 has one task). Both consume it, as
+//!   [`Blkback`](crate::backends::blk::Blkback)'s do: add the vifs first.
+//! - [`Vif::stop`] / [`Vif::start`] stop a vif's backend as if its driver were
 //!   unloaded (state `Closing`, `Closed`, rings unmapped) and start it again;
 //!   a frontend reconnects. They work through xenstore, so they wake dom0 and
 //!   can be called between [`Sim::run_for`] slices.
@@ -81,7 +83,7 @@ use crate::{Sim, SimError, SimPlatform, XenstoreWriteError};
 use faults::FaultyLink;
 use gateway::{Forward, Gateway};
 use hal::{Clock, DomId, EventChannel, EventPort, GrantTable, Instant, Timer};
-use netback::{Staging, Vif};
+use netback::{Staging, VifBackend};
 use pcap::PcapWriter;
 use smoltcp::wire::IpEndpoint;
 use std::cmp::Reverse;
@@ -98,7 +100,7 @@ use xenpal_drivers::xenbus::{DeviceChange, DeviceWatcher, XenbusDevice, XenbusSt
 
 /// The switch a vif joins when its backend has no `bridge` node.
 pub const DEFAULT_BRIDGE: &str = "xenbr0";
-/// Where [`stop_vif`] and [`start_vif`] leave their commands:
+/// Where [`Vif::stop`] and [`Vif::start`] leave their commands:
 /// `<root>/<domid>/<index>` = `stop` or `start`.
 pub const CONTROL_ROOT: &str = "/local/domain/0/xenpal/netback";
 const CONTROL_TOKEN: &str = "xenpal-netback-control";
@@ -161,62 +163,54 @@ impl VifConfig {
     }
 }
 
-/// Add vif `index` with `mac` to guest `domid` on [`DEFAULT_BRIDGE`], as a
-/// toolstack does. Returns the frontend and backend directories.
-///
-/// Errors: the first [`XenstoreWriteError`] (a vif is only xenstore
-/// nodes until dom0 sees it).
-pub fn add_vif(
-    sim: &Sim,
-    domid: DomId,
-    index: u32,
-    mac: [u8; 6],
-) -> Result<(String, String), XenstoreWriteError> {
-    add_vif_with(sim, domid, index, &VifConfig::new(mac))
+/// A vif given to a guest with [`NetBackend::add_vif`]: where its xenstore
+/// nodes are, and the toolstack's controls over its backend (as
+/// [`Vbd`](crate::backends::blk::Vbd) is a disk's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vif {
+    id: VifId,
+    frontend: String,
+    backend: String,
 }
 
-/// [`add_vif`] with every setting.
-///
-/// Errors: as [`add_vif`].
-pub fn add_vif_with(
-    sim: &Sim,
-    domid: DomId,
-    index: u32,
-    cfg: &VifConfig,
-) -> Result<(String, String), XenstoreWriteError> {
-    let mac = mac_string(cfg.mac);
-    let handle = index.to_string();
-    let mtu = cfg.mtu.map(|m| m.to_string());
-    let mut fe: Vec<(&str, &str)> = vec![("mac", &mac), ("handle", &handle)];
-    if let Some(m) = &mtu {
-        fe.push(("mtu", m));
+impl Vif {
+    /// The guest and device index.
+    pub fn id(&self) -> VifId {
+        self.id
     }
-    let be = [
-        ("mac", mac.as_str()),
-        ("handle", handle.as_str()),
-        ("bridge", cfg.bridge.as_str()),
-        ("type", "vif"),
-    ];
-    sim.add_device(domid, "vif", index, &fe, &be)
-}
 
-/// Stop the backend of vif `index` of `domid`, as if its driver were
-/// unloaded: it disconnects (state `Closing`, then `Closed`) and stays so
-/// until [`start_vif`].
-///
-/// Errors: [`XenstoreWriteError::Write`] of the command node under
-/// [`CONTROL_ROOT`].
-pub fn stop_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), XenstoreWriteError> {
-    sim.xenstore_write(&format!("{CONTROL_ROOT}/{}/{index}", domid.0), "stop")
-}
+    /// The frontend's directory (`/local/domain/<domid>/device/vif/<index>`).
+    pub fn frontend_path(&self) -> &str {
+        &self.frontend
+    }
 
-/// Start a backend stopped with [`stop_vif`]; it serves the frontend again
-/// once the frontend is back in `Initialising`.
-///
-/// Errors: [`XenstoreWriteError::Write`] of the command node under
-/// [`CONTROL_ROOT`].
-pub fn start_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), XenstoreWriteError> {
-    sim.xenstore_write(&format!("{CONTROL_ROOT}/{}/{index}", domid.0), "start")
+    /// The backend's directory (`/local/domain/0/backend/vif/<domid>/<index>`).
+    pub fn backend_path(&self) -> &str {
+        &self.backend
+    }
+
+    /// Stop the backend, as if its driver were unloaded: it disconnects
+    /// (state `Closing`, then `Closed`) and stays so until
+    /// [`start`](Self::start).
+    ///
+    /// Errors: [`XenstoreWriteError::Write`] of the command node under
+    /// [`CONTROL_ROOT`].
+    pub fn stop(&self, sim: &Sim) -> Result<(), XenstoreWriteError> {
+        self.command(sim, "stop")
+    }
+
+    /// Start a backend stopped with [`stop`](Self::stop); it serves the
+    /// frontend again once the frontend is back in `Initialising`.
+    ///
+    /// Errors: as [`stop`](Self::stop).
+    pub fn start(&self, sim: &Sim) -> Result<(), XenstoreWriteError> {
+        self.command(sim, "start")
+    }
+
+    fn command(&self, sim: &Sim, what: &str) -> Result<(), XenstoreWriteError> {
+        let VifId { domid, index } = self.id;
+        sim.xenstore_write(&format!("{CONTROL_ROOT}/{}/{index}", domid.0), what)
+    }
 }
 
 /// What dom0 sees of one vif.
@@ -224,7 +218,7 @@ pub fn start_vif(sim: &Sim, domid: DomId, index: u32) -> Result<(), XenstoreWrit
 pub struct VifStatus {
     /// The backend's xenbus state.
     pub state: XenbusState,
-    /// Stopped with [`stop_vif`].
+    /// Stopped with [`Vif::stop`].
     pub stopped: bool,
     /// The switch it is on.
     pub bridge: String,
@@ -313,6 +307,53 @@ impl fmt::Debug for NetBackend {
 }
 
 impl NetBackend {
+    /// Give guest `domid` vif `index` with `mac` on [`DEFAULT_BRIDGE`], as
+    /// a toolstack does: the frontend and backend xenstore nodes, which
+    /// the backend finds once it runs (before or after this call).
+    ///
+    /// Errors: the first [`XenstoreWriteError`] (a vif is only xenstore
+    /// nodes until dom0 sees it).
+    pub fn add_vif(
+        &self,
+        sim: &Sim,
+        domid: DomId,
+        index: u32,
+        mac: [u8; 6],
+    ) -> Result<Vif, XenstoreWriteError> {
+        self.add_vif_with(sim, domid, index, &VifConfig::new(mac))
+    }
+
+    /// [`add_vif`](Self::add_vif) with every setting.
+    ///
+    /// Errors: as [`add_vif`](Self::add_vif).
+    pub fn add_vif_with(
+        &self,
+        sim: &Sim,
+        domid: DomId,
+        index: u32,
+        cfg: &VifConfig,
+    ) -> Result<Vif, XenstoreWriteError> {
+        let mac = mac_string(cfg.mac);
+        let handle = index.to_string();
+        let mtu = cfg.mtu.map(|m| m.to_string());
+        let mut fe: Vec<(&str, &str)> = vec![("mac", &mac), ("handle", &handle)];
+        if let Some(m) = &mtu {
+            fe.push(("mtu", m));
+        }
+        let be = [
+            ("mac", mac.as_str()),
+            ("handle", handle.as_str()),
+            ("bridge", cfg.bridge.as_str()),
+            ("type", "vif"),
+        ];
+        let (frontend, backend) = sim.add_device(domid, "vif", index, &fe, &be)?;
+        Ok(Vif {
+            id: VifId { domid, index },
+            frontend,
+            backend,
+        })
+    }
+
     /// A network with no captures and no gateway.
     pub fn new() -> Self {
         NetBackend {
@@ -519,7 +560,7 @@ type Xs = XenStore<crate::SimHypervisor>;
 type HeldFrame = (u64, u64, PortId, Vec<u8>);
 
 struct Net {
-    vifs: BTreeMap<VifId, Vif>,
+    vifs: BTreeMap<VifId, VifBackend>,
     /// Backend directories the toolstack is still writing.
     incomplete: BTreeSet<String>,
     by_dir: BTreeMap<String, VifId>,
@@ -586,7 +627,7 @@ impl Net {
             return;
         }
         log::info!("netback {id}: new vif on {bridge}");
-        let mut vif = Vif::new(id, dev, bridge);
+        let mut vif = VifBackend::new(id, dev, bridge);
         vif.capture = self.vif_captures.remove(&id);
         self.vifs.insert(id, vif);
         self.by_dir.insert(dir, id);

@@ -115,13 +115,13 @@ enum Phase {
     Closing,
     /// Wrote `Closed`: a frontend back in `Initialising` is served again.
     Closed,
-    /// Stopped by the toolstack ([`super::stop_vif`]); `Closed` until
+    /// Stopped by the toolstack ([`super::Vif::stop`]); `Closed` until
     /// started.
     Stopped,
 }
 
 /// One vif's backend.
-pub(super) struct Vif {
+pub(super) struct VifBackend {
     pub id: VifId,
     pub dev: XenbusDevice<SimHypervisor>,
     pub bridge: String,
@@ -133,9 +133,9 @@ pub(super) struct Vif {
     pub error: Option<VifError>,
 }
 
-impl Vif {
+impl VifBackend {
     pub fn new(id: VifId, dev: XenbusDevice<SimHypervisor>, bridge: String) -> Self {
-        Vif {
+        VifBackend {
             id,
             dev,
             bridge,
