@@ -383,14 +383,17 @@ fn build_guest(root: &Path, a: &QemuArgs) -> Result<PathBuf, String> {
     // The 32-bit Arm crate's own probes (`boot`, `fault`) are its examples;
     // every other guest is the same on every arch.
     let (package, kind, dir) = if a.arm32() && ARM32_PROBES.contains(&a.guest.as_str()) {
-        ("xenpal-arch-arm32", "--example", "release/examples")
+        ("xenpal-arch-arm32", "--example", "guest/examples")
     } else {
-        ("xenpal-guests", "--bin", "release")
+        ("xenpal-guests", "--bin", "guest")
     };
+    // The workspace's `guest` profile: the size a user's crate gets from
+    // the front door's template.
     cmd.current_dir(root).args([
         "build",
         "--quiet",
-        "--release",
+        "--profile",
+        "guest",
         "-p",
         package,
         kind,

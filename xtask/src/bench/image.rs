@@ -1,7 +1,8 @@
 //! The `image-size-*` rows: the size on disk of the guest images users
-//! load, built as `cargo xtask qemu` builds them (`cargo build --release -p
-//! xenpal-guests --target ...`, the workspace's release profile, no
-//! features), and made into what Xen loads as the runner makes it: on
+//! load, built as `cargo xtask qemu` builds them (`cargo build --profile
+//! guest -p xenpal-guests --target ...`: the workspace's `guest` profile,
+//! as the front door's template builds a user's crate; no features), and
+//! made into what Xen loads as the runner makes it: on
 //! AArch64 the flat `Image` (`objcopy -O binary`), on x86_64 the stripped
 //! PV ELF. The baseline is a constant, Mirage's 172 KB web appliance.
 //!
@@ -37,14 +38,15 @@ pub(super) fn rows(root: &Path) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (target, arch) in TARGETS {
         println!(
-            "== bench: image-size: building {} for {target} (release)",
+            "== bench: image-size: building {} for {target} (profile guest)",
             GUESTS.join(", ")
         );
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(root).args([
             "build",
             "-q",
-            "--release",
+            "--profile",
+            "guest",
             "-p",
             "xenpal-guests",
             "--target",
@@ -60,7 +62,7 @@ pub(super) fn rows(root: &Path) -> Result<Vec<Row>, String> {
             ));
         }
         for guest in GUESTS {
-            let path = root.join("target").join(target).join("release").join(guest);
+            let path = root.join("target").join(target).join("guest").join(guest);
             let elf = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let (what, image, in_memory) = loaded(arch, &elf)?;
             println!(
