@@ -117,29 +117,13 @@ impl FrontEnd for Front {
     }
 
     fn recv(&mut self, out: &mut [Rsp]) -> usize {
-        let mut n = 0;
-        while n < out.len() {
-            match self.take_response().expect("well-behaved back end") {
-                Some(r) => out[n] = r,
-                None => break,
-            }
-            n += 1;
-        }
-        n
+        self.take_responses(out).expect("well-behaved back end")
     }
 }
 
 impl BackEnd for Back {
     fn recv(&mut self, out: &mut [Req]) -> usize {
-        let mut n = 0;
-        while n < out.len() {
-            match self.take_request().expect("well-behaved front end") {
-                Some(r) => out[n] = r,
-                None => break,
-            }
-            n += 1;
-        }
-        n
+        self.take_requests(out).expect("well-behaved front end")
     }
 
     fn send(&mut self, rsps: &[Rsp]) {

@@ -330,6 +330,24 @@ impl<M: SharedMemory, Req: RingEntry, Rsp: RingEntry> FrontRing<M, Req, Rsp> {
         Ok(Some(rsp))
     }
 
+    /// Copy out up to `out.len()` published responses into `out`, reading
+    /// the backend's producer once (as ring.h consumers loop from
+    /// `rsp_cons` to one snapshot of `rsp_prod`); returns how many.
+    /// [`take_response`](Self::take_response) in a loop reads it once per
+    /// entry, and every read contends with the writer's cache line.
+    ///
+    /// Errors: [`RingError::Overrun`] (nothing is taken).
+    #[doc(alias = "RING_GET_RESPONSE")]
+    pub fn take_responses(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
+        let ready = self.rsp_prod()?.since(self.rsp_cons) as usize;
+        let n = ready.min(out.len());
+        for rsp in &mut out[..n] {
+            *rsp = read_entry(&self.mem, self.rsp_cons, self.size, slot_size::<Req, Rsp>());
+            self.rsp_cons = self.rsp_cons.add(1);
+        }
+        Ok(n)
+    }
+
     /// Ask to be notified at the next response, then check once more for
     /// responses that raced with the request. Returns whether there are
     /// responses to take; if `false`, the backend will notify.
@@ -469,6 +487,22 @@ impl<M: SharedMemory, Req: RingEntry, Rsp: RingEntry> BackRing<M, Req, Rsp> {
         Ok(Some(req))
     }
 
+    /// Copy out up to `out.len()` published requests into `out`, reading
+    /// the front end's producer once, and no more than there are slots free
+    /// for their responses (as [`take_request`](Self::take_request));
+    /// returns how many.
+    ///
+    /// Errors: [`RingError::Overrun`] (nothing is taken).
+    #[doc(alias = "RING_GET_REQUEST")]
+    pub fn take_requests(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        let n = (self.unconsumed_requests()? as usize).min(out.len());
+        for req in &mut out[..n] {
+            *req = read_entry(&self.mem, self.req_cons, self.size, slot_size::<Req, Rsp>());
+            self.req_cons = self.req_cons.add(1);
+        }
+        Ok(n)
+    }
+
     /// Stage a response to a taken request; the front end sees it after
     /// [`push_responses_and_check_notify`](Self::push_responses_and_check_notify).
     ///
@@ -512,7 +546,7 @@ impl<M: SharedMemory, Req: RingEntry, Rsp: RingEntry> BackRing<M, Req, Rsp> {
 mod tests {
     use super::*;
     use crate::mem::WordMemory;
-    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
     #[derive(Copy, Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
     #[repr(C)]
@@ -642,6 +676,77 @@ mod tests {
         // Producer moving backwards is an overrun too.
         mem.store_u32(REQ_PROD, 10, Ordering::Release);
         assert!(b.take_request().is_err());
+    }
+
+    /// The batch takes see what the single ones see: at most what is
+    /// published (and, on the back end, what can still be answered), in
+    /// order, across the wrap of the slots; a hostile producer is an
+    /// overrun that takes nothing.
+    #[test]
+    fn batch_takes_match_single_takes() {
+        let (mut f, mut b) = pair(4096);
+        let mut reqs = [Req::new_zeroed(); 200];
+        let mut rsps = [Rsp::new_zeroed(); 200];
+        let mut next = 0u64;
+        let mut answered = 0u64;
+        for round in 0..40u64 {
+            let n = (round * 7 % 50 + 1) as usize;
+            for _ in 0..n.min(f.free_requests() as usize) {
+                f.stage_request(&Req {
+                    id: next,
+                    payload: [0; 2],
+                })
+                .unwrap();
+                next += 1;
+            }
+            f.push_requests_and_check_notify();
+            let want = (round % 3 * 20 + 5) as usize;
+            let got = b.take_requests(&mut reqs[..want]).unwrap();
+            assert_eq!(got, want.min((next - answered) as usize), "round {round}");
+            for (i, r) in reqs[..got].iter().enumerate() {
+                assert_eq!(r.id, answered + i as u64);
+                b.stage_response(&Rsp {
+                    id: r.id,
+                    status: 0,
+                    _pad: 0,
+                })
+                .unwrap();
+            }
+            b.push_responses_and_check_notify();
+            let back = f.take_responses(&mut rsps).unwrap();
+            assert_eq!(back, got);
+            for (i, r) in rsps[..back].iter().enumerate() {
+                assert_eq!(r.id, answered + i as u64);
+            }
+            answered += got as u64;
+        }
+        assert!(next > 128, "the slots wrapped");
+        // Nothing more published: nothing taken.
+        assert_eq!(f.take_responses(&mut rsps).unwrap(), 0);
+        // A backend claiming more than was asked: overrun, nothing taken.
+        let outstanding = f.outstanding();
+        f.memory().store_u32(
+            RSP_PROD,
+            f.rsp_cons().0.wrapping_add(outstanding + 1),
+            Ordering::Release,
+        );
+        assert!(matches!(
+            f.take_responses(&mut rsps),
+            Err(RingError::Overrun { .. })
+        ));
+        assert_eq!(f.outstanding(), outstanding);
+        // A front end running away: overrun on the back end too.
+        let (_f, mut b) = pair(4096);
+        b.memory().store_u32(REQ_PROD, 129, Ordering::Release);
+        assert!(matches!(
+            b.take_requests(&mut reqs),
+            Err(RingError::Overrun { .. })
+        ));
+        // Published, but only as many as can be answered.
+        b.memory().store_u32(REQ_PROD, 128, Ordering::Release);
+        assert_eq!(b.take_requests(&mut reqs[..100]).unwrap(), 100);
+        assert_eq!(b.take_requests(&mut reqs).unwrap(), 28);
+        assert_eq!(b.take_requests(&mut reqs).unwrap(), 0);
     }
 
     #[test]
