@@ -13,6 +13,7 @@
 //!   platform (identity-mapped RAM, a grant mapping, the shared-info page). Its
 //!   constructor is the one `unsafe` step; every access after that is safe.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -259,7 +260,11 @@ pub fn check_access(region_len: usize, offset: usize, len: usize, align: usize) 
 /// little-endian, as on every platform Xen supports for this project.
 #[derive(Clone)]
 pub struct WordMemory {
-    words: Arc<[AtomicU64]>,
+    /// Boxed, not `Arc<[_]>`: an `Arc` of a slice is filled word by word
+    /// (every page touched at once), while the box comes zeroed from the
+    /// allocator, whose fresh pages the system maps only when first used:
+    /// a simulated domain's RAM costs what its guest touches.
+    words: Arc<Box<[AtomicU64]>>,
     offset: usize,
     len: usize,
 }
@@ -276,9 +281,15 @@ impl fmt::Debug for WordMemory {
 impl WordMemory {
     /// A new zero-filled block of `len` bytes (rounded up to whole words).
     pub fn new(len: usize) -> Self {
-        let words: Arc<[AtomicU64]> = (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        let n = len.div_ceil(8);
+        let words = <[AtomicU64] as zerocopy::FromZeros>::new_box_zeroed_with_elems(n)
+            .unwrap_or_else(|_| {
+                let layout = core::alloc::Layout::array::<u64>(n)
+                    .unwrap_or(core::alloc::Layout::new::<u64>());
+                alloc::alloc::handle_alloc_error(layout)
+            });
         WordMemory {
-            words,
+            words: Arc::new(words),
             offset: 0,
             len,
         }
