@@ -3,7 +3,7 @@
 //! `mcopy`, `mtype`, `mlabel`) must list every file and directory and read
 //! every file back, byte for byte, by its long name. (A simulated guest
 //! reading them through blkfront and `embedded-sdmmc`:
-//! `sim/tests/fat_guest.rs`.)
+//! `tests/guest.rs`.)
 //!
 //! Needs Debian's `dosfstools` and `mtools`; without them these tests fail
 //! and say so.
@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+mod common;
+
+use common::{Expect, long_name};
 use xenpal_fatimg::{self as fatimg, FatError, FatImage, FatType, Layout, NameError};
 use xenpal_tests::{Scratch, assert_same as same, pattern};
 
@@ -114,38 +117,6 @@ fn mtype_out(img: &Path, layout: &Layout, path: &str) -> Vec<u8> {
     .0
 }
 
-/// What an image must hold: files (path, contents) and directories.
-#[derive(Clone, Default)]
-struct Expect {
-    files: BTreeMap<String, Vec<u8>>,
-    dirs: BTreeSet<String>,
-    label: Option<String>,
-}
-
-impl Expect {
-    /// Add a file to the image and to what is expected, with its parents.
-    fn file(&mut self, img: &mut FatImage, path: &str, data: Vec<u8>) {
-        img.add_file(path, data.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.parents(path);
-        self.files.insert(path.to_string(), data);
-    }
-
-    fn dir(&mut self, img: &mut FatImage, path: &str) {
-        img.add_dir(path).unwrap_or_else(|e| panic!("{e}"));
-        self.parents(path);
-        self.dirs.insert(path.to_string());
-    }
-
-    fn parents(&mut self, path: &str) {
-        let mut at = 0;
-        while let Some(i) = path[at..].find('/') {
-            self.dirs.insert(path[..at + i].to_string());
-            at += i + 1;
-        }
-    }
-}
-
 /// Every check the tools can make, on the image file `img`.
 fn check_with_tools(img: &Path, layout: &Layout, want: &Expect) {
     check_sampled(img, layout, want, 1);
@@ -199,15 +170,6 @@ fn build_and_check(img: &FatImage, want: &Expect, scratch: &Scratch, name: &str)
     std::fs::write(&path, &bytes).unwrap();
     check_with_tools(&path, &layout, want);
     layout
-}
-
-fn long_name(len: usize, ext: &str) -> String {
-    let mut s: String = "Long name ".chars().cycle().take(len - ext.len()).collect();
-    if s.ends_with(' ') {
-        s.pop();
-        s.push('x');
-    }
-    s + ext
 }
 
 // ---------------------------------------------------------------------------

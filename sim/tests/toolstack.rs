@@ -9,8 +9,7 @@ use embedded_sdmmc::{VolumeIdx, VolumeManager};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
 use xenpal_drivers::block_device::BlockDevice;
@@ -19,39 +18,7 @@ use xenpal_sim::toolstack::{Toolstack, ToolstackError, UnreachableReason};
 use xenpal_sim::xen_pv::xenstore::TxId;
 use xenpal_sim::xl::{DiskSpec, DomainSpec, VifSpec, XlError};
 use xenpal_sim::{SimConfig, SimPlatform};
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "xenpal-toolstack-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-
-    fn write(&self, rel: &str, data: &[u8]) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use xenpal_tests::Scratch;
 
 /// The site's files: two large enough that the site needs two 3 MiB
 /// images.
@@ -203,7 +170,7 @@ async fn reader(p: SimPlatform, seen: Arc<Mutex<Seen>>) {
 
 #[test]
 fn a_guest_from_an_xl_config_gets_its_address_and_disks() {
-    let tmp = TempDir::new("create");
+    let tmp = Scratch::new("toolstack-create");
     for (path, data) in site_files() {
         tmp.write(&format!("site/{path}"), &data);
     }
@@ -295,7 +262,7 @@ fn a_guest_from_an_xl_config_gets_its_address_and_disks() {
 
 #[test]
 fn bad_configs_and_bad_disks_are_typed_errors() {
-    let tmp = TempDir::new("errors");
+    let tmp = Scratch::new("toolstack-errors");
     tmp.write("site/index.html", b"hi");
     std::fs::create_dir_all(tmp.path("empty/sub")).unwrap();
     tmp.write("odd.img", &[0; 1000]);

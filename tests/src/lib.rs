@@ -85,6 +85,16 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// Write `data` to `name` in the directory, creating its parents.
+    /// Panics on an I/O error (this is for tests).
+    pub fn write(&self, name: &str, data: &[u8]) {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create a directory in the scratch directory");
+        }
+        std::fs::write(&p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
 }
 
 impl Drop for Scratch {

@@ -1,57 +1,20 @@
 //! FAT images made by `xenpal_fatimg`, read by a simulated guest through
 //! blkfront and `embedded-sdmmc`: every file by its long name (or its 8.3
 //! alias where embedded-sdmmc cannot look a long name up), byte for byte.
-//! (The host tools' verdict on the same builder: `fatimg/tests/tools.rs`.)
+//! (The host tools' verdict on the same builder: `tools.rs`.)
 
 use embedded_sdmmc::{BlockDevice, LfnBuffer, Mode, TimeSource, VolumeIdx, VolumeManager};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use xenpal_drivers::blk::{Blkfront, BlkfrontConfig, vbd_ids};
+mod common;
+
+use common::{Expect, long_name};
 use xenpal_fatimg::{FatImage, FatType};
 use xenpal_sim::backends::blk::{Blkback, Disk, VbdOptions};
 use xenpal_sim::{DomainConfig, Sim, SimConfig};
 use xenpal_tests::{assert_same as same, pattern};
-
-/// What an image must hold: files (path, contents) and directories.
-#[derive(Default)]
-struct Expect {
-    files: BTreeMap<String, Vec<u8>>,
-    dirs: BTreeSet<String>,
-}
-
-impl Expect {
-    /// Add a file to the image and to what is expected, with its parents.
-    fn file(&mut self, img: &mut FatImage, path: &str, data: Vec<u8>) {
-        img.add_file(path, data.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.parents(path);
-        self.files.insert(path.to_string(), data);
-    }
-
-    fn dir(&mut self, img: &mut FatImage, path: &str) {
-        img.add_dir(path).unwrap_or_else(|e| panic!("{e}"));
-        self.parents(path);
-        self.dirs.insert(path.to_string());
-    }
-
-    fn parents(&mut self, path: &str) {
-        let mut at = 0;
-        while let Some(i) = path[at..].find('/') {
-            self.dirs.insert(path[..at + i].to_string());
-            at += i + 1;
-        }
-    }
-}
-
-fn long_name(len: usize, ext: &str) -> String {
-    let mut s: String = "Long name ".chars().cycle().take(len - ext.len()).collect();
-    if s.ends_with(' ') {
-        s.pop();
-        s.push('x');
-    }
-    s + ext
-}
 
 struct FixedTime;
 
