@@ -262,8 +262,9 @@ pub fn check_access(region_len: usize, offset: usize, len: usize, align: usize) 
 pub struct WordMemory {
     /// Boxed, not `Arc<[_]>`: an `Arc` of a slice is filled word by word
     /// (every page touched at once), while the box comes zeroed from the
-    /// allocator, whose fresh pages the system maps only when first used:
-    /// a simulated domain's RAM costs what its guest touches.
+    /// allocator (`calloc`), which takes a large block fresh from the
+    /// system, whose pages cost memory only once used: a simulated
+    /// domain's 32 MiB of RAM costs what its guest touches.
     words: Arc<Box<[AtomicU64]>>,
     offset: usize,
     len: usize,

@@ -59,7 +59,7 @@ pub fn map_frames_auto<H: Hypervisor>(h: &H, base: Gfn, count: usize) -> Result<
     h.map_frames(base, count)
 }
 
-/// Numbers from `next..end` handed out lowest first, and numbers given back
+/// Numbers from `start..end` handed out lowest first, and numbers given back
 /// reused last in, first out: the order of a stack filled with the whole
 /// range in reverse, without holding the range (a guest's map window is
 /// thousands of frames; a simulator runs 100,000 guests).
