@@ -460,8 +460,8 @@ pub struct Layout {
     pub clusters: u32,
     /// Clusters the files and directories use; the rest are free.
     pub used_clusters: u32,
-    /// Reserved sectors before the first FAT (boot sector, FSInfo and
-    /// backups on FAT32, alignment).
+    /// Reserved sectors before the first FAT, as `fatfs` lays them out: 8
+    /// on FAT32 (boot sector, FSInfo, their backups), 1 on FAT16.
     pub reserved_sectors: u32,
     /// Sectors per FAT (there are two).
     pub fat_sectors: u32,
