@@ -464,6 +464,8 @@ where
     let mut sockets = SocketSet::new(Vec::new());
     let mut listener: Listener<Conn> = Listener::new(cfg.port, cfg.listener, &mut sockets);
     log::info!("site: listening on {}:{}", address.address(), cfg.port);
+    // Clients that asked for our address while we booted hear it now.
+    xenpal::net::announce(&mut nic, smol_now(p.timer()), address.address());
     let mut site = Site {
         index: &index,
         vols: &vols,

@@ -108,6 +108,42 @@ impl fmt::Debug for Stack<'_> {
     }
 }
 
+/// Announce `ip` at the vif's MAC with a gratuitous ARP request, as
+/// Linux's netfront does when it connects: a peer already asking for the
+/// address (a client that tried before the guest was up) learns it now
+/// rather than at its next ARP retry, a second later. [`Stack::open`]
+/// does it; a server driving its own interface calls it once it listens.
+#[doc(alias = "netdev_notify_peers")]
+pub fn announce(nic: &mut crate::Netfront<'_>, now: SmolInstant, ip: Ipv4Address) {
+    use smoltcp::phy::{Device, TxToken};
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let mac = EthernetAddress(nic.mac());
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    // No TX slot free right after connecting cannot happen; if it did,
+    // peers would learn the address at their next ARP retry anyway.
+    if let Some(tx) = nic.transmit(now) {
+        tx.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
+            let mut frame = EthernetFrame::new_unchecked(buf);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+    }
+}
+
 impl<'p> Stack<'p> {
     /// Open vif `id` (`"0"` for the first), wait (up to [`OPEN_TIMEOUT`])
     /// for the backend to connect, and bring up an interface at the address
@@ -140,6 +176,7 @@ impl<'p> Stack<'p> {
         }
         let mut nic = Netfront::open(p, id, NetConfig::default()).await?;
         nic.wait_up(deadline).await?;
+        announce(&mut nic, smol_now(p.timer()), address.address());
         let mut config = Config::new(nic.hardware_address());
         config.random_seed = u64::from(p.domid().0.max(1)) * 0x9e37_79b9 + 7;
         let mut iface = Interface::new(config, &mut nic, smol_now(p.timer()));
