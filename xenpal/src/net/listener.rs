@@ -10,12 +10,29 @@
 //! sockets are put back to listening or, above the backlog, freed, so
 //! memory follows the load.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
+
+/// Heap a listener leaves free when it adds a socket: what the caller's
+/// per-connection work (requests, responses, smoltcp's own tables) needs,
+/// so a burst of clients meets resets, not an allocation failure.
+const HEADROOM: usize = 256 * 1024;
+
+/// A zeroed buffer of `len` bytes, or `None` if the heap has no room.
+fn zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
+}
+
+/// Whether the heap could give `len` bytes now (given straight back).
+fn has_room(len: usize) -> bool {
+    Vec::<u8>::new().try_reserve_exact(len).is_ok()
+}
 
 /// How a [`Listener`] sizes itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +60,8 @@ pub struct ListenerConfig {
 impl Default for ListenerConfig {
     /// 16 listening, 512 at once, 4 KiB in and 16 KiB out each, of which
     /// 8 have 256 KiB out (12 MiB of socket buffers when full; sockets are
-    /// made as clients come and freed as they go). 512 leaves room for 200
+    /// made as clients come, while the heap has room for their buffers
+    /// and 256 KiB more, and freed as they go). 512 leaves room for 200
     /// clients closing while 200 others connect, as when one load test
     /// follows another.
     fn default() -> Self {
@@ -153,8 +171,10 @@ impl<T: Default> Listener<T> {
     }
 
     /// Add listening sockets until the backlog is full (within
-    /// `max_connections`, reusing closed sockets first when at the limit):
-    /// a few checks when nothing was taken.
+    /// `max_connections`, reusing closed sockets first when at the limit,
+    /// and while the heap has room for a socket's buffers and
+    /// [`HEADROOM`]; a wide socket becomes a narrow one if only that
+    /// fits): a few checks when nothing was taken.
     fn top_up(&mut self, sockets: &mut SocketSet<'static>) {
         self.forget_taken(sockets);
         if self.listening.len() < self.config.backlog
@@ -162,19 +182,29 @@ impl<T: Default> Listener<T> {
         {
             self.recycle(sockets);
         }
+        let mut short_of_memory = false;
         while self.listening.len() < self.config.backlog
             && self.slots.len() < self.config.max_connections
         {
-            let wide = self.wide.len() < self.config.wide_sockets;
+            let rx = self.config.rx_buffer;
+            // A wide socket if one is due and the heap has room for it,
+            // else a narrow one if it has room for that.
+            let wide = self.wide.len() < self.config.wide_sockets
+                && has_room(rx + self.config.wide_tx_buffer);
             let tx = if wide {
                 self.config.wide_tx_buffer
             } else {
                 self.config.tx_buffer
             };
-            let mut s = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
-                tcp::SocketBuffer::new(vec![0; tx]),
-            );
+            let (Some(rx), Some(tx)) = (zeroed(rx), zeroed(tx)) else {
+                short_of_memory = true;
+                break;
+            };
+            if !has_room(HEADROOM) {
+                short_of_memory = true;
+                break;
+            }
+            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
             if s.listen(self.port).is_err() {
                 // Port 0: nothing can listen there.
                 break;
@@ -197,9 +227,14 @@ impl<T: Default> Listener<T> {
                 }
             }
             log::warn!(
-                "listener: port {}: all {} connections in use ({states:?}); new clients are reset until one closes",
+                "listener: port {}: all {} connections in use ({states:?}){}; new clients are reset until one closes",
                 self.port,
-                self.slots.len()
+                self.slots.len(),
+                if short_of_memory {
+                    ", no memory for more"
+                } else {
+                    ""
+                }
             );
         }
         self.full = full;
@@ -298,5 +333,35 @@ mod tests {
         let caps = capacities(&l, &sockets);
         assert_eq!(caps.iter().filter(|c| **c == 8192).count(), 2, "{caps:?}");
         assert_eq!(caps.len(), 4);
+    }
+
+    #[test]
+    fn sockets_the_heap_cannot_hold_are_not_made() {
+        // No heap has room for a wide buffer this large: narrow sockets.
+        let config = ListenerConfig {
+            backlog: 3,
+            max_connections: 8,
+            rx_buffer: 1024,
+            tx_buffer: 2048,
+            wide_sockets: 2,
+            wide_tx_buffer: isize::MAX as usize - 4096,
+        };
+        let mut sockets = SocketSet::new(Vec::new());
+        let l: Listener<()> = Listener::new(80, config, &mut sockets);
+        assert_eq!(capacities(&l, &sockets), [2048, 2048, 2048]);
+        assert!(l.wide.is_empty());
+
+        // Nor for a narrow one: no socket, no panic; the port resets
+        // clients until memory is back.
+        let config = ListenerConfig {
+            tx_buffer: isize::MAX as usize - 4096,
+            ..config
+        };
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut l: Listener<()> = Listener::new(80, config, &mut sockets);
+        assert!(l.is_empty());
+        assert!(l.full);
+        l.refill(&mut sockets);
+        assert!(l.is_empty());
     }
 }
