@@ -80,16 +80,33 @@ impl<D: BlockDevice> ReadAhead<D> {
         // buffer is read into as it is: no allocation, no zero-filling
         // (which was 9% of a sequential read's profile). It leaves the
         // cache first, so a failed read cannot leave it half overwritten.
-        let mut blocks = if wins.len() >= self.windows {
-            let lru = wins
+        let lru = |wins: &mut Vec<Window>| {
+            let i = wins
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, w)| w.used)
                 .map(|(i, _)| i);
-            lru.map(|i| wins.swap_remove(i).blocks).unwrap_or_default()
-        } else {
-            Vec::new()
+            i.map(|i| wins.swap_remove(i).blocks).unwrap_or_default()
         };
+        // A new window only if the heap has room for it (a guest short of
+        // memory, its sockets full, must not die here): else the least
+        // recently used one is reused, and with none, the block is read
+        // alone.
+        let mut blocks = if wins.len() >= self.windows {
+            lru(wins)
+        } else {
+            let mut v = Vec::new();
+            if v.try_reserve_exact(len as usize).is_ok() {
+                v
+            } else {
+                lru(wins)
+            }
+        };
+        let missing = (len as usize).saturating_sub(blocks.len());
+        if blocks.try_reserve_exact(missing).is_err() {
+            drop(guard);
+            return self.dev.read(core::slice::from_mut(out), BlockIdx(idx));
+        }
         blocks.resize(len as usize, Block::new());
         self.dev.read(&mut blocks, BlockIdx(start))?;
         *out = blocks[(idx - start) as usize].clone();
