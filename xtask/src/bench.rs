@@ -31,6 +31,11 @@
 //! (`ring-rtt`, `site-memory`, `image-size-*`, `sim-density-*`) the goal is a ceiling and printed as such
 //! (`goal=<=2`). `met` in the JSON compares the ratio the right way.
 //!
+//! `--xen` runs the rows on emulated Xen instead (`xen-boot-to-serve`,
+//! `xen-download`, `xen-density-*`: the site guest against a Linux domU
+//! in the x86_64 Linux dom0 rig; see [`xen`]); with `--quick`, 10 density
+//! guests instead of 100.
+//!
 //! `--only NAME,NAME` runs only the named measures: `site-download`,
 //! `site-small-c1`, `site-small-c50`, `site-memory`, `ring-rtt`, `ring-stream`,
 //! `image-size` (all the `image-size-*` rows), `sim-tcp`, `sim-blk-read`,
@@ -42,6 +47,7 @@ mod image;
 mod memory;
 mod rings;
 mod sim;
+pub mod xen;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -258,15 +264,16 @@ const MEASURES: [&str; 10] = [
 pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
     let usage = || {
         format!(
-            "unknown arguments {args:?}: cargo xtask bench [--quick] [--only NAME,...] (NAME: {})",
+            "unknown arguments {args:?}: cargo xtask bench [--quick] [--only NAME,...] | --xen [--quick] (NAME: {})",
             MEASURES.join(", ")
         )
     };
-    let (mut quick, mut only) = (false, None);
+    let (mut quick, mut only, mut on_xen) = (false, None, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--xen" => on_xen = true,
             "--only" => {
                 let list: Vec<String> = it
                     .next()
@@ -285,10 +292,16 @@ pub fn run(args: &[String], root: &Path) -> Result<bool, String> {
             _ => return Err(usage()),
         }
     }
-    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    if on_xen && only.is_some() {
+        return Err("--xen runs the Xen rows only: no --only with it".into());
+    }
+    let wanted = |name: &str| !on_xen && only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let out_dir = root.join("target/bench");
     let mut rows = Vec::new();
     let mut ok = true;
+    if on_xen {
+        rows.extend(xen::rows(root, quick)?);
+    }
     if MEASURES[..3].iter().any(|m| wanted(m)) {
         ok &= site_rows(root, &out_dir, quick, &wanted, &mut rows)?;
     }

@@ -212,6 +212,56 @@ pub struct Dom0 {
     pub files: usize,
 }
 
+/// Debian's kernel for `arch` in the suite of Xen `v`, unpacked.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The package, e.g. `linux-image-6.1.0-18-amd64`.
+    pub package: String,
+    /// The release, e.g. `6.1.0-18-amd64`.
+    pub release: String,
+    /// Where the package is unpacked (its modules are under
+    /// `lib/modules/RELEASE/kernel`).
+    pub dir: PathBuf,
+    /// The kernel image (`boot/vmlinuz-RELEASE`).
+    pub image: PathBuf,
+}
+
+impl Kernel {
+    /// The module at `rel` (e.g. `drivers/net/xen-netfront`), read.
+    ///
+    /// Errors: a message naming the package and the module.
+    pub fn module(&self, rel: &str) -> Result<Vec<u8>, String> {
+        let path = format!("lib/modules/{}/kernel/{rel}.ko", self.release);
+        std::fs::read(self.dir.join(&path)).map_err(|e| format!("{}: {path}: {e}", self.package))
+    }
+}
+
+/// Fetch (cached) and unpack Debian's kernel for `arch` that dom0 runs
+/// with Xen `v`.
+///
+/// Errors: a message naming the package that is missing or incomplete.
+pub fn kernel(cache: &Path, arch: Arch, v: XenVersion) -> Result<Kernel, String> {
+    let (suite, deb) = (v.suite(), arch.debian());
+    let flavour = arch.kernel_flavour();
+    let meta = format!("linux-image-{flavour}");
+    let package = fetch::depends(cache, suite, deb, &meta)?
+        .into_iter()
+        .find(|d| d.starts_with("linux-image-") && d.ends_with(&format!("-{flavour}")))
+        .ok_or(format!("{meta} names no kernel package"))?;
+    let release = package["linux-image-".len()..].to_string();
+    let dir = fetch::package(cache, suite, deb, &package)?;
+    let image = dir.join(format!("boot/vmlinuz-{release}"));
+    if !image.exists() {
+        return Err(format!("{package} has no boot/vmlinuz-{release}"));
+    }
+    Ok(Kernel {
+        package,
+        release,
+        dir,
+        image,
+    })
+}
+
 /// Add every file, link and directory below `dir/sub` (kept if `keep` says
 /// so for its path relative to `dir`) to `a` at the same relative path.
 fn add_tree(
@@ -263,18 +313,12 @@ pub fn build(
     let suite = v.suite();
     let deb = arch.debian();
     let name = |p: &str| p.replace("{v}", v.as_str());
-    let flavour = arch.kernel_flavour();
-    let meta = format!("linux-image-{flavour}");
-    let kernel_pkg = fetch::depends(cache, suite, deb, &meta)?
-        .into_iter()
-        .find(|d| d.starts_with("linux-image-") && d.ends_with(&format!("-{flavour}")))
-        .ok_or(format!("{meta} names no kernel package"))?;
-    let release = kernel_pkg["linux-image-".len()..].to_string();
-    let kdir = fetch::package(cache, suite, deb, &kernel_pkg)?;
-    let kernel = kdir.join(format!("boot/vmlinuz-{release}"));
-    if !kernel.exists() {
-        return Err(format!("{kernel_pkg} has no boot/vmlinuz-{release}"));
-    }
+    let Kernel {
+        package: kernel_pkg,
+        release,
+        dir: kdir,
+        image: kernel,
+    } = kernel(cache, arch, v)?;
     let mut a = Archive::default();
     let mdir = format!("lib/modules/{release}/kernel");
     let mut wanted = MODULES.to_vec();

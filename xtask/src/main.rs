@@ -7,7 +7,7 @@
 //! cargo xtask report
 //! cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--mode pv|pvh] [--timeout SECS] ELF
 //! cargo xtask new PATH
-//! cargo xtask bench [--quick] [--only NAME,...]
+//! cargo xtask bench [--quick] [--only NAME,...] | --xen [--quick]
 //! cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S
 //! ```
 //!
@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64|arm32 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--mode pv|pvh] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...]\n       cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S\n       cargo xtask report";
+const USAGE: &str = "usage: cargo xtask qemu --arch aarch64|x86_64|arm32 [--mode pv|pvh] [--gic 2|3] [--xen 4.17|4.20] [--dom0 linux|none] [--timeout SECS] [--features F] [--expect pass|fail|crash] [GUEST]\n       cargo xtask qemu --arch aarch64|x86_64 --xen 4.17 --dom0 linux --site DIR [--image-mib N] [--port PORT] [--check] site\n       cargo xtask run [--xen 4.17|4.20] [--gic 2|3] [--dom0 linux|none] [--mode pv|pvh] [--timeout SECS] ELF\n       cargo xtask new PATH\n       cargo xtask bench [--quick] [--only NAME,...] | --xen [--quick]\n       cargo xtask soak [--seeds N] [--from S] [--jobs J] | --seed S\n       cargo xtask report";
 
 /// Where the guest image is loaded by QEMU (clear of the DTB QEMU puts at
 /// 0x48000000 with 1 GiB of RAM).
@@ -106,6 +106,9 @@ struct QemuArgs {
     site: Option<site::SiteArgs>,
     /// x86_64: boot the guest PVH (`--mode pvh`) instead of PV.
     pvh: bool,
+    /// `cargo xtask bench --xen`: dom0 runs the Xen measures (with this
+    /// many density guests at most) instead of serving the site.
+    bench_xen: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<QemuArgs, String> {
@@ -122,6 +125,7 @@ fn parse(args: &[String]) -> Result<QemuArgs, String> {
         domain_cfg: None,
         site: None,
         pvh: false,
+        bench_xen: None,
     };
     let (mut gic_given, mut xen_given) = (false, false);
     let mut it = args.iter();
@@ -687,7 +691,17 @@ fn linux_dom0_boot(
             site.image_mib
         );
         devices = site::guest_devices(images.len());
-        extra = site::dom0_files(images.len());
+        extra = match a.bench_xen {
+            Some(guests) => {
+                let cache = base.join("cache");
+                let kernel = dom0::kernel(&cache, arch, a.xen)?;
+                let bb = fetch::package(&cache, a.xen.suite(), arch.debian(), "busybox-static")?
+                    .join("bin/busybox");
+                let busybox = std::fs::read(&bb).map_err(|e| format!("{}: {e}", bb.display()))?;
+                bench::xen::dom0_files(&kernel, &busybox, guests)?
+            }
+            None => site::dom0_files(images.len()),
+        };
         site_images = images;
     }
     // Preserved after shutdown, so dom0 can read its last console lines
@@ -715,7 +729,10 @@ fn linux_dom0_boot(
         d.files,
         initrd_size >> 20
     );
-    let xen_args = "dom0_mem=512M,max:512M loglvl=all guest_loglvl=all";
+    // The density measure's guests each cost dom0 several MiB in Linux's
+    // backends (netback's and blkback's page pools): 512 MiB runs about 50.
+    let dom0_mib = if a.bench_xen.is_some() { 1024 } else { 512 };
+    let xen_args = format!("dom0_mem={dom0_mib}M,max:{dom0_mib}M loglvl=all guest_loglvl=all");
     let dom0_args = "console=hvc0 rdinit=/init quiet";
     let mut cmd;
     if a.x86() {
@@ -765,7 +782,7 @@ fn linux_dom0_boot(
             ramdisk: (DOM0_INITRD_ADDR, initrd_size),
             bootargs: dom0_args.into(),
         };
-        let dtb = dtb::with_dom0(&base_dtb, xen_args, &modules)?;
+        let dtb = dtb::with_dom0(&base_dtb, &xen_args, &modules)?;
         let dtb_path = out.join("xen-dom0.dtb");
         std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
         cmd = arm_xen_command(
