@@ -119,6 +119,16 @@ for round in 1 2 3 4 5; do
         xl destroy $g
     done
 done
+# Where `xl create` spends its time: the same domains created paused
+# (built, devices attached, not run), and with no devices.
+for g in xenpal linux; do
+    sed -e '/^vif = /d' -e '/^disk = /d' /run/$g.cfg > /run/$g-nodev.cfg
+    for round in 1 2 3; do
+        t0=$(now); start $g "-p /run/$g.cfg"; full=$(since $t0); xl destroy $g
+        t0=$(now); start $g "-p /run/$g-nodev.cfg"; bare=$(since $t0); xl destroy $g
+        say "bench-xen paused $g $full $bare"
+    done
+done
 start xenpal /run/xenpal.cfg
 start linux /run/linux.cfg
 up @IP@ $(now) 180 > /dev/null || fail "xenpal does not answer: $(console xenpal)"
@@ -130,6 +140,16 @@ for round in 1 2 3 4 5; do
         n=$(wget -q -O - "http://$ip/@BIG@" | wc -c)
         say "bench-xen download $g $(since $t0) $n"
     done
+done
+# Who is busy during a download: CPU seconds Xen counts for dom0 and for
+# the guest over 10 downloads in a row.
+cpu() { xl list $1 | tail -n 1 | tr -s ' ' | cut -d ' ' -f 6; }
+for g in xenpal linux; do
+    [ $g = xenpal ] && ip=@IP@ || ip=@LINUX_IP@
+    d0=$(cpu Domain-0); dg=$(cpu $g); t0=$(now)
+    for k in 1 2 3 4 5 6 7 8 9 10; do wget -q -O /dev/null "http://$ip/@BIG@"; done
+    t=$(since $t0)
+    say "bench-xen cpu $g $t $(awk -v a=$d0 -v b=$(cpu Domain-0) 'BEGIN { printf "%.1f", b - a }') $(awk -v a=$dg -v b=$(cpu $g) 'BEGIN { printf "%.1f", b - a }')"
 done
 xl destroy xenpal
 xl destroy linux
@@ -313,6 +333,11 @@ struct Seen {
     boot: [Vec<f64>; 2],
     /// Seconds `xl create` itself took in those rounds.
     create: [Vec<f64>; 2],
+    /// Ten downloads in a row: seconds, and CPU seconds of dom0 and of the
+    /// guest (as `xl list` counts them).
+    cpu: [Option<(f64, f64, f64)>; 2],
+    /// Seconds `xl create -p` took with the devices and without.
+    paused: [Vec<(f64, f64)>; 2],
     /// Seconds from `xl create` to the guest's console saying it listens
     /// (if dom0 saw it before the first answer).
     listening: [Vec<Option<f64>>; 2],
@@ -386,6 +411,12 @@ impl Seen {
             }
             ["end"] => self.end = true,
             // `start:`, `probe` and `memory` lines are for people.
+            ["cpu", g, t, dom0, guest] => {
+                self.cpu[side(g)?] = Some((num(t)?, num(dom0)?, num(guest)?));
+            }
+            ["paused", g, full, bare] => {
+                self.paused[side(g)?].push((num(full)?, num(bare)?));
+            }
             ["start:" | "probe" | "memory", ..] => {}
             _ => return Err(bad()),
         }
@@ -419,6 +450,24 @@ impl Seen {
             said(&self.listening[0]),
             said(&self.listening[1]),
         );
+        for (i, who) in ["ours", "Linux's"].iter().enumerate() {
+            let v = &self.paused[i];
+            if !v.is_empty() {
+                println!(
+                    "   xen-boot-to-serve: {who} domain created paused: {:.2} s with its devices, {:.2} s without (medians of {})",
+                    median(v.iter().map(|p| p.0).collect()),
+                    median(v.iter().map(|p| p.1).collect()),
+                    v.len()
+                );
+            }
+        }
+        for (i, who) in ["ours", "Linux's"].iter().enumerate() {
+            if let Some((t, dom0, guest)) = self.cpu[i] {
+                println!(
+                    "   xen-download: 10 downloads from {who} in {t:.2} s: dom0 busy {dom0:.1} CPU-s (of 2 vCPUs), the guest {guest:.1} CPU-s"
+                );
+            }
+        }
         let mut rows = vec![
             Row {
                 name: "xen-boot-to-serve",
@@ -641,6 +690,11 @@ mod tests {
             s.take(&format!("dom0: bench-xen download linux 0.25 {BIG_BYTES}"))
                 .unwrap();
         }
+        s.take("dom0: bench-xen paused xenpal 0.90 0.40").unwrap();
+        s.take("dom0: bench-xen paused linux 4.00 3.50").unwrap();
+        assert_eq!(s.paused[1], [(4.0, 3.5)]);
+        s.take("dom0: bench-xen cpu xenpal 3.50 2.1 3.4").unwrap();
+        assert_eq!(s.cpu[0], Some((3.5, 2.1, 3.4)));
         s.take("dom0: bench-xen min-memory 4").unwrap();
         s.take("dom0: bench-xen burst 3 50 0 crashed").unwrap();
         s.take("dom0: bench-xen burst 4 50 12 answering").unwrap();
