@@ -131,6 +131,14 @@ impl Row {
     }
 }
 
+/// The 1 KB page the small-request rows ask for.
+fn small_page() -> Vec<u8> {
+    let mut page = b"<!doctype html><title>bench</title><p>".to_vec();
+    page.resize(1024 - 5, b'x');
+    page.extend_from_slice(b"</p>\n");
+    page
+}
+
 /// A server for the length of the run; killed when dropped.
 struct Server(Child);
 
@@ -411,10 +419,7 @@ fn site_rows(
         std::fs::write(site.join(name), data).map_err(|e| format!("{name}: {e}"))
     };
     write("big.bin", &crate::fullstack::noise(file_bytes))?;
-    let mut page = b"<!doctype html><title>bench</title><p>".to_vec();
-    page.resize(1024 - 5, b'x');
-    page.extend_from_slice(b"</p>\n");
-    write("page.html", &page)?;
+    write("page.html", &small_page())?;
 
     let demo = build_demo(root)?;
     let (ours_port, base_port) = (free_port()?, free_port()?);
