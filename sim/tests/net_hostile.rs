@@ -24,7 +24,8 @@ use xenpal_sim::hal::{
     SharedMemory, event::wait_event,
 };
 use xenpal_sim::xen_pv::abi::io::{
-    NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, netif_rsp, netrxf,
+    NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, netif_extra, netif_rsp,
+    netrxf, nettxf,
 };
 use xenpal_sim::xen_pv::xenstore::TxId;
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
@@ -327,6 +328,8 @@ enum Rogue {
     RunawayProducer,
     /// A transmit slot whose data crosses the end of its page.
     SlotCrossesPage,
+    /// A GSO extra-info slot with a segment size of 0.
+    GsoSizeZero,
 }
 
 /// A frontend written by hand that connects properly, then breaks the
@@ -385,6 +388,22 @@ async fn rogue_frontend(p: SimPlatform, rogue: Rogue, log: Arc<Mutex<Vec<String>
             .unwrap();
             tx.push_requests_and_check_notify();
         }
+        Rogue::GsoSizeZero => {
+            tx.stage_request(&NetifTxRequest {
+                gref: grants[2].0,
+                offset: 0,
+                flags: nettxf::EXTRA_INFO,
+                id: 0,
+                size: 60,
+            })
+            .unwrap();
+            // type GSO, no flags, size 0, type TCPv4.
+            let mut extra = [0u8; 12];
+            extra[..5].copy_from_slice(&[netif_extra::TYPE_GSO, 0, 0, 0, 1]);
+            tx.stage_request(&NetifTxRequest::read_from_bytes(&extra).unwrap())
+                .unwrap();
+            tx.push_requests_and_check_notify();
+        }
     }
     p.events().notify(port).unwrap();
     dev.wait_peer(|s| s == XenbusState::Closing, |_| false)
@@ -417,6 +436,9 @@ fn hostile_frontend_is_cut_off_by_netback() {
         ),
         (Rogue::SlotCrossesPage, "crosses its page", |e| {
             matches!(e, VifError::SlotCrossesPage { offset: 4000, .. })
+        }),
+        (Rogue::GsoSizeZero, "GSO extra-info slot with size 0", |e| {
+            matches!(e, VifError::BadGso { size: 0, kind: 1 })
         }),
     ] {
         with_seed(seed, || {

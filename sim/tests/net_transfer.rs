@@ -12,14 +12,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenpal_drivers::net::NetConfig;
-use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, NetSnapshot};
+use xenpal_sim::backends::net::{FaultCounters, LinkFaults, NetBackend, NetSnapshot, VifId};
 use xenpal_sim::hal::{Clock, DomId};
 use xenpal_sim::{Sim, SimConfig, SimPlatform};
 
 /// Run a TCP transfer of `total` bytes from d1 to d2; returns the outcome
 /// and the simulator (for its console output and trace).
 fn run_tcp(seed: u64, total: u64, mtu: Option<usize>) -> (Outcome, Sim, u64) {
-    let (o, sim, steps, _) = run_tcp_with(seed, total, mtu, None);
+    let cfg = NetConfig {
+        mtu,
+        ..NetConfig::default()
+    };
+    let (o, sim, steps, _) = run_tcp_with(seed, total, cfg, None);
     (o, sim, steps)
 }
 
@@ -28,7 +32,7 @@ fn run_tcp(seed: u64, total: u64, mtu: Option<usize>) -> (Outcome, Sim, u64) {
 fn run_tcp_with(
     seed: u64,
     total: u64,
-    mtu: Option<usize>,
+    cfg: NetConfig,
     faults: Option<LinkFaults>,
 ) -> (Outcome, Sim, u64, NetSnapshot) {
     let mut sim = Sim::new(SimConfig::seeded(seed));
@@ -40,10 +44,6 @@ fn run_tcp_with(
             net.link_faults(DomId(d), 0, LinkFaults { seed, ..f });
         }
     }
-    let cfg = NetConfig {
-        mtu,
-        ..NetConfig::default()
-    };
     let pair = spawn_tcp_pair(&mut sim, &net, total, cfg);
     let status = net.spawn(&mut sim).unwrap();
     assert_eq!((pair.sender, pair.receiver), (DomId(1), DomId(2)));
@@ -90,7 +90,7 @@ fn tcp_stream_survives_faulty_links_and_replays() {
         ..LinkFaults::default()
     };
     with_seed(seed, || {
-        let (o, s1, _, snap) = run_tcp_with(seed, TOTAL, None, Some(faults));
+        let (o, s1, _, snap) = run_tcp_with(seed, TOTAL, NetConfig::default(), Some(faults));
         assert!(o.received <= TOTAL);
         assert_eq!(
             o.received_sum,
@@ -116,7 +116,7 @@ fn tcp_stream_survives_faulty_links_and_replays() {
                 "{sum:?}"
             );
         }
-        let (o2, s2, _, snap2) = run_tcp_with(seed, TOTAL, None, Some(faults));
+        let (o2, s2, _, snap2) = run_tcp_with(seed, TOTAL, NetConfig::default(), Some(faults));
         assert_eq!(o2.received_sum, o.received_sum);
         assert_eq!(snap2.vifs, snap.vifs, "the same faults");
         assert_eq!(s1.trace_hash(), s2.trace_hash(), "same seed, different run");
@@ -124,18 +124,26 @@ fn tcp_stream_survives_faulty_links_and_replays() {
 }
 
 /// 16 MiB with the standard MTU, then with jumbo frames (9014-byte frames
-/// take three ring slots each way).
+/// take three ring slots each way), then without large sends. With them
+/// (the default, netback offering `feature-gso-tcpv4`), the sender hands
+/// dom0 segments of up to 64 KiB, which dom0 cuts to the link's MTU: the
+/// receiver still gets link-sized frames.
 #[test]
 fn tcp_stream_of_16_mib_arrives_intact() {
     const TOTAL: u64 = 16 << 20;
     let seed = xenpal_sim::seed_from_env().unwrap_or(0x16);
-    for mtu in [None, Some(9000)] {
+    for (mtu, large_send) in [(None, true), (Some(9000), true), (None, false)] {
         with_seed(seed, || {
             let started = std::time::Instant::now();
-            let (o, sim, steps) = run_tcp(seed, TOTAL, mtu);
+            let cfg = NetConfig {
+                mtu,
+                large_send,
+                ..NetConfig::default()
+            };
+            let (o, sim, steps, snap) = run_tcp_with(seed, TOTAL, cfg, None);
             eprintln!(
-                "16 MiB over TCP, mtu {mtu:?}: {:?} real, {} simulated, {steps} steps, \
-                 {} tx / {} rx packets",
+                "16 MiB over TCP, mtu {mtu:?}, large send {large_send}: {:?} real, {} simulated, \
+                 {steps} steps, {} tx / {} rx packets",
                 started.elapsed(),
                 sim.now(),
                 o.tx_packets,
@@ -149,6 +157,20 @@ fn tcp_stream_of_16_mib_arrives_intact() {
             // Jumbo frames carry about six times as much per packet.
             let per_packet = if mtu.is_some() { 8000 } else { 1400 };
             assert!(o.rx_packets < TOTAL / per_packet + 1000, "{o:?}");
+            assert!(o.rx_packets > TOTAL / (mtu.unwrap_or(1500) as u64), "{o:?}");
+            let large = snap.vifs[&VifId {
+                domid: DomId(1),
+                index: 0,
+            }]
+                .counters
+                .from_guest_large;
+            if large_send {
+                assert!(o.tx_packets < TOTAL / 30_000 + 100, "{o:?}");
+                assert!(large > TOTAL / 70_000, "{large} large packets");
+            } else {
+                assert!(o.tx_packets > TOTAL / 1500, "{o:?}");
+                assert_eq!(large, 0);
+            }
         });
     }
 }

@@ -6,6 +6,7 @@
 //! at [`Netfront::open`]; the data path allocates nothing.
 
 use super::front::Netfront;
+use super::gso::{self, Send};
 use super::rings::{Block, TxSide};
 use super::{ETHERNET_HEADER, NetStats};
 use hal::Clock;
@@ -39,6 +40,8 @@ pub struct NetTxToken<'a, H: Hypervisor, C: Clock, A: AlarmHw> {
     side: Option<&'a mut TxSide<Block<H>>>,
     buf: &'a mut [u8],
     stats: &'a mut NetStats,
+    /// The link's IP MTU.
+    mtu: usize,
 }
 
 impl<H: Hypervisor, C: Clock, A: AlarmHw> TxToken for NetTxToken<'_, H, C, A> {
@@ -55,8 +58,21 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> TxToken for NetTxToken<'_, H, C, A> {
             return r;
         }
         let r = f(&mut self.buf[..len]);
+        let frame = &mut self.buf[..len];
         let sent = match self.side {
-            Some(side) => side.send(self.p, &self.buf[..len]),
+            Some(side) if side.gso => {
+                gso::clamp_mss(frame, gso::link_mss(self.mtu));
+                match gso::gso_size(frame, self.mtu) {
+                    Send::Whole => side.send(self.p, frame, None),
+                    Send::Segmented(size) => {
+                        let sent = side.send(self.p, frame, Some(size));
+                        self.stats.tx_large += u64::from(sent);
+                        sent
+                    }
+                    Send::TooLong => false,
+                }
+            }
+            Some(side) => side.send(self.p, frame, None),
             None => false,
         };
         if sent {
@@ -72,7 +88,16 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> TxToken for NetTxToken<'_, H, C, A> {
 impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
     /// Transmit buffers to keep free for one full-sized frame.
     fn reserve(&self) -> usize {
-        (self.mtu() + ETHERNET_HEADER).div_ceil(PAGE_SIZE)
+        self.frame_max().div_ceil(PAGE_SIZE)
+    }
+
+    /// Longest frame smoltcp may build: the link's, or a 64 KiB one while
+    /// the backend cuts large TCP segments (see [`super::gso`]).
+    pub(super) fn frame_max(&self) -> usize {
+        match &self.conn {
+            Some(c) if c.tx.gso => super::MAX_FRAME,
+            _ => self.mtu() + ETHERNET_HEADER,
+        }
     }
 
     /// Take transmit completions (for [`super::wait_any`]).
@@ -107,7 +132,9 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
 ///   a full-sized frame fits in free buffers and ring slots. `None`: no room
 ///   (the backend is notified to tell us when there is), or no link.
 /// - [`capabilities`](Device::capabilities): Ethernet, MTU
-///   [`Netfront::mtu`] + 14, checksums computed and checked by smoltcp.
+///   [`Netfront::mtu`] + 14 (65535 while the backend cuts large TCP
+///   segments for us: see the module documentation), checksums computed
+///   and checked by smoltcp.
 impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
     type RxToken<'a>
         = NetRxToken<'a>
@@ -125,16 +152,19 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         if !self.reap() {
             return None;
         }
-        let max = self.mtu() + ETHERNET_HEADER;
+        let max = self.frame_max();
+        let mtu = self.mtu();
+        let link = mtu + ETHERNET_HEADER;
         let c = self.conn.as_mut()?;
         // smoltcp answers a packet (an ACK, a SYN-ACK) through the token
         // handed out with it: without room for that answer, leave the
         // packet in the ring until transmit buffers come back, rather than
         // take it and drop the answer (which costs the peer a
         // retransmission timeout).
-        if !c.tx.room_for(max.min(c.tx.max_len())) {
+        if !c.tx.room_for(max.min(c.tx.max_len()), link) {
             return None;
         }
+        let gso = c.tx.gso;
         let len = match c.rx.next_packet(self.p, &mut self.rx_pkt) {
             Ok(Some(len)) => len,
             Ok(None) => return None,
@@ -145,6 +175,9 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         };
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += len as u64;
+        if gso {
+            gso::raise_mss(&mut self.rx_pkt[..len], gso::link_mss(mtu));
+        }
         let p = self.p;
         let Netfront {
             conn,
@@ -163,6 +196,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
                 side,
                 buf: &mut tx_buf[..max],
                 stats,
+                mtu,
             },
         ))
     }
@@ -171,7 +205,8 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         if !self.reap() {
             return None;
         }
-        let max = self.mtu() + ETHERNET_HEADER;
+        let max = self.frame_max();
+        let mtu = self.mtu();
         let p = self.p;
         let Netfront {
             conn,
@@ -180,7 +215,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
             ..
         } = self;
         let side = &mut conn.as_mut()?.tx;
-        if !side.room_for(max.min(side.max_len())) {
+        if !side.room_for(max.min(side.max_len()), mtu + ETHERNET_HEADER) {
             return None;
         }
         Some(NetTxToken {
@@ -188,13 +223,14 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
             side: Some(side),
             buf: &mut tx_buf[..max],
             stats,
+            mtu,
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu() + ETHERNET_HEADER;
+        caps.max_transmission_unit = self.frame_max();
         caps
     }
 }

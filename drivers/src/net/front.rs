@@ -363,10 +363,11 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
 
     /// No room to send a full-sized frame (or no link).
     fn tx_stalled(&self) -> bool {
-        let max = self.mtu() + ETHERNET_HEADER;
+        let max = self.frame_max();
+        let link = self.mtu() + ETHERNET_HEADER;
         self.conn
             .as_ref()
-            .is_none_or(|c| !c.tx.room_for(max.min(c.tx.max_len())))
+            .is_none_or(|c| !c.tx.room_for(max.min(c.tx.max_len()), link))
     }
 
     /// Data waiting for `Interface::poll`, or a failure to report.
@@ -485,11 +486,12 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
             (LinkState::Initialising, XenbusState::InitWait) => self.connect().await?,
             (LinkState::Connecting, XenbusState::Connected) => {
                 log::info!(
-                    "netfront {}: link up (mac {}, mtu {}, sg {})",
+                    "netfront {}: link up (mac {}, mtu {}, sg {}, large send {})",
                     self.dev.own_dir(),
                     MacDisplay(self.mac),
                     self.mtu(),
-                    self.conn.as_ref().is_some_and(|c| c.tx.sg)
+                    self.conn.as_ref().is_some_and(|c| c.tx.sg),
+                    self.conn.as_ref().is_some_and(|c| c.tx.gso)
                 );
                 self.state = LinkState::Up;
                 self.stats.connects += 1;
@@ -516,10 +518,16 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
             return Err(NetError::Unsupported("feature-rx-copy"));
         }
         let sg = self.cfg.scatter_gather && self.dev.peer_feature("feature-sg").await?;
+        let gso = sg && self.cfg.large_send && self.dev.peer_feature("feature-gso-tcpv4").await?;
         let rx = usize::from(self.cfg.rx_buffers).clamp(1, 256);
-        let pages_per_frame = (self.mtu + ETHERNET_HEADER).div_ceil(PAGE_SIZE);
-        let tx = usize::from(self.cfg.tx_buffers).max(pages_per_frame);
-        let (mut conn, offer) = Conn::new(self.p, self.dev.peer_id(), tx, rx, sg, &mut self.drain)?;
+        let frame = if gso {
+            MAX_FRAME
+        } else {
+            self.mtu + ETHERNET_HEADER
+        };
+        let tx = usize::from(self.cfg.tx_buffers).max(frame.div_ceil(PAGE_SIZE));
+        let (mut conn, offer) =
+            Conn::new(self.p, self.dev.peer_id(), tx, rx, sg, gso, &mut self.drain)?;
         if let Err(e) = self.publish(&offer).await {
             conn.teardown(self.p, &mut self.drain);
             return Err(e);

@@ -12,6 +12,17 @@
 //!   transmit only if the backend offers it too.
 //! - **feature-rx-notify**: we notify the backend when we post receive
 //!   buffers (honouring its `req_event`).
+//! - **feature-gso-tcpv4** (transmit only): if the backend offers it (and
+//!   scatter-gather), smoltcp is let make TCP segments of up to 64 KiB,
+//!   which go out with a GSO extra-info slot and are cut to the link's MTU
+//!   by the backend ([`NetConfig::large_send`]). smoltcp knows nothing of
+//!   segmentation offload, so the vif stands in for it: smoltcp is told the
+//!   MTU is 65535, the MSS option of every SYN we send is lowered to the
+//!   link's (peers see the truth), and the MSS option of a received SYN
+//!   that is at least the link's is raised to what 64 KiB holds (checksum
+//!   verified, then fixed). A peer that asked for less keeps it. Other
+//!   frames longer than the link's are dropped, as smoltcp would have.
+//!   We do not offer to receive large segments.
 //! - `feature-no-csum-offload=1`: checksums are always complete, both ways
 //!   (smoltcp computes and verifies them).
 //! - Extra-info slots in received packets are checked and skipped.
@@ -94,6 +105,7 @@
 
 mod device;
 mod front;
+mod gso;
 mod rings;
 
 pub use device::{NetRxToken, NetTxToken};
@@ -132,6 +144,11 @@ pub struct NetConfig {
     /// Offer and use scatter-gather (`feature-sg`).
     #[doc(alias = "feature-sg")]
     pub scatter_gather: bool,
+    /// Send TCP segments of up to 64 KiB for the backend to cut to the
+    /// link's MTU, if it offers `feature-gso-tcpv4` (needs
+    /// scatter-gather). See the module documentation.
+    #[doc(alias = "feature-gso-tcpv4")]
+    pub large_send: bool,
 }
 
 impl Default for NetConfig {
@@ -141,6 +158,7 @@ impl Default for NetConfig {
             tx_buffers: 64,
             mtu: None,
             scatter_gather: true,
+            large_send: true,
         }
     }
 }
@@ -191,8 +209,8 @@ pub enum Violation {
     /// or already answered).
     UnknownTxId(u16),
     /// A transmit response has a status other than `NETIF_RSP_OKAY`,
-    /// `_ERROR` or `_DROPPED` (we send no extra-info slots, so `_NULL` is
-    /// impossible too).
+    /// `_ERROR` or `_DROPPED`, or `_NULL` with no extra-info slot of ours
+    /// unanswered.
     BadTxStatus {
         /// The request id.
         id: u16,
@@ -345,6 +363,9 @@ pub struct NetStats {
     pub rx_dropped: u64,
     /// Packets given to the backend.
     pub tx_packets: u64,
+    /// Of those, TCP segments longer than the link's MTU, for the backend
+    /// to cut (GSO).
+    pub tx_large: u64,
     /// Their bytes.
     pub tx_bytes: u64,
     /// Packets not sent: no buffer or ring space, too long, or link down.

@@ -148,6 +148,11 @@ pub(crate) struct TxSide<B> {
     busy: Vec<bool>,
     /// The backend takes packets spanning several slots.
     pub sg: bool,
+    /// The backend takes large TCP segments (`feature-gso-tcpv4`) and we
+    /// send them.
+    pub gso: bool,
+    /// Extra-info slots sent and not yet answered (with `NETIF_RSP_NULL`).
+    nulls_due: usize,
     pub port: EventPort,
     /// Responses with an error status, for the statistics.
     pub errors: u64,
@@ -200,6 +205,7 @@ impl<B: Pages + Clone> Conn<B> {
         tx_buffers: usize,
         rx_buffers: usize,
         backend_sg: bool,
+        gso: bool,
         drain: &mut Drain<B>,
     ) -> Result<(Self, Offer), super::NetError>
     where
@@ -244,6 +250,8 @@ impl<B: Pages + Clone> Conn<B> {
                 free: (0..n_tx as u16).rev().collect(),
                 busy: alloc::vec![false; n_tx],
                 sg: backend_sg,
+                gso: gso && backend_sg,
+                nulls_due: 0,
                 port,
                 errors: 0,
             },
@@ -292,6 +300,23 @@ impl<B: Pages + Clone> Conn<B> {
     }
 }
 
+/// A transmit-ring slot holding a GSO extra-info for TCPv4 segments of
+/// `size` bytes.
+fn gso_slot(size: u16) -> NetifTxRequest {
+    let mut u = [0u8; 6];
+    u[..2].copy_from_slice(&size.to_le_bytes());
+    u[2] = netif_extra::GSO_TYPE_TCPV4;
+    let info = NetifExtraInfo {
+        type_: netif_extra::TYPE_GSO,
+        flags: 0,
+        u,
+    };
+    let mut slot = [0u8; core::mem::size_of::<NetifTxRequest>()];
+    slot[..core::mem::size_of::<NetifExtraInfo>()].copy_from_slice(info.as_bytes());
+    // Any 12 bytes are a request.
+    NetifTxRequest::read_from_bytes(&slot).unwrap_or_default()
+}
+
 fn notify<H: Hypervisor, C: Clock, A: AlarmHw>(p: &XenPlatform<H, C, A>, port: EventPort) {
     if let Err(e) = p.events().notify(port) {
         log::warn!("netfront: notify {port}: {e}");
@@ -305,6 +330,11 @@ impl<B: Pages + Clone> TxSide<B> {
         let over = |e| Violation::Overrun(RingKind::Tx, e);
         loop {
             while let Some(rsp) = self.ring.take_response().map_err(over)? {
+                if rsp.status == netif_rsp::NULL && self.nulls_due > 0 {
+                    // The answer to an extra-info slot; its id means nothing.
+                    self.nulls_due -= 1;
+                    continue;
+                }
                 let id = rsp.id;
                 match self.busy.get_mut(usize::from(id)) {
                     Some(b) if *b => *b = false,
@@ -328,10 +358,12 @@ impl<B: Pages + Clone> TxSide<B> {
         }
     }
 
-    /// Whether a packet of `len` bytes can be queued now.
-    pub fn room_for(&self, len: usize) -> bool {
-        let slots = len.div_ceil(PAGE_SIZE).max(1) as u32;
-        self.free.len() as u32 >= slots && self.ring.free_requests() >= slots
+    /// Whether a packet of `len` bytes can be queued now (with a GSO
+    /// slot, if it is longer than `link` bytes).
+    pub fn room_for(&self, len: usize, link: usize) -> bool {
+        let pages = len.div_ceil(PAGE_SIZE).max(1);
+        let slots = pages + usize::from(len > link);
+        self.free.len() >= pages && self.ring.free_requests() as usize >= slots
     }
 
     /// Most bytes one packet may have.
@@ -339,14 +371,21 @@ impl<B: Pages + Clone> TxSide<B> {
         if self.sg { MAX_FRAME } else { PAGE_SIZE }
     }
 
-    /// Copy `data` into buffers and queue it; returns `false` (nothing
-    /// queued) if it is too long or there is no room.
+    /// Copy `data` into buffers and queue it, with a GSO extra-info slot
+    /// of segment size `gso` if given; returns `false` (nothing queued) if
+    /// it is too long or there is no room.
     pub fn send<H: Hypervisor, C: Clock, A: AlarmHw>(
         &mut self,
         p: &XenPlatform<H, C, A>,
         data: &[u8],
+        gso: Option<u16>,
     ) -> bool {
-        if data.is_empty() || data.len() > self.max_len() || !self.room_for(data.len()) {
+        let link = if gso.is_some() { 0 } else { usize::MAX };
+        if data.is_empty()
+            || data.len() > self.max_len()
+            || (gso.is_some() && !self.gso)
+            || !self.room_for(data.len(), link)
+        {
             return false;
         }
         let mut chunks = data.chunks(PAGE_SIZE).peekable();
@@ -365,15 +404,26 @@ impl<B: Pages + Clone> TxSide<B> {
                     nettxf::MORE_DATA
                 } else {
                     0
+                } | if first && gso.is_some() {
+                    nettxf::EXTRA_INFO
+                } else {
+                    0
                 },
                 id,
                 // The first slot carries the whole packet's size.
                 size: if first { data.len() } else { chunk.len() } as u16,
             };
-            first = false;
             if self.ring.stage_request(&req).is_err() {
                 return false;
             }
+            if let (true, Some(size)) = (first, gso) {
+                // The extra-info slot follows the first.
+                if self.ring.stage_request(&gso_slot(size)).is_err() {
+                    return false;
+                }
+                self.nulls_due += 1;
+            }
+            first = false;
         }
         if self.ring.push_requests_and_check_notify() {
             notify(p, self.port);

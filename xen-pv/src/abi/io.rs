@@ -168,6 +168,12 @@ pub mod netif_extra {
     pub const TYPE_MAX: u8 = 5;
     /// Another extra-info slot follows.
     pub const FLAG_MORE: u8 = 1 << 0;
+    /// GSO of no protocol (`XEN_NETIF_GSO_TYPE_NONE`).
+    pub const GSO_TYPE_NONE: u8 = 0;
+    /// GSO of TCP in IPv4 (`XEN_NETIF_GSO_TYPE_TCPV4`).
+    pub const GSO_TYPE_TCPV4: u8 = 1;
+    /// GSO of TCP in IPv6 (`XEN_NETIF_GSO_TYPE_TCPV6`).
+    pub const GSO_TYPE_TCPV6: u8 = 2;
 }
 
 /// Minimum slots a packet may use before a backend may consider the

@@ -82,6 +82,14 @@ pub enum VifError {
         /// Its type.
         type_: u8,
     },
+    /// A GSO extra-info slot with size 0 or a protocol other than TCPv4
+    /// or TCPv6 (fatal in Linux's netback too).
+    BadGso {
+        /// Its segment size.
+        size: u16,
+        /// Its `XEN_NETIF_GSO_TYPE_*`.
+        kind: u8,
+    },
     /// A transmitted packet uses more than [`MAX_TX_SLOTS`] slots.
     TooManySlots,
     /// A packet's first transmit slot gives a smaller total size than its
@@ -132,6 +140,9 @@ impl fmt::Display for VifError {
             VifError::BadExtraInfo => f.write_str("bad extra-info slot"),
             VifError::UnknownExtraInfo { type_ } => {
                 write!(f, "extra-info slot of unknown type {type_}")
+            }
+            VifError::BadGso { size, kind } => {
+                write!(f, "GSO extra-info slot with size {size} and type {kind}")
             }
             VifError::TooManySlots => {
                 write!(f, "a packet spans more than {MAX_TX_SLOTS} slots")

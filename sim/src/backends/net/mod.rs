@@ -50,7 +50,7 @@
 //!
 //! # Backend behaviour
 //! Published: `feature-sg`, `feature-rx-copy`, `feature-rx-flip=0`,
-//! `feature-rx-notify`. Required from the frontend: `request-rx-copy=1`,
+//! `feature-rx-notify`, `feature-gso-tcpv4`. Required from the frontend: `request-rx-copy=1`,
 //! one queue, one `event-channel`. Honoured: the frontend's `feature-sg`
 //! (multi-slot packets are not sent to a frontend without it: they are
 //! dropped) and `feature-rx-notify` (without it, dom0 polls every
@@ -62,14 +62,24 @@
 //! than [`MAX_TX_SLOTS`] slots, inconsistent sizes) is disconnected with an
 //! `error` node; other vifs are unaffected.
 //!
-//! Limits: one queue per vif; no GSO (extra-info slots are accepted and
-//! answered, their offloads ignored); a packet waits at the head of a
+//! A TCP/IPv4 packet sent with a GSO extra-info slot is cut by dom0 into
+//! segments of the slot's size before it reaches the switch, as Linux does
+//! before a large packet leaves for a device that cannot take it whole; a
+//! GSO slot of size 0 or of an unknown protocol is fatal for the vif (as in
+//! Linux's netback), and a GSO packet that is not TCP/IPv4 is answered with
+//! an error. A vif capture shows a large packet whole, as the guest sent
+//! it; a bridge capture shows its segments.
+//!
+//! Limits: one queue per vif; GSO towards frontends is not offered (every
+//! frame a frontend receives fits the link); other extra-info slots are
+//! accepted and answered, their offloads ignored; a packet waits at the head of a
 //! frontend's queue until that frontend posts enough receive buffers for
 //! it, so a frontend that never posts 17 cannot receive 64 KiB frames.
 
 mod error;
 mod faults;
 mod gateway;
+mod gso;
 mod netback;
 pub mod pcap;
 mod switch;

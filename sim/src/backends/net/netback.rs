@@ -75,6 +75,9 @@ pub struct VifCounters {
     pub from_guest: u64,
     /// Bytes the guest sent.
     pub from_guest_bytes: u64,
+    /// Large TCP segments the guest sent with a GSO slot, which dom0 cut
+    /// into link-sized frames (each counted once in `from_guest`).
+    pub from_guest_large: u64,
     /// Packets delivered to the guest.
     pub to_guest: u64,
     /// Bytes delivered to the guest.
@@ -82,7 +85,7 @@ pub struct VifCounters {
     /// Packets for the guest dropped (queue full, too long, copy failed).
     pub to_guest_dropped: u64,
     /// Packets from the guest answered with an error (malformed, copy
-    /// failed).
+    /// failed, a GSO packet that is not TCP/IPv4).
     pub from_guest_errors: u64,
     /// Times the frontend connected.
     pub connects: u64,
@@ -104,6 +107,9 @@ struct Link {
     extra: bool,
     /// The packet continues in the next data slot.
     more: bool,
+    /// The packet being collected is a large TCP segment to cut into
+    /// segments of this payload size (its GSO extra-info slot).
+    gso: Option<u16>,
 }
 
 /// Where the backend is.
@@ -187,6 +193,7 @@ impl VifBackend {
             ("feature-rx-copy", "1"),
             ("feature-rx-flip", "0"),
             ("feature-rx-notify", "1"),
+            ("feature-gso-tcpv4", "1"),
         ] {
             self.dev.write_own(TxId::NONE, k, v).await?;
         }
@@ -372,6 +379,7 @@ impl VifBackend {
             pending_extra: Vec::with_capacity(MAX_TX_SLOTS),
             extra: false,
             more: false,
+            gso: None,
         }));
         if let Err(e) = self.dev.switch_state(XenbusState::Connected).await {
             self.disconnect(p);
@@ -410,6 +418,21 @@ impl VifBackend {
                     if info.type_ == netif_extra::TYPE_NONE || info.type_ >= netif_extra::TYPE_MAX {
                         return Err(VifError::UnknownExtraInfo { type_: info.type_ });
                     }
+                    if info.type_ == netif_extra::TYPE_GSO {
+                        // As Linux's netback: a zero size or an unknown
+                        // protocol is fatal; TCPv6 (not offered) is taken
+                        // and, being no TCPv4, dropped when cut.
+                        let size = u16::from_le_bytes([info.u[0], info.u[1]]);
+                        let kind = info.u[2];
+                        let known = matches!(
+                            kind,
+                            netif_extra::GSO_TYPE_TCPV4 | netif_extra::GSO_TYPE_TCPV6
+                        );
+                        if size == 0 || !known {
+                            return Err(VifError::BadGso { size, kind });
+                        }
+                        link.gso = Some(size);
+                    }
                     link.extra = info.flags & netif_extra::FLAG_MORE != 0;
                     link.pending.push(req);
                     link.pending_extra.push(true);
@@ -427,13 +450,26 @@ impl VifBackend {
                 if link.more || link.extra {
                     continue;
                 }
-                let ok = match take_packet(p, link, staging, out)? {
+                let taken = take_packet(p, link, staging, out)?;
+                if let (Some(_), Some(cap), Some(pkt)) = (taken, self.capture.as_mut(), out.last())
+                {
+                    // As the guest sent it: a large segment whole, as
+                    // tcpdump on Linux's vif shows it.
+                    let _ = cap.write_packet(now, pkt);
+                }
+                let taken = match (taken, link.gso.take()) {
+                    (Some(len), Some(size)) => {
+                        // Cut it here: every port takes link-sized frames.
+                        let whole = out.pop().unwrap_or_default();
+                        self.counters.from_guest_large += 1;
+                        super::gso::segment(&whole, size, out).then_some(len)
+                    }
+                    (taken, _) => taken,
+                };
+                let ok = match taken {
                     Some(len) => {
                         self.counters.from_guest += 1;
                         self.counters.from_guest_bytes += len as u64;
-                        if let (Some(cap), Some(pkt)) = (self.capture.as_mut(), out.last()) {
-                            let _ = cap.write_packet(now, pkt);
-                        }
                         true
                     }
                     None => {
