@@ -19,6 +19,17 @@ use xenpal_sim::{Mode, Sim, SimConfig, SimPlatform};
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const BODY: &str = "hello from a simulated guest\n";
 
+/// The body of request `i`: [`BODY`], then 60,000 bytes (sent as large TCP
+/// segments, which reach dom0's gateway whole).
+fn body(i: usize) -> String {
+    match i {
+        0 => BODY.to_string(),
+        _ => (0..60_000)
+            .map(|k| char::from(b'a' + (k % 26) as u8))
+            .collect(),
+    }
+}
+
 /// Serve `requests` HTTP requests on port 80, each on its own listening
 /// socket (a backlog: a connection that comes early finds one listening).
 async fn http_server(p: SimPlatform, requests: usize) {
@@ -51,9 +62,10 @@ async fn http_server(p: SimPlatform, requests: usize) {
             if !answered[i] && request[i].windows(4).any(|w| w == b"\r\n\r\n") {
                 let text = String::from_utf8_lossy(&request[i]);
                 log::info!("http: {}", text.lines().next().unwrap_or_default());
+                let body = body(i);
                 let reply = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{BODY}",
-                    BODY.len()
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
                 );
                 sock.send_slice(reply.as_bytes()).unwrap();
                 sock.close();
@@ -101,7 +113,7 @@ fn host_tcp_reaches_a_guest_http_server_through_a_forwarded_port() {
             )
         });
         assert!(
-            reply.starts_with("HTTP/1.0 200 OK\r\n") && reply.ends_with(BODY),
+            reply.starts_with("HTTP/1.0 200 OK\r\n") && reply.ends_with(&body(i)),
             "{reply:?}\n--- guest\n{}\n--- dom0\n{}",
             sim.console_output(d),
             sim.console_output(DomId::DOM0)
@@ -119,4 +131,6 @@ fn host_tcp_reaches_a_guest_http_server_through_a_forwarded_port() {
     assert!(console.contains("http: GET /1 HTTP/1.0"), "{console}");
     let snap = status.snapshot();
     assert_eq!(snap.forwarded_connections, 2);
+    let vif = status.vif(d, 0).unwrap();
+    assert!(vif.counters.from_guest_large > 0, "{vif:?}");
 }

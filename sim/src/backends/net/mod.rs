@@ -64,17 +64,21 @@
 //!
 //! A TCP/IPv4 packet sent with a GSO extra-info slot is cut by dom0 into
 //! segments of the slot's size before it reaches the switch, as Linux does
-//! before a large packet leaves for a device that cannot take it whole; a
-//! GSO slot of size 0 or of an unknown protocol is fatal for the vif (as in
-//! Linux's netback), and a GSO packet that is not TCP/IPv4 is answered with
-//! an error. A vif capture shows a large packet whole, as the guest sent
-//! it; a bridge capture shows its segments.
+//! before a large packet leaves for a device that cannot take it whole;
+//! one addressed to the gateway stays whole (dom0's own stack takes it, as
+//! Linux's does for dom0's addresses; should the switch flood it before
+//! learning the gateway's port, guests get it whole too). A GSO slot of
+//! size 0 or of an unknown protocol is fatal for the vif (as in Linux's
+//! netback), and a GSO packet that is not TCP/IPv4 is answered with an
+//! error. A vif capture shows a large packet whole, as the guest sent it;
+//! a bridge capture shows what the switch carried.
 //!
 //! Limits: one queue per vif; GSO towards frontends is not offered (every
 //! frame a frontend receives fits the link); other extra-info slots are
-//! accepted and answered, their offloads ignored; a packet waits at the head of a
-//! frontend's queue until that frontend posts enough receive buffers for
-//! it, so a frontend that never posts 17 cannot receive 64 KiB frames.
+//! accepted and answered, their offloads ignored; a packet waits at the
+//! head of a frontend's queue until that frontend posts enough receive
+//! buffers for it, so a frontend that never posts 17 cannot receive 64 KiB
+//! frames.
 
 mod error;
 mod faults;
@@ -485,6 +489,7 @@ impl NetBackend {
             .map_err(xe)?;
         xs.watch(CONTROL_ROOT, CONTROL_TOKEN).await.map_err(xe)?;
         let mut staging = Staging::new(p)?;
+        let gateway_mac = self.gateway.as_ref().map(|g| g.mac);
         let gateway = self.gateway.map(|g| {
             let gw = Gateway::new(
                 g.mac,
@@ -503,6 +508,7 @@ impl NetBackend {
             vif_captures: self.vif_captures,
             bridge_captures: self.bridge_captures,
             gateway,
+            gateway_mac,
             gateway_due: 0,
             links: self
                 .faults
@@ -578,6 +584,8 @@ struct Net {
     vif_captures: BTreeMap<VifId, PcapWriter>,
     bridge_captures: BTreeMap<String, PcapWriter>,
     gateway: Option<(Gateway, String)>,
+    /// The gateway's MAC: large TCP segments for it are not cut.
+    gateway_mac: Option<[u8; 6]>,
     /// When the gateway's smoltcp wants to run (nanoseconds).
     gateway_due: u64,
     /// Faulty links, by vif.
@@ -730,7 +738,7 @@ impl Net {
                 progress = true;
             }
             for (id, vif) in self.vifs.iter_mut() {
-                match vif.process_tx(p, staging, now, &mut out) {
+                match vif.process_tx(p, staging, now, &mut out, self.gateway_mac) {
                     Ok(moved) => progress |= moved,
                     Err(msg) => fatal.push((*id, msg)),
                 }

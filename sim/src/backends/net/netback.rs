@@ -394,7 +394,9 @@ impl VifBackend {
         Ok(())
     }
 
-    /// Take the packets the guest sent; each complete one goes to `out`.
+    /// Take the packets the guest sent; each complete one goes to `out`
+    /// (a large TCP segment cut to the link's size, unless it is for MAC
+    /// `whole_to`: dom0's own stack, which takes it whole as Linux's does).
     /// Returns whether anything was done.
     ///
     /// Errors: the frontend broke the protocol (the caller fails the vif).
@@ -404,6 +406,7 @@ impl VifBackend {
         staging: &mut Staging,
         now: u64,
         out: &mut Vec<Vec<u8>>,
+        whole_to: Option<[u8; 6]>,
     ) -> Result<bool, VifError> {
         let Phase::Connected(link) = &mut self.phase else {
             return Ok(false);
@@ -459,10 +462,15 @@ impl VifBackend {
                 }
                 let taken = match (taken, link.gso.take()) {
                     (Some(len), Some(size)) => {
-                        // Cut it here: every port takes link-sized frames.
-                        let whole = out.pop().unwrap_or_default();
                         self.counters.from_guest_large += 1;
-                        super::gso::segment(&whole, size, out).then_some(len)
+                        let whole = out.pop().unwrap_or_default();
+                        if whole_to.is_some_and(|mac| whole.starts_with(&mac)) {
+                            out.push(whole);
+                            Some(len)
+                        } else {
+                            // Cut it here: guests take link-sized frames.
+                            super::gso::segment(&whole, size, out).then_some(len)
+                        }
                     }
                     (taken, _) => taken,
                 };
