@@ -54,9 +54,46 @@ use xenpal_drivers::net::{NetConfig, Netfront};
 /// Blocks read at a time from a disk (64 KiB: one blkfront request, where
 /// `embedded-sdmmc` alone would make 128).
 const READ_AHEAD_BLOCKS: u32 = 128;
-/// Read-ahead windows kept per disk (512 KiB), so a few files read in turn
-/// (concurrent downloads) do not evict each other's.
-const READ_AHEAD_WINDOWS: usize = 8;
+/// Fewest read-ahead windows kept per disk (512 KiB), so a few files read
+/// in turn (concurrent downloads) do not evict each other's.
+const READ_AHEAD_WINDOWS_MIN: usize = 8;
+/// Most read-ahead windows kept, all disks together (8 MiB): files read
+/// again are served from memory, as a page cache would, within a bound.
+const READ_AHEAD_WINDOWS_MAX: usize = 128;
+
+/// Heap left to sockets and requests before the read cache grows past
+/// its minimum.
+const READ_AHEAD_RESERVE: usize = 4 << 20;
+
+/// Read-ahead windows for each of `disks` disks: half of the heap free now
+/// beyond [`READ_AHEAD_RESERVE`], between [`READ_AHEAD_WINDOWS_MIN`] per
+/// disk and [`READ_AHEAD_WINDOWS_MAX`] in all. Windows are allocated only
+/// as they fill, and only while the heap has room (see [`ReadAhead`]); the
+/// bound keeps the cache from taking what sockets and requests need later.
+fn read_ahead_windows(disks: usize) -> usize {
+    let window = READ_AHEAD_BLOCKS as usize * 512;
+    // How many windows the heap could give now (taken one by one, as the
+    // cache would, and given straight back), up to what the bound needs.
+    let limit = READ_AHEAD_RESERVE / window + 2 * READ_AHEAD_WINDOWS_MAX;
+    let mut taken: Vec<Vec<u8>> = Vec::new();
+    if taken.try_reserve_exact(limit).is_ok() {
+        while taken.len() < limit {
+            let mut w = Vec::new();
+            if w.try_reserve_exact(window).is_err() {
+                break;
+            }
+            taken.push(w);
+        }
+    }
+    let lo = taken.len();
+    drop(taken);
+    let spare = (lo * window).saturating_sub(READ_AHEAD_RESERVE) / 2;
+    let disks = disks.max(1);
+    (spare / window / disks).clamp(
+        READ_AHEAD_WINDOWS_MIN,
+        (READ_AHEAD_WINDOWS_MAX / disks).max(READ_AHEAD_WINDOWS_MIN),
+    )
+}
 
 /// How the site runs.
 #[derive(Clone, Debug)]
@@ -415,11 +452,12 @@ where
         disks.push(d);
     }
     let mut vols = Vec::new();
+    let windows = read_ahead_windows(disks.len());
     for (i, d) in disks.iter().enumerate() {
         // The disk is another domain's: check what embedded-sdmmc trusts.
         let checked = fat::check_volume(d, 0).map_err(fat_err(i))?;
         let vm: Vm<_> = VolumeManager::new_with_limits(
-            ReadAhead::new(d, READ_AHEAD_BLOCKS, READ_AHEAD_WINDOWS),
+            ReadAhead::new(d, READ_AHEAD_BLOCKS, windows),
             FixedTime,
             5000,
         );
@@ -439,7 +477,12 @@ where
         disks: disks.len(),
         ..Default::default()
     };
-    log::info!("site: {} files on {} disk(s)", stats.files, stats.disks);
+    log::info!(
+        "site: {} files on {} disk(s), read cache up to {} KiB each",
+        stats.files,
+        stats.disks,
+        windows * READ_AHEAD_BLOCKS as usize / 2
+    );
 
     // Network.
     let deadline = p.timer().now() + Duration::from_secs(30);
@@ -795,5 +838,19 @@ where
             return Err(format!("the file ends {} bytes early", b.left));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_cache_is_bounded_in_all_and_never_below_the_minimum() {
+        // The host's heap has room for the bound many times over.
+        assert_eq!(read_ahead_windows(1), READ_AHEAD_WINDOWS_MAX);
+        assert_eq!(read_ahead_windows(2), READ_AHEAD_WINDOWS_MAX / 2);
+        assert_eq!(read_ahead_windows(0), READ_AHEAD_WINDOWS_MAX);
+        assert_eq!(read_ahead_windows(1000), READ_AHEAD_WINDOWS_MIN);
     }
 }
