@@ -69,7 +69,11 @@ pub struct Tolerances {
 impl Default for Tolerances {
     fn default() -> Self {
         Tolerances {
-            alarm_late: Duration::from_millis(20),
+            // Under TCG on a shared two-core host a vCPU waits for the
+            // host's scheduler: alarms are mostly under 5 ms late, but one
+            // CI run saw 25 ms. A lost alarm would be seconds late (or
+            // never fire, which the runner's timeout catches).
+            alarm_late: Duration::from_millis(50),
             rate: 0.05,
         }
     }
