@@ -29,12 +29,8 @@ pub struct ReadAhead<D: BlockDevice> {
     dev: D,
     window_blocks: u32,
     windows: usize,
-    cache: RefCell<Cache>,
+    cache: RefCell<(Vec<Window>, u64)>,
 }
-
-/// The windows, a use counter, and the window of the last hit (looked at
-/// first: sequential reads stay in one window for `window_blocks` reads).
-type Cache = (Vec<Window>, u64, usize);
 
 impl<D: BlockDevice> core::fmt::Debug for ReadAhead<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -53,7 +49,7 @@ impl<D: BlockDevice> ReadAhead<D> {
             dev,
             window_blocks: window_blocks.max(1),
             windows: windows.max(1),
-            cache: RefCell::new((Vec::new(), 0, 0)),
+            cache: RefCell::new((Vec::new(), 0)),
         }
     }
 
@@ -66,19 +62,14 @@ impl<D: BlockDevice> ReadAhead<D> {
     /// if it is not there.
     fn read_one(&self, idx: u32, out: &mut Block, total: u32) -> Result<(), D::Error> {
         let mut guard = self.cache.borrow_mut();
-        let (wins, clock, last) = &mut *guard;
+        let (wins, clock) = &mut *guard;
         *clock += 1;
         let now = *clock;
-        let holds = |w: &Window| idx >= w.start && idx - w.start < w.blocks.len() as u32;
-        let hit = if wins.get(*last).is_some_and(holds) {
-            Some(*last)
-        } else {
-            wins.iter().position(holds)
-        };
-        if let Some(i) = hit {
-            let w = &mut wins[i];
+        if let Some(w) = wins
+            .iter_mut()
+            .find(|w| idx >= w.start && idx - w.start < w.blocks.len() as u32)
+        {
             w.used = now;
-            *last = i;
             *out = w.blocks[(idx - w.start) as usize].clone();
             return Ok(());
         }
@@ -124,7 +115,6 @@ impl<D: BlockDevice> ReadAhead<D> {
             blocks,
             used: now,
         });
-        *last = wins.len() - 1;
         Ok(())
     }
 }
