@@ -5,7 +5,8 @@
 //! the script says (ids, statuses, offsets, flags, extra-info slots),
 //! writes packet bytes into the guest's receive buffers, moves producer
 //! indices anywhere, notifies, and changes its xenbus state. The guest
-//! runs netfront under smoltcp (ARP, IPv4, ICMP, UDP): it opens the vif,
+//! runs netfront under smoltcp (ARP, IPv4, ICMP, UDP; large sends offered,
+//! so received frames go through its TCP SYN rewriting): it opens the vif,
 //! sends datagrams, receives what comes, and closes. A broken backend must
 //! fail the vif (`NetError`), never panic the guest.
 
@@ -167,6 +168,12 @@ async fn backend(p: SimPlatform, script: Vec<u8>) {
         let v = value(&mut i, "1");
         let _ = dev.write_own(TxId::NONE, key, &v).await;
     }
+    // Always offered (taking no input, so the corpus keeps its meaning):
+    // with scatter-gather, netfront then rewrites the MSS of every TCP SYN
+    // it receives, parsing whatever bytes the script delivers.
+    let _ = dev
+        .write_own(TxId::NONE, "feature-gso-tcpv4", "1")
+        .await;
     set_state(&dev, state_from(i.u8() % 2 * 5)).await;
     // InitWait (0) mostly; the script may say otherwise.
     if wait_peer(&p, &dev, Duration::from_millis(50), |s| {
