@@ -31,7 +31,9 @@ static SINK: SinkCell = SinkCell(RefCell::new(None));
 static LOGGER: ConsoleLogger = ConsoleLogger::new(write, level());
 
 /// The level: `XENPAL_LOG` at build time (`error` … `trace`, `off`), else
-/// `info`.
+/// `info`. (Release builds of this repository's guests compile debug and
+/// trace records out: build them without the default `small-log` feature
+/// to see those.)
 const fn level() -> log::LevelFilter {
     match option_env!("XENPAL_LOG") {
         Some(v) => match v.as_bytes() {
