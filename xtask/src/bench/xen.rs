@@ -202,6 +202,19 @@ say "bench-xen min-memory $min"
 [ $min = none ] && { say "bench-xen end"; poweroff -f; }
 mem=@DENSITY_MIB@
 [ $min -gt $mem ] && mem=$min
+# toolstack N: `xl create -p` of one more site domain, with its devices and
+# without, N guests running: what the toolstack's own time does as guests
+# pile up, none of it spent running ours.
+cfg probe $mem 00:16:3e:00:02:00 10.0.2.250 ro
+sed -e '/^vif = /d' -e '/^disk = /d' /run/probe.cfg > /run/probe-nodev.cfg
+toolstack() {
+    t0=$(now); xl create -q -p /run/probe.cfg > /run/xl-probe.log 2>&1 || return 0
+    full=$(since $t0); xl destroy probe
+    t0=$(now); xl create -q -p /run/probe-nodev.cfg > /run/xl-probe.log 2>&1 || return 0
+    bare=$(since $t0); xl destroy probe
+    say "bench-xen toolstack $1 $full $bare"
+}
+toolstack 0
 i=1
 while [ $i -le @GUESTS@ ]; do
     mac=00:16:3e:00:01:$(printf %02x $i)
@@ -221,6 +234,7 @@ while [ $i -le @GUESTS@ ]; do
     [ $((i % 10)) = 0 ] && say "bench-xen memory $i guests: dom0 MemAvailable $(grep MemAvailable /proc/meminfo | tr -s ' ' | cut -d ' ' -f 2) kB, Xen $(xl info | grep free_memory | tr -s ' ')"
     i=$((i + 1))
 done
+toolstack $((i - 1))
 ok=0
 for j in $(seq 1 $((i - 1))); do
     timeout 20 wget -q -O /dev/null "http://10.0.2.$((100 + j))/@PAGE@" && ok=$((ok + 1))
@@ -339,6 +353,9 @@ struct Seen {
     cpu: [Option<(f64, f64, f64)>; 2],
     /// Seconds `xl create -p` took with the devices and without.
     paused: [Vec<(f64, f64)>; 2],
+    /// One more site domain created paused, before the density guests and
+    /// after: guests running, seconds with its devices and without.
+    toolstack: Vec<(usize, f64, f64)>,
     /// Seconds from `xl create` to the guest's console saying it listens
     /// (if dom0 saw it before the first answer).
     listening: [Vec<Option<f64>>; 2],
@@ -417,6 +434,10 @@ impl Seen {
             }
             ["paused", g, full, bare] => {
                 self.paused[side(g)?].push((num(full)?, num(bare)?));
+            }
+            ["toolstack", n, full, bare] => {
+                self.toolstack
+                    .push((n.parse().map_err(|_| bad())?, num(full)?, num(bare)?));
             }
             ["start:" | "probe" | "memory", ..] => {}
             _ => return Err(bad()),
@@ -501,6 +522,11 @@ impl Seen {
         }
         if self.min_memory.is_some() && self.bursts.last().is_none_or(|b| b.3 != "answering") {
             return Err("the smallest memory's burst did not leave the guest answering".into());
+        }
+        for (n, full, bare) in &self.toolstack {
+            println!(
+                "   xen-density: with {n} guests running, one more created paused took {full:.2} s with its devices, {bare:.2} s without"
+            );
         }
         let serving = self.serving.as_ref().map_or(0, |s| s.0);
         println!(
@@ -690,6 +716,10 @@ mod tests {
         assert_eq!(s.paused[1], [(4.0, 3.5)]);
         s.take("dom0: bench-xen cpu xenpal 3.50 2.1 3.4").unwrap();
         assert_eq!(s.cpu[0], Some((3.5, 2.1, 3.4)));
+        s.take("dom0: bench-xen toolstack 0 0.60 0.25").unwrap();
+        s.take("dom0: bench-xen toolstack 20 1.10 0.40").unwrap();
+        assert_eq!(s.toolstack[1], (20, 1.1, 0.4));
+        assert!(s.take("dom0: bench-xen toolstack x 1.10 0.40").is_err());
         s.take("dom0: bench-xen min-memory 4").unwrap();
         s.take("dom0: bench-xen burst 3 50 0 crashed").unwrap();
         s.take("dom0: bench-xen burst 4 50 12 answering").unwrap();
