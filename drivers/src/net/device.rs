@@ -6,7 +6,7 @@
 //! at [`Netfront::open`]; the data path allocates nothing.
 
 use super::front::Netfront;
-use super::gso::{self, Send};
+use super::gso::{self, Crossing};
 use super::rings::{Block, TxSide};
 use super::{ETHERNET_HEADER, NetStats};
 use hal::Clock;
@@ -62,14 +62,14 @@ impl<H: Hypervisor, C: Clock, A: AlarmHw> TxToken for NetTxToken<'_, H, C, A> {
         let sent = match self.side {
             Some(side) if side.gso => {
                 gso::clamp_mss(frame, gso::link_mss(self.mtu));
-                match gso::gso_size(frame, self.mtu) {
-                    Send::Whole => side.send(self.p, frame, None),
-                    Send::Segmented(size) => {
+                match gso::crossing(frame, self.mtu) {
+                    Crossing::Whole => side.send(self.p, frame, None),
+                    Crossing::Segmented(size) => {
                         let sent = side.send(self.p, frame, Some(size));
                         self.stats.tx_large += u64::from(sent);
                         sent
                     }
-                    Send::TooLong => false,
+                    Crossing::TooLong => false,
                 }
             }
             Some(side) => side.send(self.p, frame, None),

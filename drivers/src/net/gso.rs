@@ -17,7 +17,7 @@
 //! - a TCP/IPv4 frame longer than the link's goes out with a GSO extra-info
 //!   slot whose size is the link's MTU less this packet's IP and TCP
 //!   headers, so that every segment the backend makes fits the link
-//!   ([`gso_size`]). Any other frame longer than the link's is dropped, as
+//!   ([`crossing`]). Any other frame longer than the link's is dropped, as
 //!   smoltcp would have done with the link's MTU.
 //!
 //! Frames received here come from the network, so every parse is bounded
@@ -147,7 +147,7 @@ pub fn clamp_mss(frame: &mut [u8], link_mss: u16) -> bool {
 
 /// How a frame we send crosses a link of IP MTU `mtu`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Send {
+pub enum Crossing {
     /// It fits: as it is.
     Whole,
     /// A TCP/IPv4 segment too long for the link: with a GSO slot of this
@@ -159,20 +159,20 @@ pub enum Send {
 }
 
 /// How to send `frame` over a link of IP MTU `mtu`.
-pub fn gso_size(frame: &[u8], mtu: usize) -> Send {
+pub fn crossing(frame: &[u8], mtu: usize) -> Crossing {
     if frame.len() <= mtu + ETHERNET_HEADER {
-        return Send::Whole;
+        return Crossing::Whole;
     }
     let Some(h) = tcp_v4(frame) else {
-        return Send::TooLong;
+        return Crossing::TooLong;
     };
     let size = mtu.saturating_sub(h.ip_header + h.tcp_header);
     // Ethernet padding of a too-long frame is nonsense; a segment whose
     // headers alone fill the link cannot be cut.
     if h.end != frame.len() || size == 0 {
-        return Send::TooLong;
+        return Crossing::TooLong;
     }
-    Send::Segmented(size.min(usize::from(u16::MAX)) as u16)
+    Crossing::Segmented(size.min(usize::from(u16::MAX)) as u16)
 }
 
 #[cfg(test)]
@@ -280,21 +280,21 @@ mod tests {
     fn long_tcp_is_segmented_to_fit_the_link() {
         let f = frame(false, None, &[1u8; 5000]);
         // 20 bytes of IP header, 20 of TCP header, no options.
-        assert_eq!(gso_size(&f, 1500), Send::Segmented(1460));
+        assert_eq!(crossing(&f, 1500), Crossing::Segmented(1460));
         // Options come out of every segment's payload.
         let syn = frame(true, Some(1460), &[1u8; 5000]);
-        assert_eq!(gso_size(&syn, 1500), Send::Segmented(1460 - 12));
-        assert_eq!(gso_size(&f, 9000), Send::Whole);
+        assert_eq!(crossing(&syn, 1500), Crossing::Segmented(1460 - 12));
+        assert_eq!(crossing(&f, 9000), Crossing::Whole);
         let mut udp = f.clone();
         udp[ETHERNET_HEADER + 9] = 17; // protocol: UDP
-        assert_eq!(gso_size(&udp, 1500), Send::TooLong);
-        assert_eq!(gso_size(&udp[..1514], 1500), Send::Whole);
+        assert_eq!(crossing(&udp, 1500), Crossing::TooLong);
+        assert_eq!(crossing(&udp[..1514], 1500), Crossing::Whole);
     }
 
     #[test]
     fn a_link_too_small_for_the_headers_cannot_segment() {
         let f = frame(false, None, &[1u8; 100]);
-        assert_eq!(gso_size(&f, 40), Send::TooLong);
+        assert_eq!(crossing(&f, 40), Crossing::TooLong);
     }
 
     #[test]
@@ -325,7 +325,7 @@ mod tests {
             f.truncate(1 + (x as usize >> 16) % (f.len() + 1));
             let _ = raise_mss(&mut f, 1460);
             let _ = clamp_mss(&mut f, 1460);
-            let _ = gso_size(&f, 40);
+            let _ = crossing(&f, 40);
         }
     }
 }
