@@ -154,14 +154,14 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
         }
         let max = self.frame_max();
         let mtu = self.mtu();
-        let link = mtu + ETHERNET_HEADER;
         let c = self.conn.as_mut()?;
         // smoltcp answers a packet (an ACK, a SYN-ACK) through the token
         // handed out with it: without room for that answer, leave the
         // packet in the ring until transmit buffers come back, rather than
         // take it and drop the answer (which costs the peer a
         // retransmission timeout).
-        if !c.tx.room_for(max.min(c.tx.max_len()), link) {
+        let len = max.min(c.tx.max_len());
+        if !c.tx.room_for(len, len > mtu + ETHERNET_HEADER) {
             return None;
         }
         let gso = c.tx.gso;
@@ -215,7 +215,8 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Device for Netfront<'p, H, C, A> {
             ..
         } = self;
         let side = &mut conn.as_mut()?.tx;
-        if !side.room_for(max.min(side.max_len()), mtu + ETHERNET_HEADER) {
+        let len = max.min(side.max_len());
+        if !side.room_for(len, len > mtu + ETHERNET_HEADER) {
             return None;
         }
         Some(NetTxToken {

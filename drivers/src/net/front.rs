@@ -365,9 +365,10 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
     fn tx_stalled(&self) -> bool {
         let max = self.frame_max();
         let link = self.mtu() + ETHERNET_HEADER;
-        self.conn
-            .as_ref()
-            .is_none_or(|c| !c.tx.room_for(max.min(c.tx.max_len()), link))
+        self.conn.as_ref().is_none_or(|c| {
+            let len = max.min(c.tx.max_len());
+            !c.tx.room_for(len, len > link)
+        })
     }
 
     /// Data waiting for `Interface::poll`, or a failure to report.

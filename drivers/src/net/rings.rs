@@ -149,7 +149,7 @@ pub(crate) struct TxSide<B> {
     /// The backend takes packets spanning several slots.
     pub sg: bool,
     /// The backend takes large TCP segments (`feature-gso-tcpv4`) and we
-    /// send them.
+    /// send them (only with `sg`: the caller checks).
     pub gso: bool,
     /// Extra-info slots sent and not yet answered (with `NETIF_RSP_NULL`).
     nulls_due: usize,
@@ -250,7 +250,7 @@ impl<B: Pages + Clone> Conn<B> {
                 free: (0..n_tx as u16).rev().collect(),
                 busy: alloc::vec![false; n_tx],
                 sg: backend_sg,
-                gso: gso && backend_sg,
+                gso,
                 nulls_due: 0,
                 port,
                 errors: 0,
@@ -358,11 +358,11 @@ impl<B: Pages + Clone> TxSide<B> {
         }
     }
 
-    /// Whether a packet of `len` bytes can be queued now (with a GSO
-    /// slot, if it is longer than `link` bytes).
-    pub fn room_for(&self, len: usize, link: usize) -> bool {
+    /// Whether a packet of `len` bytes can be queued now (with a GSO slot
+    /// if `large`).
+    pub fn room_for(&self, len: usize, large: bool) -> bool {
         let pages = len.div_ceil(PAGE_SIZE).max(1);
-        let slots = pages + usize::from(len > link);
+        let slots = pages + usize::from(large);
         self.free.len() >= pages && self.ring.free_requests() as usize >= slots
     }
 
@@ -380,11 +380,10 @@ impl<B: Pages + Clone> TxSide<B> {
         data: &[u8],
         gso: Option<u16>,
     ) -> bool {
-        let link = if gso.is_some() { 0 } else { usize::MAX };
         if data.is_empty()
             || data.len() > self.max_len()
             || (gso.is_some() && !self.gso)
-            || !self.room_for(data.len(), link)
+            || !self.room_for(data.len(), gso.is_some())
         {
             return false;
         }
