@@ -139,7 +139,7 @@ impl Domain {
             id,
             name,
             privileged,
-            mem: DomainMemory::new(ram_pages),
+            mem: DomainMemory::new(ram_pages, crate::layout::MAGIC_PAGES),
             shared_info: WordMemory::new(PAGE_SIZE),
             grant_block: WordMemory::new(max_grant_frames as usize * PAGE_SIZE),
             max_grant_frames,

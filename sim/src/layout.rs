@@ -14,7 +14,8 @@ pub const MAP_WINDOW_GFN: u64 = 0x9_0000;
 /// Frames in the map window (16 MiB).
 pub const MAP_WINDOW_PAGES: u32 = 4096;
 /// RAM frames the toolstack keeps at the top of RAM for the xenstore and
-/// console pages.
+/// console pages. They are allocated with the domain; the rest of its RAM
+/// when the guest first reaches it (see `p2m`).
 pub const MAGIC_PAGES: usize = 2;
 
 /// The layout for a domain with `ram_pages` frames of RAM and
