@@ -1,7 +1,7 @@
 //! The node database: permissions, nodes, and the global map of them.
 
 use crate::path;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Read access (`XS_PERM_READ`).
@@ -123,9 +123,14 @@ pub(crate) fn node_size(perms: usize, data: usize, children: usize) -> usize {
 }
 
 /// All committed nodes, by absolute path (special `@...` nodes included).
+///
+/// Hashed, not ordered: nothing walks the store in order (children are
+/// listed by their parent), and with a simulator's worth of domains a
+/// sorted map compared long shared prefixes (`/local/domain/…`) at every
+/// level of every lookup.
 #[derive(Default)]
 pub(crate) struct Store {
-    nodes: BTreeMap<Box<str>, Arc<Node>>,
+    nodes: HashMap<Box<str>, Arc<Node>>,
     generation: u64,
     next_key: u64,
 }
