@@ -469,10 +469,10 @@ impl SharedMemory for WordMemory {
         let base = (abs + head) / 8;
         let whole = rest.len() / 8;
         let mut chunks = rest.chunks_exact_mut(8);
-        for (i, chunk) in (&mut chunks).enumerate() {
-            let word = self.words[base + i].load(Ordering::Relaxed).to_le_bytes();
+        // Zipped with the words' slice: no bounds check per word.
+        for (chunk, w) in (&mut chunks).zip(&self.words[base..base + whole]) {
             let chunk: &mut [u8; 8] = chunk.try_into().expect("chunks of 8");
-            *chunk = word;
+            *chunk = w.load(Ordering::Relaxed).to_le_bytes();
         }
         let last = chunks.into_remainder();
         if !last.is_empty() {
@@ -504,9 +504,9 @@ impl SharedMemory for WordMemory {
         }
         let base = (abs + head) / 8;
         let mut chunks = rest.chunks_exact(8);
-        for (i, chunk) in (&mut chunks).enumerate() {
+        for (chunk, w) in (&mut chunks).zip(&self.words[base..base + rest.len() / 8]) {
             let bytes: [u8; 8] = chunk.try_into().expect("chunks of 8");
-            self.words[base + i].store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            w.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         }
         let last = chunks.remainder();
         if !last.is_empty() {
