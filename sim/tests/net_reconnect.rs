@@ -82,7 +82,9 @@ fn backend_restart_mid_stream_keeps_the_tcp_connection() {
 }
 
 fn restart_mid_stream(seed: u64) {
-    const TOTAL: u64 = 16 << 20;
+    // Long enough to be still flowing after a stop: with large segments
+    // both ways, 16 MiB passed while the first stop was under way.
+    const TOTAL: u64 = 64 << 20;
     {
         let mut sim = Sim::new(SimConfig::seeded(seed));
         let net = NetBackend::new();

@@ -89,8 +89,14 @@ fn tcp_stream_survives_faulty_links_and_replays() {
         partition_length: Duration::from_micros(500),
         ..LinkFaults::default()
     };
+    // Link-sized frames to the receiver: enough packets for every kind of
+    // fault to happen (large receives are the next test's).
+    let cfg = NetConfig {
+        large_receive: false,
+        ..NetConfig::default()
+    };
     with_seed(seed, || {
-        let (o, s1, _, snap) = run_tcp_with(seed, TOTAL, NetConfig::default(), Some(faults));
+        let (o, s1, _, snap) = run_tcp_with(seed, TOTAL, cfg.clone(), Some(faults));
         assert!(o.received <= TOTAL);
         assert_eq!(
             o.received_sum,
@@ -116,34 +122,75 @@ fn tcp_stream_survives_faulty_links_and_replays() {
                 "{sum:?}"
             );
         }
-        let (o2, s2, _, snap2) = run_tcp_with(seed, TOTAL, NetConfig::default(), Some(faults));
+        let (o2, s2, _, snap2) = run_tcp_with(seed, TOTAL, cfg.clone(), Some(faults));
         assert_eq!(o2.received_sum, o.received_sum);
         assert_eq!(snap2.vifs, snap.vifs, "the same faults");
         assert_eq!(s1.trace_hash(), s2.trace_hash(), "same seed, different run");
     });
 }
 
+/// Large segments delivered whole with their checksum left blank must not
+/// carry a faulty link's damage past the guest's checks: netback verifies a
+/// segment before blanking its checksum, so a corrupted one reaches the
+/// receiver's smoltcp as it is and is dropped there. Corruption on every
+/// tenth frame: the stream still arrives intact.
+#[test]
+fn corrupted_large_segments_are_not_taken() {
+    const TOTAL: u64 = 1 << 20;
+    let chosen = xenpal_sim::seed_from_env();
+    let seed = chosen.unwrap_or(0xc5);
+    let faults = LinkFaults {
+        corrupt: 0.1,
+        ..LinkFaults::default()
+    };
+    with_seed(seed, || {
+        let (o, _, _, snap) = run_tcp_with(seed, TOTAL, NetConfig::default(), Some(faults));
+        assert_eq!(
+            o.received_sum,
+            Some(stream_checksum(o.received)),
+            "stream corrupted"
+        );
+        let corrupted: u64 = snap.vifs.values().map(|v| v.faults.corrupted).sum();
+        let whole: u64 = snap.vifs.values().map(|v| v.counters.to_guest_large).sum();
+        if chosen.is_none() {
+            assert_eq!(o.received, TOTAL, "connection cut short");
+            assert!(
+                corrupted > 0 && whole > 0,
+                "{corrupted} corrupted, {whole} whole"
+            );
+        }
+    });
+}
+
 /// 16 MiB with the standard MTU, then with jumbo frames (9014-byte frames
-/// take three ring slots each way), then without large sends. With them
-/// (the default, netback offering `feature-gso-tcpv4`), the sender hands
-/// dom0 segments of up to 64 KiB, which dom0 cuts to the link's MTU: the
-/// receiver still gets link-sized frames.
+/// take three ring slots each way), then without large receives, then
+/// without large sends either. With large sends (the default, netback
+/// offering `feature-gso-tcpv4`), the sender hands dom0 segments of up to
+/// 64 KiB; a receiver offering `feature-gso-tcpv4` too (the default) gets
+/// them whole, checksum left blank; one that does not gets them cut to the
+/// link's MTU.
 #[test]
 fn tcp_stream_of_16_mib_arrives_intact() {
     const TOTAL: u64 = 16 << 20;
     let seed = xenpal_sim::seed_from_env().unwrap_or(0x16);
-    for (mtu, large_send) in [(None, true), (Some(9000), true), (None, false)] {
+    for (mtu, large_send, large_receive) in [
+        (None, true, true),
+        (Some(9000), true, true),
+        (None, true, false),
+        (None, false, false),
+    ] {
         with_seed(seed, || {
             let started = std::time::Instant::now();
             let cfg = NetConfig {
                 mtu,
                 large_send,
+                large_receive,
                 ..NetConfig::default()
             };
             let (o, sim, steps, snap) = run_tcp_with(seed, TOTAL, cfg, None);
             eprintln!(
-                "16 MiB over TCP, mtu {mtu:?}, large send {large_send}: {:?} real, {} simulated, \
-                 {steps} steps, {} tx / {} rx packets",
+                "16 MiB over TCP, mtu {mtu:?}, large send {large_send}, receive {large_receive}: \
+                 {:?} real, {} simulated, {steps} steps, {} tx / {} rx packets",
                 started.elapsed(),
                 sim.now(),
                 o.tx_packets,
@@ -154,16 +201,25 @@ fn tcp_stream_of_16_mib_arrives_intact() {
             let expected = stream_checksum(TOTAL);
             assert_eq!(o.sent_sum, Some(expected));
             assert_eq!(o.received_sum, Some(expected), "stream corrupted");
-            // Jumbo frames carry about six times as much per packet.
-            let per_packet = if mtu.is_some() { 8000 } else { 1400 };
-            assert!(o.rx_packets < TOTAL / per_packet + 1000, "{o:?}");
-            assert!(o.rx_packets > TOTAL / (mtu.unwrap_or(1500) as u64), "{o:?}");
-            let large = snap.vifs[&VifId {
-                domid: DomId(1),
-                index: 0,
-            }]
-                .counters
-                .from_guest_large;
+            let counters = |d| {
+                snap.vifs[&VifId {
+                    domid: DomId(d),
+                    index: 0,
+                }]
+                    .counters
+            };
+            let large = counters(1).from_guest_large;
+            let whole = counters(2).to_guest_large;
+            if large_send && large_receive {
+                assert!(o.rx_packets < TOTAL / 30_000 + 1000, "{o:?}");
+                assert!(whole > TOTAL / 70_000, "{whole} large packets received");
+            } else {
+                // Jumbo frames carry about six times as much per packet.
+                let per_packet = if mtu.is_some() { 8000 } else { 1400 };
+                assert!(o.rx_packets < TOTAL / per_packet + 1000, "{o:?}");
+                assert!(o.rx_packets > TOTAL / (mtu.unwrap_or(1500) as u64), "{o:?}");
+                assert_eq!(whole, 0);
+            }
             if large_send {
                 assert!(o.tx_packets < TOTAL / 30_000 + 100, "{o:?}");
                 assert!(large > TOTAL / 70_000, "{large} large packets");

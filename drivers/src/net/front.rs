@@ -215,6 +215,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
         if let Some(c) = &self.conn {
             s.tx_errors += c.tx.errors;
             s.rx_dropped += c.rx.dropped;
+            s.rx_large += c.rx.large_packets;
         }
         s
     }
@@ -544,6 +545,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
     /// conflicts.
     async fn publish(&self, offer: &Offer) -> Result<(), NetError> {
         let xs = self.dev.xenstore();
+        let large_rx = self.cfg.large_receive && self.cfg.scatter_gather;
         let nodes = [
             ("tx-ring-ref", offer.tx_ring_ref.0.to_string()),
             ("rx-ring-ref", offer.rx_ring_ref.0.to_string()),
@@ -554,7 +556,11 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
                 "feature-sg",
                 if self.cfg.scatter_gather { "1" } else { "0" }.into(),
             ),
-            ("feature-no-csum-offload", "1".into()),
+            ("feature-gso-tcpv4", if large_rx { "1" } else { "0" }.into()),
+            (
+                "feature-no-csum-offload",
+                if large_rx { "0" } else { "1" }.into(),
+            ),
         ];
         for _ in 0..TRANSACTION_ATTEMPTS {
             let t = xs.transaction_start().await?;

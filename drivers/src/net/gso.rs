@@ -24,7 +24,7 @@
 //! and a frame that is not plain, unfragmented TCP/IPv4 is left alone.
 
 use super::{ETHERNET_HEADER, MAX_FRAME};
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 /// Size of the IPv4 and TCP headers without options.
 const HEADERS: usize = 40;
@@ -145,6 +145,47 @@ pub fn clamp_mss(frame: &mut [u8], link_mss: u16) -> bool {
     rewrite_mss(frame, false, |mss| (mss > link_mss).then_some(link_mss))
 }
 
+/// A received frame whose TCP or UDP checksum the backend left blank
+/// (`NETRXF_csum_blank`: the sender offloaded it, and no device on the way
+/// filled it in): compute it, whatever the field held. Returns `false` if
+/// the frame is not a whole TCP or UDP datagram in IPv4 (Linux's netfront
+/// drops such a frame; so do we).
+pub fn complete_checksum(frame: &mut [u8]) -> bool {
+    if frame.get(12..14) != Some(&ETHERTYPE_IPV4[..]) {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER..]) else {
+        return false;
+    };
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return false;
+    }
+    let (src, dst): (IpAddress, IpAddress) = (ip.src_addr().into(), ip.dst_addr().into());
+    let proto = ip.next_header();
+    let l4 = ETHERNET_HEADER + usize::from(ip.header_len());
+    let end = ETHERNET_HEADER + usize::from(ip.total_len());
+    let Some(body) = frame.get_mut(l4..end) else {
+        return false;
+    };
+    match proto {
+        IpProtocol::Tcp => match TcpPacket::new_checked(body) {
+            Ok(mut seg) => {
+                seg.fill_checksum(&src, &dst);
+                true
+            }
+            Err(_) => false,
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(body) {
+            Ok(mut dgram) => {
+                dgram.fill_checksum(&src, &dst);
+                true
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
 /// How a frame we send crosses a link of IP MTU `mtu`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Crossing {
@@ -230,6 +271,37 @@ mod tests {
         let repr =
             TcpRepr::parse(&t, &A.into(), &B.into(), &ChecksumCapabilities::ignored()).unwrap();
         (repr.max_seg_size, t.verify_checksum(&A.into(), &B.into()))
+    }
+
+    #[test]
+    fn a_blank_checksum_is_completed_and_other_frames_refused() {
+        let good = frame(false, None, b"some payload bytes");
+        let mut f = good.clone();
+        // What a sender offloading the checksum leaves: anything.
+        f[ETHERNET_HEADER + 20 + 16] ^= 0x5a;
+        assert!(complete_checksum(&mut f));
+        assert_eq!(f, good);
+        // UDP too.
+        let mut udp = good.clone();
+        udp[ETHERNET_HEADER + 9] = 17;
+        let len = (udp.len() - ETHERNET_HEADER - 20) as u16;
+        udp[ETHERNET_HEADER + 24..ETHERNET_HEADER + 26].copy_from_slice(&len.to_be_bytes());
+        let mut ip = Ipv4Packet::new_unchecked(&mut udp[ETHERNET_HEADER..]);
+        ip.fill_checksum();
+        assert!(complete_checksum(&mut udp));
+        let d = smoltcp::wire::UdpPacket::new_checked(&udp[ETHERNET_HEADER + 20..]).unwrap();
+        assert!(d.verify_checksum(&A.into(), &B.into()));
+        // Not IPv4, not TCP or UDP, cut short, a fragment: refused.
+        let mut arp = good.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!complete_checksum(&mut arp));
+        let mut icmp = good.clone();
+        icmp[ETHERNET_HEADER + 9] = 1;
+        assert!(!complete_checksum(&mut icmp));
+        assert!(!complete_checksum(&mut good[..30].to_vec()));
+        let mut frag = good.clone();
+        frag[ETHERNET_HEADER + 6] |= 0x20;
+        assert!(!complete_checksum(&mut frag));
     }
 
     #[test]

@@ -22,10 +22,19 @@
 //!   that is at least the link's is raised to what 64 KiB holds (checksum
 //!   verified, then fixed). A peer that asked for less keeps it. Other
 //!   frames longer than the link's are dropped, as smoltcp would have.
-//!   We do not offer to receive large segments.
-//! - `feature-no-csum-offload=1`: checksums are always complete, both ways
-//!   (smoltcp computes and verifies them).
-//! - Extra-info slots in received packets are checked and skipped.
+//! - **feature-gso-tcpv4** (receive) and receive checksum offload: with
+//!   [`NetConfig::large_receive`] (and scatter-gather) we offer both, and
+//!   the backend may hand us TCP segments of up to 64 KiB whole, with a
+//!   GSO extra-info slot, rather than cut them (Linux's netback sends any
+//!   only to frontends taking checksum offload). A packet whose checksum
+//!   the backend left blank (`NETRXF_csum_blank`) has it computed here
+//!   before smoltcp, which checks every checksum, sees it; one that is not
+//!   TCP or UDP over IPv4 is dropped, as is one whose GSO slot has a zero
+//!   size or an unknown type. Without `large_receive`:
+//!   `feature-no-csum-offload=1`, and every packet comes link-sized with
+//!   complete checksums.
+//! - We send complete checksums (smoltcp computes them).
+//! - Other extra-info slots in received packets are checked and skipped.
 //!
 //! # Driving it
 //! A [`Netfront`] is a smoltcp `Device`: `Interface::poll` moves packets,
@@ -149,6 +158,13 @@ pub struct NetConfig {
     /// scatter-gather). See the module documentation.
     #[doc(alias = "feature-gso-tcpv4")]
     pub large_send: bool,
+    /// Offer to receive TCP segments of up to 64 KiB (`feature-gso-tcpv4`
+    /// on our side, with receive checksum offload, which Linux's netback
+    /// needs before it sends any; needs scatter-gather). Off: every packet
+    /// comes link-sized with its checksums complete
+    /// (`feature-no-csum-offload=1`).
+    #[doc(alias = "feature-no-csum-offload")]
+    pub large_receive: bool,
 }
 
 impl Default for NetConfig {
@@ -159,6 +175,7 @@ impl Default for NetConfig {
             mtu: None,
             scatter_gather: true,
             large_send: true,
+            large_receive: true,
         }
     }
 }
@@ -359,8 +376,14 @@ pub struct NetStats {
     pub rx_packets: u64,
     /// Their bytes.
     pub rx_bytes: u64,
-    /// Received packets dropped (the backend marked them as errors).
+    /// Received packets dropped: the backend marked them as errors, or
+    /// left the checksum of a packet that is not TCP or UDP over IPv4 for
+    /// us to fill in, or described a large segment with a zero size or an
+    /// unknown type.
     pub rx_dropped: u64,
+    /// Of the packets handed to smoltcp, TCP segments that came whole with
+    /// a GSO extra-info slot ([`NetConfig::large_receive`]).
+    pub rx_large: u64,
     /// Packets given to the backend.
     pub tx_packets: u64,
     /// Of those, TCP segments longer than the link's MTU, for the backend

@@ -1,7 +1,7 @@
 //! The data path of one connection: the two rings, the granted buffer
 //! pages, and every check of what the backend writes.
 
-use super::{MAX_FRAME, MAX_RX_SLOTS, RingKind, Violation};
+use super::{MAX_FRAME, MAX_RX_SLOTS, RingKind, Violation, gso};
 use alloc::vec::Vec;
 use hal::mem::{PAGE_SIZE, PageAlloc, Pages};
 use hal::{Access, Clock, DomId, EventChannel, EventPort, FrontRing, GrantRef, GrantTable};
@@ -173,8 +173,17 @@ pub(crate) struct RxSide<B> {
     more: bool,
     extra: bool,
     bad: bool,
-    /// Packets the backend marked as errors, for the statistics.
+    /// The backend left the packet's TCP/UDP checksum for us to complete
+    /// (`NETRXF_csum_blank`).
+    csum_blank: bool,
+    /// The packet came with a GSO extra-info slot (a large TCP segment).
+    large: bool,
+    /// Packets dropped: marked as errors by the backend, a checksum left
+    /// blank in a packet that is not TCP or UDP over IPv4, or a GSO slot
+    /// with a zero size or an unknown type (as Linux's netfront drops them).
     pub dropped: u64,
+    /// Packets that came as large TCP segments, for the statistics.
+    pub large_packets: u64,
 }
 
 const NONE: u16 = u16::MAX;
@@ -266,7 +275,10 @@ impl<B: Pages + Clone> Conn<B> {
                 more: false,
                 extra: false,
                 bad: false,
+                csum_blank: false,
+                large: false,
                 dropped: 0,
+                large_packets: 0,
             },
             port,
             ring_grants: [txg, rxg],
@@ -500,6 +512,18 @@ impl<B: Pages + Clone> RxSide<B> {
                 if info.type_ == netif_extra::TYPE_NONE || info.type_ >= netif_extra::TYPE_MAX {
                     return Err(Violation::BadExtraInfo(info.type_));
                 }
+                if info.type_ == netif_extra::TYPE_GSO {
+                    // The packet is good; its GSO description must be too.
+                    let size = u16::from_le_bytes([info.u[0], info.u[1]]);
+                    let known = matches!(
+                        info.u[2],
+                        netif_extra::GSO_TYPE_TCPV4 | netif_extra::GSO_TYPE_TCPV6
+                    );
+                    if size == 0 || !known {
+                        self.bad = true;
+                    }
+                    self.large = true;
+                }
                 self.extra = info.flags & netif_extra::FLAG_MORE != 0;
             } else {
                 if rsp.id != slot {
@@ -531,17 +555,26 @@ impl<B: Pages + Clone> RxSide<B> {
                     }
                     self.extra = true;
                 }
+                if self.slots == 1 {
+                    self.csum_blank = rsp.flags & netrxf::CSUM_BLANK != 0;
+                }
                 self.more = rsp.flags & netrxf::MORE_DATA != 0;
             }
             if !self.more && !self.extra {
                 let (len, bad) = (self.len, self.bad);
+                let (csum_blank, large) = (self.csum_blank, self.large);
                 self.len = 0;
                 self.slots = 0;
                 self.bad = false;
-                if bad || len == 0 {
+                self.csum_blank = false;
+                self.large = false;
+                // smoltcp checks every checksum: complete a blank one (its
+                // field holds the pseudo-header's sum, or anything).
+                if bad || len == 0 || (csum_blank && !gso::complete_checksum(&mut pkt[..len])) {
                     self.dropped += 1;
                     continue;
                 }
+                self.large_packets += u64::from(large);
                 // Repost now rather than on the next call: the backend may be
                 // waiting for room.
                 self.refill(p);

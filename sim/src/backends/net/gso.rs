@@ -1,8 +1,10 @@
-//! dom0's software segmentation of large TCP/IPv4 packets a frontend sent
-//! with a GSO extra-info slot (`feature-gso-tcpv4`): what Linux does before
-//! such a packet leaves for a device that cannot take it whole. Every
-//! switch port here takes frames of the link's size, so dom0 cuts each
-//! large packet as it arrives.
+//! Large TCP/IPv4 packets a frontend sent with a GSO extra-info slot
+//! (`feature-gso-tcpv4`). dom0 cuts such a packet as it arrives ([`segment`],
+//! what Linux does before a packet leaves for a device that cannot take it
+//! whole), unless it goes to a port that takes it whole: dom0's own stack,
+//! or a frontend that offered `feature-gso-tcpv4` with checksum offload,
+//! which gets it with a GSO slot and its checksum left to it
+//! ([`offload_to_frontend`]), as Linux's netback hands one on.
 
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
 
@@ -64,6 +66,52 @@ pub fn segment(frame: &[u8], size: u16, out: &mut Vec<Vec<u8>>) -> bool {
     true
 }
 
+/// Prepare `frame`, a large TCP segment in IPv4 in Ethernet, for a
+/// frontend that takes such segments whole: its TCP checksum field gets
+/// the pseudo-header's sum (the checksum left blank, as a Linux sender
+/// offloading it leaves it: `NETRXF_csum_blank`). Returns the GSO size to
+/// describe it with (what a link of IP MTU `mtu` carries per segment), or
+/// `None`, leaving the frame alone, if it is no longer than the link's, is
+/// not an unfragmented TCP/IPv4 packet filling the frame, or has a wrong
+/// checksum: a frame a faulty link corrupted must reach the guest's stack
+/// as it is, to be dropped there, not with a checksum the guest would
+/// compute afresh over the damage.
+pub fn offload_to_frontend(frame: &mut [u8], mtu: usize) -> Option<u16> {
+    if frame.len() <= mtu + ETH || frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&frame[ETH..]).ok()?;
+    if ip.next_header() != IpProtocol::Tcp
+        || ip.more_frags()
+        || ip.frag_offset() != 0
+        || ETH + usize::from(ip.total_len()) != frame.len()
+    {
+        return None;
+    }
+    let ihl = usize::from(ip.header_len());
+    let (src, dst) = (ip.src_addr().octets(), ip.dst_addr().octets());
+    let tcp = TcpPacket::new_checked(&frame[ETH + ihl..]).ok()?;
+    let (a, b): (IpAddress, IpAddress) = (ip.src_addr().into(), ip.dst_addr().into());
+    if !tcp.verify_checksum(&a, &b) {
+        return None;
+    }
+    let size = mtu.checked_sub(ihl + usize::from(tcp.header_len()))?;
+    let size = u16::try_from(size).ok().filter(|&s| s > 0)?;
+    let len = frame.len() - ETH - ihl;
+    // One's-complement sum of the pseudo-header, folded, not inverted.
+    let mut sum: u32 = 0;
+    for pair in src.chunks(2).chain(dst.chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    sum += 6 + len as u32;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let at = ETH + ihl + 16;
+    frame[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    Some(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +151,32 @@ mod tests {
         let mut t = TcpPacket::new_unchecked(p.payload_mut());
         tcp.emit(&mut t, &A.into(), &B.into(), &caps);
         f
+    }
+
+    #[test]
+    fn a_large_segment_for_a_frontend_gets_its_checksum_blanked() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let whole = frame(TcpControl::Psh, &data);
+        let mut f = whole.clone();
+        assert_eq!(offload_to_frontend(&mut f, 1500), Some(1460));
+        // Only the checksum changed, and the frontend's fill gives it back.
+        assert_eq!(f[..ETH + 36], whole[..ETH + 36]);
+        assert_eq!(f[ETH + 38..], whole[ETH + 38..]);
+        let mut t = TcpPacket::new_unchecked(&mut f[ETH + 20..]);
+        assert!(!t.verify_checksum(&A.into(), &B.into()));
+        t.fill_checksum(&A.into(), &B.into());
+        assert_eq!(f, whole);
+        // Link-sized, or corrupted: left alone.
+        let mut small = frame(TcpControl::Psh, &data[..1000]);
+        let copy = small.clone();
+        assert_eq!(offload_to_frontend(&mut small, 1500), None);
+        assert_eq!(small, copy);
+        let mut bad = whole.clone();
+        bad[3000] ^= 0x40;
+        let copy = bad.clone();
+        assert_eq!(offload_to_frontend(&mut bad, 1500), None);
+        assert_eq!(bad, copy);
+        assert_eq!(offload_to_frontend(&mut whole[..3000].to_vec(), 1500), None);
     }
 
     #[test]

@@ -20,10 +20,15 @@ use xen_pv::abi::io::{
 use xen_pv::grant::ForeignPage;
 use xen_pv::pages::FrameBlock;
 use xen_pv::xenstore::{TxId, XsError};
+use xenpal_drivers::net::parse_mac;
 use xenpal_drivers::xenbus::{XenbusDevice, XenbusError, XenbusState};
 use zerocopy::{FromBytes, IntoBytes};
 
 type Mapping = ForeignPage<WordMemory>;
+
+/// IP MTU of every vif's link: what dom0 cuts large segments to, and above
+/// which a frame for a frontend taking large segments goes with a GSO slot.
+const LINK_MTU: usize = 1500;
 
 /// Most slots one transmitted packet may use (data and extra-info slots);
 /// netif.h asks backends to accept at least 18. More is fatal for the vif.
@@ -76,8 +81,12 @@ pub struct VifCounters {
     /// Bytes the guest sent.
     pub from_guest_bytes: u64,
     /// Large TCP segments the guest sent with a GSO slot, which dom0 cut
-    /// into link-sized frames (each counted once in `from_guest`).
+    /// into link-sized frames (each counted once in `from_guest`) unless
+    /// they went to a port taking them whole.
     pub from_guest_large: u64,
+    /// Large TCP segments delivered to the guest whole, with a GSO slot
+    /// (each counted once in `to_guest`).
+    pub to_guest_large: u64,
     /// Packets delivered to the guest.
     pub to_guest: u64,
     /// Bytes delivered to the guest.
@@ -99,6 +108,10 @@ struct Link {
     port: EventPort,
     rx_notify: bool,
     sg: bool,
+    /// The frontend takes large TCP segments whole (`feature-gso-tcpv4`,
+    /// with scatter-gather and checksum offload, as Linux's netback
+    /// requires before it sends any).
+    gso_rx: bool,
     /// Slots of a packet being collected.
     pending: Vec<NetifTxRequest>,
     /// Extra-info slots among them (answered with `NETIF_RSP_NULL`).
@@ -137,6 +150,8 @@ pub(super) struct VifBackend {
     pub counters: VifCounters,
     pub capture: Option<PcapWriter>,
     pub error: Option<VifError>,
+    /// The frontend's MAC (its `mac` node), read when it connects.
+    mac: Option<[u8; 6]>,
 }
 
 impl VifBackend {
@@ -151,6 +166,15 @@ impl VifBackend {
             counters: VifCounters::default(),
             capture: None,
             error: None,
+            mac: None,
+        }
+    }
+
+    /// The MAC of a connected frontend that takes large TCP segments whole.
+    pub fn takes_large(&self) -> Option<[u8; 6]> {
+        match &self.phase {
+            Phase::Connected(l) if l.gso_rx => self.mac,
+            _ => None,
         }
     }
 
@@ -335,6 +359,20 @@ impl VifBackend {
         }
         let rx_notify = dev.peer_feature("feature-rx-notify").await.map_err(xs)?;
         let sg = dev.peer_feature("feature-sg").await.map_err(xs)?;
+        // Linux's netback sends large segments only to a frontend taking
+        // checksum offload (on unless `feature-no-csum-offload=1`).
+        let gso_rx = sg
+            && dev.peer_feature("feature-gso-tcpv4").await.map_err(xs)?
+            && !dev
+                .peer_feature("feature-no-csum-offload")
+                .await
+                .map_err(xs)?;
+        self.mac = dev
+            .read_peer("mac")
+            .await
+            .map_err(xs)?
+            .as_deref()
+            .and_then(parse_mac);
         let fe = dev.peer_id();
         let tx_map = p
             .grants()
@@ -375,6 +413,7 @@ impl VifBackend {
             port,
             rx_notify,
             sg,
+            gso_rx,
             pending: Vec::with_capacity(MAX_TX_SLOTS),
             pending_extra: Vec::with_capacity(MAX_TX_SLOTS),
             extra: false,
@@ -387,7 +426,7 @@ impl VifBackend {
         }
         self.counters.connects += 1;
         log::info!(
-            "netback {}: connected (sg {sg}, rx-notify {rx_notify}, bridge {})",
+            "netback {}: connected (sg {sg}, rx-notify {rx_notify}, large rx {gso_rx}, bridge {})",
             self.id,
             self.bridge
         );
@@ -395,8 +434,9 @@ impl VifBackend {
     }
 
     /// Take the packets the guest sent; each complete one goes to `out`
-    /// (a large TCP segment cut to the link's size, unless it is for MAC
-    /// `whole_to`: dom0's own stack, which takes it whole as Linux's does).
+    /// (a large TCP segment cut to the link's size, unless it is for one of
+    /// the MACs of `whole_to`: dom0's own stack, which takes it whole as
+    /// Linux's does, and frontends that take large segments).
     /// Returns whether anything was done.
     ///
     /// Errors: the frontend broke the protocol (the caller fails the vif).
@@ -406,7 +446,7 @@ impl VifBackend {
         staging: &mut Staging,
         now: u64,
         out: &mut Vec<Vec<u8>>,
-        whole_to: Option<[u8; 6]>,
+        whole_to: &[[u8; 6]],
     ) -> Result<bool, VifError> {
         let Phase::Connected(link) = &mut self.phase else {
             return Ok(false);
@@ -464,7 +504,7 @@ impl VifBackend {
                     (Some(len), Some(size)) => {
                         self.counters.from_guest_large += 1;
                         let whole = out.pop().unwrap_or_default();
-                        if whole_to.is_some_and(|mac| whole.starts_with(&mac)) {
+                        if whole_to.iter().any(|mac| whole.starts_with(mac)) {
                             out.push(whole);
                             Some(len)
                         } else {
@@ -526,24 +566,34 @@ impl VifBackend {
         };
         let ring = VifError::RxRing;
         let mut progress = false;
-        while let Some(pkt) = self.rxq.front() {
+        while let Some(pkt) = self.rxq.front_mut() {
             let need = pkt.len().div_ceil(PAGE_SIZE).max(1);
             if need > 1 && !link.sg {
                 self.rxq.pop_front();
                 self.counters.to_guest_dropped += 1;
                 continue;
             }
-            if (link.rx.unconsumed_requests().map_err(ring)? as usize) < need {
+            // A large TCP segment for a frontend that takes them goes whole,
+            // its checksum left blank, with a GSO slot after the first slot
+            // (which takes a request too).
+            let maybe_large = link.gso_rx && pkt.len() > LINK_MTU + 14;
+            let slots = need + usize::from(maybe_large);
+            if (link.rx.unconsumed_requests().map_err(ring)? as usize) < slots {
                 if !link.rx_notify {
                     break;
                 }
                 // Ask to be told when buffers are posted, then look again.
                 link.rx.final_check_for_requests().map_err(ring)?;
-                if (link.rx.unconsumed_requests().map_err(ring)? as usize) < need {
+                if (link.rx.unconsumed_requests().map_err(ring)? as usize) < slots {
                     break;
                 }
             }
             progress = true;
+            let gso = if maybe_large {
+                super::gso::offload_to_frontend(pkt, LINK_MTU)
+            } else {
+                None
+            };
             staging.ops.clear();
             let mut ids = [0u16; RX_STAGING_PAGES];
             for (k, chunk) in pkt.chunks(PAGE_SIZE).enumerate() {
@@ -564,16 +614,27 @@ impl VifBackend {
                     },
                     len: chunk.len() as u16,
                 });
+                if k == 0 && gso.is_some() {
+                    // The extra-info slot's request: no data goes there.
+                    link.rx
+                        .take_request()
+                        .map_err(ring)?
+                        .ok_or(VifError::RxRequestsVanished)?;
+                }
             }
             let copied = staging.run(p).is_ok();
             let mut all_ok = copied;
             for (k, chunk) in pkt.chunks(PAGE_SIZE).enumerate() {
                 let ok = copied && staging.status[k].is_ok();
                 all_ok &= ok;
+                let mut flags = if k + 1 < need { netrxf::MORE_DATA } else { 0 };
+                if k == 0 && gso.is_some() {
+                    flags |= netrxf::EXTRA_INFO | netrxf::CSUM_BLANK | netrxf::DATA_VALIDATED;
+                }
                 let rsp = NetifRxResponse {
                     id: ids[k],
                     offset: 0,
-                    flags: if k + 1 < need { netrxf::MORE_DATA } else { 0 },
+                    flags,
                     status: if ok {
                         chunk.len() as i16
                     } else {
@@ -581,9 +642,22 @@ impl VifBackend {
                     },
                 };
                 link.rx.stage_response(&rsp).map_err(ring)?;
+                if let (0, Some(size)) = (k, gso) {
+                    let mut info = NetifExtraInfo {
+                        type_: netif_extra::TYPE_GSO,
+                        flags: 0,
+                        u: [0; 6],
+                    };
+                    info.u[..2].copy_from_slice(&size.to_le_bytes());
+                    info.u[2] = netif_extra::GSO_TYPE_TCPV4;
+                    let slot = NetifRxResponse::read_from_bytes(info.as_bytes())
+                        .map_err(|_| VifError::BadExtraInfo)?;
+                    link.rx.stage_response(&slot).map_err(ring)?;
+                }
             }
             if all_ok {
                 self.counters.to_guest += 1;
+                self.counters.to_guest_large += u64::from(gso.is_some());
                 self.counters.to_guest_bytes += pkt.len() as u64;
                 if let Some(cap) = self.capture.as_mut() {
                     let _ = cap.write_packet(now, pkt);
