@@ -4,7 +4,8 @@
 
 use super::rings::{Block, Conn, Drain, Offer};
 use super::{
-    ETHERNET_HEADER, LinkState, MAX_FRAME, NetConfig, NetError, NetStats, Violation, parse_mac,
+    ETHERNET_HEADER, LinkState, MAX_FRAME, MAX_RX_FRAME, NetConfig, NetError, NetStats, Violation,
+    parse_mac,
 };
 use crate::xenbus::{XenbusDevice, XenbusState, list_devices};
 use alloc::format;
@@ -169,7 +170,7 @@ impl<'p, H: Hypervisor, C: Clock, A: AlarmHw> Netfront<'p, H, C, A> {
             closed_written: false,
             peer_dirty: true,
             stats: NetStats::default(),
-            rx_pkt: vec![0; MAX_FRAME],
+            rx_pkt: vec![0; MAX_RX_FRAME],
             tx_buf: vec![0; MAX_FRAME],
         })
     }

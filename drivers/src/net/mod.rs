@@ -131,6 +131,12 @@ use xen_pv::xenstore::XsError;
 #[doc(alias = "XEN_NETIF_MAX_TX_SIZE")]
 pub const MAX_FRAME: usize = xen_pv::abi::io::XEN_NETIF_MAX_TX_SIZE;
 
+/// Largest Ethernet frame we take from the backend: a whole IPv4 packet
+/// (65535 bytes at most) behind its Ethernet header. A large segment that
+/// Linux's netback hands on whole may be a little longer than
+/// [`MAX_FRAME`].
+pub const MAX_RX_FRAME: usize = 65535 + ETHERNET_HEADER;
+
 /// Length of an Ethernet header.
 pub const ETHERNET_HEADER: usize = 14;
 
@@ -253,7 +259,7 @@ pub enum Violation {
         /// The length.
         len: u16,
     },
-    /// A received packet is longer than [`MAX_FRAME`].
+    /// A received packet is longer than [`MAX_RX_FRAME`].
     RxTooLong(usize),
     /// A received packet spans more than [`MAX_RX_SLOTS`] slots.
     RxTooManySlots,

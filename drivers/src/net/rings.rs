@@ -1,7 +1,7 @@
 //! The data path of one connection: the two rings, the granted buffer
 //! pages, and every check of what the backend writes.
 
-use super::{MAX_FRAME, MAX_RX_SLOTS, RingKind, Violation, gso};
+use super::{MAX_FRAME, MAX_RX_FRAME, MAX_RX_SLOTS, RingKind, Violation, gso};
 use alloc::vec::Vec;
 use hal::mem::{PAGE_SIZE, PageAlloc, Pages};
 use hal::{Access, Clock, DomId, EventChannel, EventPort, FrontRing, GrantRef, GrantTable};
@@ -542,7 +542,7 @@ impl<B: Pages + Clone> RxSide<B> {
                             len: rsp.status as u16,
                         });
                     }
-                    if self.len + n > MAX_FRAME || self.len + n > pkt.len() {
+                    if self.len + n > MAX_RX_FRAME || self.len + n > pkt.len() {
                         return Err(Violation::RxTooLong(self.len + n));
                     }
                     self.bufs
