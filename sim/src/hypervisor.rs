@@ -6,7 +6,7 @@ use crate::domain::{Domain, Service};
 use hal::{DomId, Instant};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Something the scheduler can run.
@@ -85,11 +85,23 @@ impl TimeSource {
     }
 }
 
+std::thread_local! {
+    /// When this thread last queued a task for a free-running worker (see
+    /// `sched::pick`, which spins for an answer after handing work over).
+    pub(crate) static HANDED_OVER: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// One worker's queue in free-running mode.
 #[derive(Default)]
 pub(crate) struct WorkerQueue {
     pub q: Mutex<VecDeque<Task>>,
     pub cv: Condvar,
+    /// Tasks queued (read without the lock by a worker spinning for work).
+    pub len: AtomicUsize,
+    /// The worker is (about to be) asleep on `cv`: only then does queueing
+    /// a task wake it (see `sched::pick`).
+    pub sleeping: AtomicBool,
 }
 
 /// Run queues.
@@ -272,7 +284,11 @@ impl Core {
             Queues::Free(workers) => {
                 let w = &workers[worker % workers.len()];
                 w.q.lock().unwrap().push_back(task);
-                w.cv.notify_one();
+                w.len.fetch_add(1, Ordering::SeqCst);
+                if w.sleeping.load(Ordering::SeqCst) {
+                    w.cv.notify_one();
+                }
+                HANDED_OVER.with(|h| h.set(Some(std::time::Instant::now())));
             }
         }
     }
