@@ -92,7 +92,27 @@ fn expected(a: Attack) -> Violation {
 
 /// A backend that connects properly, then attacks; it lets go when the
 /// frontend closes.
-async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<String>>>) {
+type TxBack = BackRing<
+    xenpal_sim::xen_pv::grant::ForeignPage<xenpal_sim::hal::mem::WordMemory>,
+    NetifTxRequest,
+    NetifTxResponse,
+>;
+type RxBack = BackRing<
+    xenpal_sim::xen_pv::grant::ForeignPage<xenpal_sim::hal::mem::WordMemory>,
+    NetifRxRequest,
+    NetifRxResponse,
+>;
+
+/// A hand-written backend's connection to the guest's vif.
+struct Conn {
+    dev: XenbusDevice<xenpal_sim::SimHypervisor>,
+    tx: TxBack,
+    rx: RxBack,
+    port: EventPort,
+}
+
+/// Wait for the vif, offer `features`, and connect as a backend must.
+async fn connect_backend(p: &SimPlatform, features: &[&str]) -> Conn {
     let xs = p.xenstore().unwrap().clone();
     let mut watcher = DeviceWatcher::new(&xs, "/local/domain/0", "vif")
         .await
@@ -102,8 +122,8 @@ async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<Stri
     };
     let dev = XenbusDevice::open_backend(&xs, &dir).await.unwrap();
     dev.watch_peer().await.unwrap();
-    for (k, v) in [("feature-rx-copy", "1"), ("feature-sg", "1")] {
-        dev.write_own(TxId::NONE, k, v).await.unwrap();
+    for k in features {
+        dev.write_own(TxId::NONE, k, "1").await.unwrap();
     }
     dev.switch_state(XenbusState::InitWait).await.unwrap();
     dev.wait_peer(|s| s == XenbusState::Connected, |_| false)
@@ -117,9 +137,36 @@ async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<Stri
     let tx_page = p.grants().map(fe, tx_ref, Access::ReadWrite).unwrap();
     let rx_page = p.grants().map(fe, rx_ref, Access::ReadWrite).unwrap();
     let port = p.events().bind_interdomain(fe, evtchn).unwrap();
-    let mut tx: BackRing<_, NetifTxRequest, NetifTxResponse> = BackRing::attach(tx_page).unwrap();
-    let mut rx: BackRing<_, NetifRxRequest, NetifRxResponse> = BackRing::attach(rx_page).unwrap();
+    let tx = BackRing::attach(tx_page).unwrap();
+    let rx = BackRing::attach(rx_page).unwrap();
     dev.switch_state(XenbusState::Connected).await.unwrap();
+    Conn { dev, tx, rx, port }
+}
+
+/// Once the frontend closes: the `error` node it left, after letting go of
+/// everything.
+async fn disconnect_backend(p: &SimPlatform, c: Conn) -> Option<String> {
+    let Conn { dev, tx, rx, port } = c;
+    dev.wait_peer(
+        |s| matches!(s, XenbusState::Closing | XenbusState::Closed),
+        |_| false,
+    )
+    .await
+    .unwrap();
+    let why = dev.read_peer("error").await.unwrap();
+    for ring in [tx.into_memory(), rx.into_memory()] {
+        p.grants().unmap(ring).map_err(|(_, e)| e).unwrap();
+    }
+    p.events().close(port).unwrap();
+    dev.switch_state(XenbusState::Closing).await.unwrap();
+    dev.switch_state(XenbusState::Closed).await.unwrap();
+    assert_eq!(p.grants().active_mappings(), 0);
+    why
+}
+
+async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<String>>>) {
+    let mut c = connect_backend(&p, &["feature-rx-copy", "feature-sg"]).await;
+    let (tx, rx, port) = (&mut c.tx, &mut c.rx, c.port);
 
     let tx_attack = matches!(
         attack,
@@ -205,26 +252,8 @@ async fn hostile_backend(p: SimPlatform, attack: Attack, log: Arc<Mutex<Vec<Stri
     p.events().notify(port).unwrap();
 
     // The frontend gives up: it says why and closes.
-    dev.wait_peer(
-        |s| matches!(s, XenbusState::Closing | XenbusState::Closed),
-        |_| false,
-    )
-    .await
-    .unwrap();
-    let why = dev.read_peer("error").await.unwrap().unwrap_or_default();
+    let why = disconnect_backend(&p, c).await.unwrap_or_default();
     log.lock().unwrap().push(why);
-    p.grants()
-        .unmap(tx.into_memory())
-        .map_err(|(_, e)| e)
-        .unwrap();
-    p.grants()
-        .unmap(rx.into_memory())
-        .map_err(|(_, e)| e)
-        .unwrap();
-    p.events().close(port).unwrap();
-    dev.switch_state(XenbusState::Closing).await.unwrap();
-    dev.switch_state(XenbusState::Closed).await.unwrap();
-    assert_eq!(p.grants().active_mappings(), 0);
 }
 
 async fn victim(p: SimPlatform, errors: Arc<Mutex<Vec<NetError>>>) {
@@ -382,26 +411,8 @@ fn tcp_checksum_ok(frame: &[u8]) -> bool {
 /// of them described as a large segment): the frontend drops the bad ones,
 /// completes the good ones' checksums, and stays up.
 async fn odd_packets_backend(p: SimPlatform) {
-    let xs = p.xenstore().unwrap().clone();
-    let mut watcher = DeviceWatcher::new(&xs, "/local/domain/0", "vif")
-        .await
-        .unwrap();
-    let DeviceChange::Added(dir) = watcher.next().await.unwrap() else {
-        panic!("no vif")
-    };
-    let dev = XenbusDevice::open_backend(&xs, &dir).await.unwrap();
-    dev.watch_peer().await.unwrap();
-    for (k, v) in [
-        ("feature-rx-copy", "1"),
-        ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "1"),
-    ] {
-        dev.write_own(TxId::NONE, k, v).await.unwrap();
-    }
-    dev.switch_state(XenbusState::InitWait).await.unwrap();
-    dev.wait_peer(|s| s == XenbusState::Connected, |_| false)
-        .await
-        .unwrap();
+    let mut c = connect_backend(&p, &["feature-rx-copy", "feature-sg", "feature-gso-tcpv4"]).await;
+    let (dev, rx, port) = (&c.dev, &mut c.rx, c.port);
     // The frontend offered to take large segments and blank checksums.
     assert_eq!(
         dev.read_peer("feature-gso-tcpv4").await.unwrap().as_deref(),
@@ -415,14 +426,6 @@ async fn odd_packets_backend(p: SimPlatform) {
         Some("0")
     );
     let fe = dev.peer_id();
-    let num = |v: Option<u64>| v.unwrap() as u32;
-    let rx_ref = GrantRef(num(dev.peer_u64("rx-ring-ref").await.unwrap()));
-    let evtchn = EventPort(num(dev.peer_u64("event-channel").await.unwrap()));
-    let rx_page = p.grants().map(fe, rx_ref, Access::ReadWrite).unwrap();
-    let port = p.events().bind_interdomain(fe, evtchn).unwrap();
-    let mut rx: BackRing<_, NetifRxRequest, NetifRxResponse> = BackRing::attach(rx_page).unwrap();
-    dev.switch_state(XenbusState::Connected).await.unwrap();
-
     let mut reqs = Vec::new();
     while let Some(r) = rx.take_request().unwrap() {
         reqs.push(r);
@@ -475,24 +478,7 @@ async fn odd_packets_backend(p: SimPlatform) {
     }
     rx.push_responses_and_check_notify();
     p.events().notify(port).unwrap();
-    dev.wait_peer(
-        |s| matches!(s, XenbusState::Closing | XenbusState::Closed),
-        |_| false,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        dev.read_peer("error").await.unwrap(),
-        None,
-        "the vif failed"
-    );
-    p.grants()
-        .unmap(rx.into_memory())
-        .map_err(|(_, e)| e)
-        .unwrap();
-    p.events().close(port).unwrap();
-    dev.switch_state(XenbusState::Closing).await.unwrap();
-    dev.switch_state(XenbusState::Closed).await.unwrap();
+    assert_eq!(disconnect_backend(&p, c).await, None, "the vif failed");
 }
 
 /// The frontend's side of [`odd_packets_backend`]: what smoltcp would be

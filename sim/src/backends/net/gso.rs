@@ -11,6 +11,20 @@ use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
 /// Ethernet header length.
 const ETH: usize = 14;
 
+/// The IPv4 header of `frame` if it is an unfragmented TCP/IPv4 packet in
+/// Ethernet that fills the frame exactly (no padding).
+fn whole_tcp_v4(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&frame[ETH..]).ok()?;
+    let whole = ip.next_header() == IpProtocol::Tcp
+        && !ip.more_frags()
+        && ip.frag_offset() == 0
+        && ETH + usize::from(ip.total_len()) == frame.len();
+    whole.then_some(ip)
+}
+
 /// Cut `frame`, a TCP segment in IPv4 in Ethernet, into frames carrying at
 /// most `size` bytes of payload each, appended to `out`: IP length,
 /// identification and checksum, TCP sequence number, flags (`FIN` and
@@ -19,19 +33,9 @@ const ETH: usize = 14;
 /// unfragmented TCP/IPv4 packet filling the frame exactly, or `size` is 0.
 pub fn segment(frame: &[u8], size: u16, out: &mut Vec<Vec<u8>>) -> bool {
     let size = usize::from(size);
-    if size == 0 || frame.get(12..14) != Some(&[0x08, 0x00][..]) {
-        return false;
-    }
-    let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
+    let Some(ip) = whole_tcp_v4(frame).filter(|_| size > 0) else {
         return false;
     };
-    if ip.next_header() != IpProtocol::Tcp
-        || ip.more_frags()
-        || ip.frag_offset() != 0
-        || ETH + usize::from(ip.total_len()) != frame.len()
-    {
-        return false;
-    }
     let ihl = usize::from(ip.header_len());
     let (src, dst): (IpAddress, IpAddress) = (ip.src_addr().into(), ip.dst_addr().into());
     let ident = ip.ident();
@@ -77,17 +81,10 @@ pub fn segment(frame: &[u8], size: u16, out: &mut Vec<Vec<u8>>) -> bool {
 /// as it is, to be dropped there, not with a checksum the guest would
 /// compute afresh over the damage.
 pub fn offload_to_frontend(frame: &mut [u8], mtu: usize) -> Option<u16> {
-    if frame.len() <= mtu + ETH || frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+    if frame.len() <= mtu + ETH {
         return None;
     }
-    let ip = Ipv4Packet::new_checked(&frame[ETH..]).ok()?;
-    if ip.next_header() != IpProtocol::Tcp
-        || ip.more_frags()
-        || ip.frag_offset() != 0
-        || ETH + usize::from(ip.total_len()) != frame.len()
-    {
-        return None;
-    }
+    let ip = whole_tcp_v4(frame)?;
     let ihl = usize::from(ip.header_len());
     let (src, dst) = (ip.src_addr().octets(), ip.dst_addr().octets());
     let tcp = TcpPacket::new_checked(&frame[ETH + ihl..]).ok()?;
