@@ -727,7 +727,13 @@ impl Net {
         let mut fatal: Vec<(VifId, VifError)> = Vec::new();
         let mut staged: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut passed: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut whole_to: Vec<[u8; 6]> = Vec::new();
+        // Who takes large TCP segments whole: dom0's own stack, and
+        // frontends that offered to (connections change only between calls).
+        let whole_to: Vec<[u8; 6]> = self
+            .gateway_mac
+            .into_iter()
+            .chain(self.vifs.values().filter_map(|v| v.takes_large()))
+            .collect();
         for _ in 0..64 {
             let mut progress = false;
             // Frames a faulty link held back, now due.
@@ -738,11 +744,6 @@ impl Net {
                 self.deliver(to, frame);
                 progress = true;
             }
-            // Who takes large TCP segments whole: dom0's own stack, and
-            // frontends that offered to.
-            whole_to.clear();
-            whole_to.extend(self.gateway_mac);
-            whole_to.extend(self.vifs.values().filter_map(|v| v.takes_large()));
             for (id, vif) in self.vifs.iter_mut() {
                 match vif.process_tx(p, staging, now, &mut out, &whole_to) {
                     Ok(moved) => progress |= moved,
